@@ -1,0 +1,302 @@
+"""The stored form of a compressed linear layer and the module that runs it.
+
+A :class:`CompressedLinear` holds exactly the tensors a deployment would store,
+so its :meth:`~CompressedLinear.nbytes` is the real size:
+
+========================  =====================================================
+buffer                    contents
+========================  =====================================================
+``codes``                 quantized codes of the kept weights, bit-packed (uint8)
+``values``                float16 kept weights when the layer is not quantized
+``scales`` / ``zeros``    float16 scales per (kept row, group); asymmetric zero
+                          points bit-packed at the code width
+``mask_bits``             unstructured sparsity: 1 bit per weight
+``nm_index``              n:m sparsity: ceil(log2 m) bits per kept weight
+``row_index``             rows/heads sparsity: int32 index of each kept row
+``lr_u`` / ``lr_v``       float16 low-rank factors (out, r) and (r, in)
+``smooth``                float16 per-input-channel scale (AWQ / SmoothQuant)
+``bias``                  float16
+========================  =====================================================
+
+Kept weights are stored in row-major order of the mask. The forward pass
+dequantizes on the fly (``materialize`` caches the dense weight for
+accuracy evaluation, where only the numbers matter, not the speed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from squeezeray.techniques._formats import QuantFormat
+from squeezeray.techniques._formats import QuantGrid
+from squeezeray.techniques._formats import SparsityPattern
+from squeezeray.techniques._packing import pack_bits
+from squeezeray.techniques._packing import unpack_bits
+from squeezeray.techniques._state import LayerState
+
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerFormat:
+    """Everything but the tensors: how to read a compressed layer's buffers.
+
+    Attributes:
+        out_features, in_features: Shape of the original weight.
+        quant_format: Code format, or None for float16 values.
+        bits, group_size, symmetric: Grid settings (quantized layers).
+        pattern: Sparsity pattern, or None when dense.
+        n, m: For n:m sparsity.
+        n_kept: Number of stored main-path weights.
+        rank: Low-rank rank (0 if none); ``lowrank_only`` when it is the whole weight.
+        act_bits: 8 = dynamic per-token INT8 activations after ``smooth``;
+            16 = only the per-channel ``smooth`` scale (AWQ); 0 = no smoothing.
+        steps: Labels of the technique steps that produced this layer.
+    """
+
+    out_features: int
+    in_features: int
+    quant_format: QuantFormat | None
+    bits: int
+    group_size: int
+    symmetric: bool
+    pattern: SparsityPattern | None
+    n: int
+    m: int
+    n_kept: int
+    rank: int
+    lowrank_only: bool
+    act_bits: int
+    has_bias: bool
+    steps: tuple[str, ...]
+    version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["quant_format"] = None if self.quant_format is None else self.quant_format.value
+        d["pattern"] = None if self.pattern is None else self.pattern.value
+        d["steps"] = list(self.steps)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LayerFormat:
+        if d.get("version") != FORMAT_VERSION:
+            raise ValueError(f"layer format version {d.get('version')!r} is not {FORMAT_VERSION}")
+        d = dict(d)
+        d["quant_format"] = None if d["quant_format"] is None else QuantFormat(d["quant_format"])
+        d["pattern"] = None if d["pattern"] is None else SparsityPattern(d["pattern"])
+        d["steps"] = tuple(d["steps"])
+        return cls(**d)
+
+    @property
+    def nm_bits(self) -> int:
+        return max(1, math.ceil(math.log2(self.m))) if self.m else 0
+
+
+def _f16(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to(torch.float16).contiguous()
+
+
+class CompressedLinear(nn.Module):
+    """A linear layer stored compressed; computes ``y = x W^T + b`` from its buffers."""
+
+    def __init__(self, fmt: LayerFormat, buffers: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.fmt = fmt
+        self.in_features = fmt.in_features
+        self.out_features = fmt.out_features
+        for name, tensor in buffers.items():
+            self.register_buffer(name, tensor)
+        self._dense: torch.Tensor | None = None
+
+    # ----------------------------------------------------------------- build
+    @classmethod
+    def from_state(cls, state: LayerState) -> CompressedLinear:
+        """Pack a finished :class:`LayerState` into its stored form."""
+        out_f, in_f = state.shape
+        buffers: dict[str, torch.Tensor] = {}
+        lowrank_only = state.lowrank is not None and state.lowrank.replaces_main
+        sp = state.sparsity
+        quant = state.quant
+        n_kept = 0
+        if not lowrank_only:
+            if sp is None:
+                kept = torch.ones(out_f, in_f, dtype=torch.bool)
+            elif sp.pattern is SparsityPattern.UNSTRUCTURED:
+                kept = sp.mask
+                buffers["mask_bits"] = pack_bits(sp.mask, 1)
+            elif sp.pattern is SparsityPattern.NM:
+                kept = sp.mask
+                per_group = sp.mask.view(out_f, in_f // sp.m, sp.m)
+                counts = per_group.sum(-1)
+                if not bool((counts == sp.n).all()):
+                    raise ValueError(f"{state.name}: mask is not {sp.n}:{sp.m} in every group")
+                # positions (0..m-1) of the n kept weights of each group, ascending
+                idx = torch.argsort((~per_group).to(torch.int8), dim=-1, stable=True)[..., : sp.n]
+                bits = max(1, math.ceil(math.log2(sp.m)))
+                buffers["nm_index"] = pack_bits(idx, bits)
+            else:  # rows / heads: whole rows removed
+                rows = sp.kept_rows()
+                kept = torch.zeros(out_f, in_f, dtype=torch.bool)
+                kept[rows] = True
+                buffers["row_index"] = rows.to(torch.int32)
+            n_kept = int(kept.sum())
+            row_sel = buffers.get("row_index")
+            if quant is not None:
+                buffers["codes"] = pack_bits(quant.codes[kept], quant.grid.bits)
+                scales = quant.grid.scales if row_sel is None else quant.grid.scales[row_sel.long()]
+                buffers["scales"] = _f16(scales)
+                if quant.grid.zeros is not None:
+                    zeros = quant.grid.zeros if row_sel is None else quant.grid.zeros[row_sel.long()]
+                    buffers["zeros"] = pack_bits(zeros.round().to(torch.uint8), quant.grid.bits)
+            else:
+                buffers["values"] = _f16(state.weight[kept])
+        rank = 0
+        if state.lowrank is not None:
+            rank = int(state.lowrank.u.shape[1])
+            buffers["lr_u"] = _f16(state.lowrank.u)
+            buffers["lr_v"] = _f16(state.lowrank.v)
+        act_bits = 0
+        if state.act is not None:
+            act_bits = state.act.bits
+            buffers["smooth"] = _f16(state.act.smooth)
+        if state.bias is not None:
+            buffers["bias"] = _f16(state.bias)
+        grid = None if quant is None else quant.grid
+        fmt = LayerFormat(
+            out_features=out_f,
+            in_features=in_f,
+            quant_format=None if grid is None else grid.fmt,
+            bits=16 if grid is None else grid.bits,
+            group_size=0 if grid is None else grid.group_size,
+            symmetric=True if grid is None else grid.symmetric,
+            pattern=None if (sp is None or lowrank_only) else sp.pattern,
+            n=0 if sp is None else sp.n,
+            m=0 if sp is None else sp.m,
+            n_kept=n_kept,
+            rank=rank,
+            lowrank_only=lowrank_only,
+            act_bits=act_bits,
+            has_bias=state.bias is not None,
+            steps=tuple(state.applied),
+        )
+        return cls(fmt, buffers)
+
+    # ------------------------------------------------------------------ size
+    def nbytes(self) -> int:
+        """Bytes of every stored tensor plus the JSON header that describes them."""
+        tensors = sum(b.numel() * b.element_size() for b in self.buffers(recurse=False))
+        return tensors + len(json.dumps(self.fmt.to_dict(), separators=(",", ":")))
+
+    # --------------------------------------------------------------- unpack
+    def _kept_mask(self) -> torch.Tensor | None:
+        f = self.fmt
+        if f.pattern is SparsityPattern.UNSTRUCTURED:
+            return unpack_bits(self.mask_bits, 1, f.out_features * f.in_features).bool().view(
+                f.out_features, f.in_features
+            )
+        if f.pattern is SparsityPattern.NM:
+            groups = f.in_features // f.m
+            idx = unpack_bits(self.nm_index, f.nm_bits, f.out_features * groups * f.n).view(
+                f.out_features, groups, f.n
+            )
+            mask = torch.zeros(f.out_features, groups, f.m, dtype=torch.bool)
+            mask.scatter_(2, idx.long(), True)
+            return mask.view(f.out_features, f.in_features)
+        return None
+
+    def _grid(self, n_rows: int) -> QuantGrid:
+        f = self.fmt
+        assert f.quant_format is not None
+        zeros = None
+        if not f.symmetric:
+            n_groups = self.scales.shape[1]
+            zeros = unpack_bits(self.zeros, f.bits, n_rows * n_groups).view(n_rows, n_groups).float()
+        return QuantGrid(f.quant_format, f.bits, f.group_size, f.symmetric, self.scales.float(), zeros)
+
+    def main_weight(self) -> torch.Tensor | None:
+        """The stored main weight as dense float32 (out, in), as stored (smoothing not undone)."""
+        f = self.fmt
+        if f.lowrank_only:
+            return None
+        rows = None if f.pattern not in (SparsityPattern.ROWS, SparsityPattern.HEADS) else self.row_index.long()
+        n_rows = f.out_features if rows is None else int(rows.numel())
+        mask = self._kept_mask()
+        if f.quant_format is not None:
+            codes = unpack_bits(self.codes, f.bits, f.n_kept)
+            if mask is not None:
+                dense_codes = torch.zeros(f.out_features, f.in_features, dtype=torch.uint8)
+                dense_codes[mask] = codes
+                w = self._grid(n_rows).dequantize(dense_codes) * mask
+            else:
+                w = self._grid(n_rows).dequantize(codes.view(n_rows, f.in_features))
+        else:
+            if mask is not None:
+                w = torch.zeros(f.out_features, f.in_features)
+                w[mask] = self.values.float()
+            else:
+                w = self.values.float().view(n_rows, f.in_features)
+        if rows is not None:
+            full = torch.zeros(f.out_features, f.in_features)
+            full[rows] = w
+            w = full
+        return w
+
+    def effective_weight(self) -> torch.Tensor:
+        """The dense (out, in) float32 weight this layer is equivalent to (before activation quantization)."""
+        w = self.main_weight()
+        if w is not None and self.fmt.act_bits:
+            w = w / self.smooth.float()
+        if self.fmt.rank:
+            lr = self.lr_u.float() @ self.lr_v.float()
+            w = lr if w is None else w + lr
+        assert w is not None
+        return w
+
+    def materialize(self) -> None:
+        """Cache the dense effective weight (fast evaluation; not for latency)."""
+        if self.fmt.act_bits == 8:
+            self._dense = self.main_weight()
+        else:
+            self._dense = self.effective_weight()
+
+    def release(self) -> None:
+        self._dense = None
+
+    # --------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.fmt
+        dtype = x.dtype
+        x = x.float()
+        if f.act_bits == 8:
+            from squeezeray.techniques._actquant import fake_quant_per_token
+
+            w = self._dense if self._dense is not None else self.main_weight()
+            xs = fake_quant_per_token(x / self.smooth.float(), 8)
+            y = xs @ w.t() if w is not None else torch.zeros(*x.shape[:-1], f.out_features)
+            if f.rank:
+                y = y + (x @ self.lr_v.float().t()) @ self.lr_u.float().t()
+        elif self._dense is not None:
+            y = x @ self._dense.t()
+        else:
+            y = None
+            w = self.main_weight()
+            if w is not None:
+                xs = x / self.smooth.float() if f.act_bits == 16 else x
+                y = xs @ w.t()
+            if f.rank:
+                lr = (x @ self.lr_v.float().t()) @ self.lr_u.float().t()  # (..., r) -> (..., out)
+                y = lr if y is None else y + lr
+            assert y is not None
+        if f.has_bias:
+            y = y + self.bias.float()
+        return y.to(dtype)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, steps={'+'.join(self.fmt.steps) or 'none'}"

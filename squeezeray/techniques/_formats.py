@@ -1,0 +1,164 @@
+"""Storage formats of compressed weights (pure math on tensors).
+
+A :class:`QuantGrid` holds, per output row and input group, the scale (and zero
+point) that maps a float weight to an integer code and back. The same grid type
+serves integer (RTN/GPTQ/AWQ/W8A8), NF4 and FP8-E4M3 codes.
+
+Integer codes, ``maxq = 2**bits - 1``:
+    symmetric:  zero = (maxq + 1) / 2 (implicit, not stored), scale = 2 * absmax / maxq
+    asymmetric: zero = round(-min / scale) stored in ``bits`` bits, scale = (max - min) / maxq
+    code = clamp(round(w / scale) + zero, 0, maxq);  w_hat = scale * (code - zero)
+NF4: code indexes the 16-value NormalFloat table; w_hat = NF4[code] * absmax.
+FP8: code is the E4M3 bit pattern of w / scale with scale = absmax / 448.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+import torch
+
+FP8_E4M3_MAX = 448.0
+
+# QLoRA's NormalFloat-4 levels (quantiles of N(0,1), normalised to [-1, 1]).
+NF4_LEVELS = torch.tensor(
+    [
+        -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
+        -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+        0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+        0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
+    ]
+)
+
+
+class QuantFormat(str, enum.Enum):
+    """How codes map to values."""
+
+    INT = "int"
+    NF4 = "nf4"
+    FP8_E4M3 = "fp8_e4m3"
+
+
+class SparsityPattern(str, enum.Enum):
+    """Which weights a pruning step may remove, and so how the mask is stored."""
+
+    UNSTRUCTURED = "unstructured"  # any weight; stored as a 1-bit-per-weight bitmap
+    NM = "nm"  # N kept of every M consecutive inputs; stored as indices (ceil(log2 M) bits each)
+    ROWS = "rows"  # whole output channels; stored as the kept row indices
+    HEADS = "heads"  # whole attention heads (groups of head_dim output rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantGrid:
+    """Per-(row, group) quantization parameters of one weight matrix.
+
+    Attributes:
+        fmt: Code format.
+        bits: Bits per code (8 for FP8, 4 for NF4).
+        group_size: Inputs per group; equals in_features for one group per row.
+        symmetric: Integer format only; asymmetric grids store ``zeros``.
+        scales: (out, n_groups) float32.
+        zeros: (out, n_groups) float32 holding integer values, or None when symmetric.
+    """
+
+    fmt: QuantFormat
+    bits: int
+    group_size: int
+    symmetric: bool
+    scales: torch.Tensor
+    zeros: torch.Tensor | None
+
+    @property
+    def maxq(self) -> int:
+        return (1 << self.bits) - 1
+
+    def _expand(self, t: torch.Tensor, in_features: int) -> torch.Tensor:
+        # (out, n_groups) -> (out, in)
+        return t.repeat_interleave(self.group_size, dim=1)[:, :in_features]
+
+    def zero_points(self) -> torch.Tensor:
+        if self.zeros is not None:
+            return self.zeros
+        return torch.full_like(self.scales, (self.maxq + 1) / 2)
+
+    def quantize(self, w: torch.Tensor) -> torch.Tensor:
+        """Codes (uint8, same shape as ``w``) of a (out, in) float weight on this grid."""
+        scale = self._expand(self.scales, w.shape[1])
+        if self.fmt is QuantFormat.INT:
+            zero = self._expand(self.zero_points(), w.shape[1])
+            return torch.clamp(torch.round(w / scale) + zero, 0, self.maxq).to(torch.uint8)
+        if self.fmt is QuantFormat.NF4:
+            x = (w / scale).clamp(-1, 1)
+            return torch.argmin((x.unsqueeze(-1) - NF4_LEVELS).abs(), dim=-1).to(torch.uint8)
+        x = (w / scale).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX)
+        return x.to(torch.float8_e4m3fn).view(torch.uint8)
+
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        """Float32 (out, in) values of uint8 codes on this grid."""
+        scale = self._expand(self.scales, codes.shape[1])
+        if self.fmt is QuantFormat.INT:
+            zero = self._expand(self.zero_points(), codes.shape[1])
+            return scale * (codes.float() - zero)
+        if self.fmt is QuantFormat.NF4:
+            return NF4_LEVELS[codes.long()] * scale
+        return codes.view(torch.float8_e4m3fn).float() * scale
+
+    def fake_quantize(self, w: torch.Tensor) -> torch.Tensor:
+        """Round ``w`` to the nearest grid value (dequantize(quantize(w)))."""
+        return self.dequantize(self.quantize(w))
+
+    def columns(self, start: int, stop: int, in_features: int) -> QuantGrid:
+        """The grid restricted to input columns [start, stop) (for column-wise solvers)."""
+        scale = self._expand(self.scales, in_features)[:, start:stop]
+        zeros = None if self.zeros is None else self._expand(self.zeros, in_features)[:, start:stop]
+        return dataclasses.replace(self, group_size=1, scales=scale, zeros=zeros)
+
+
+def minmax_grid(
+    w: torch.Tensor,
+    *,
+    bits: int,
+    group_size: int | None,
+    symmetric: bool,
+    fmt: QuantFormat = QuantFormat.INT,
+    clip: float = 1.0,
+) -> QuantGrid:
+    """The min/max (round-to-nearest) grid of a (out, in) weight.
+
+    Args:
+        w: (out, in) float weight.
+        bits: Bits per code.
+        group_size: Inputs per group, or None for one group per row.
+        symmetric: Integer format only.
+        fmt: Code format.
+        clip: Shrink the range by this factor (AWQ/MSE clipping searches use < 1).
+    """
+    out_f, in_f = w.shape
+    gs = in_f if group_size is None else group_size
+    if in_f % gs:
+        raise ValueError(f"group_size={gs} does not divide in_features={in_f}")
+    g = w.float().reshape(out_f, in_f // gs, gs)  # (out, n_groups, gs)
+    tiny = torch.finfo(torch.float32).tiny * 1e4
+    if fmt is QuantFormat.INT and not symmetric:
+        lo = g.amin(dim=2).clamp(max=0) * clip
+        hi = g.amax(dim=2).clamp(min=0) * clip
+        maxq = (1 << bits) - 1
+        scale = ((hi - lo) / maxq).clamp(min=tiny)
+        zero = torch.round(-lo / scale).clamp(0, maxq)
+        return QuantGrid(fmt, bits, gs, False, scale, zero)
+    absmax = g.abs().amax(dim=2) * clip
+    if fmt is QuantFormat.INT:
+        scale = (2 * absmax / ((1 << bits) - 1)).clamp(min=tiny)
+    elif fmt is QuantFormat.NF4:
+        scale = absmax.clamp(min=tiny)
+    else:
+        scale = (absmax / FP8_E4M3_MAX).clamp(min=tiny)
+    return QuantGrid(fmt, bits, gs, True, scale, None)
+
+
+def sqnr_db(reference: torch.Tensor, approx: torch.Tensor) -> float:
+    """Signal-to-quantization-noise ratio in dB (higher is better)."""
+    noise = (reference.float() - approx.float()).pow(2).mean()
+    signal = reference.float().pow(2).mean()
+    return float(10 * torch.log10(signal / noise.clamp(min=1e-30)))

@@ -1,0 +1,68 @@
+"""Bit-packing of integer codes into bytes (pure functions).
+
+Codes of ``bits`` bits (1..8) are written as one little-endian bit stream, so a
+tensor of ``n`` codes takes exactly ``ceil(n * bits / 8)`` bytes. 8-bit codes
+are stored as they are.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def packed_nbytes(numel: int, bits: int) -> int:
+    """Bytes that :func:`pack_bits` uses for ``numel`` codes of ``bits`` bits."""
+    return math.ceil(numel * bits / 8)
+
+
+def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """Pack integer codes in ``[0, 2**bits)`` into a 1-D uint8 tensor.
+
+    Args:
+        codes: Any shape, integer dtype, values in ``[0, 2**bits)``.
+        bits: Bits per code, 1..8.
+
+    Returns:
+        uint8 tensor of shape ``(ceil(numel * bits / 8),)``.
+    """
+    if not 1 <= bits <= 8:
+        raise ValueError(f"bits={bits}: must be in 1..8")
+    flat = codes.reshape(-1).to(torch.uint8)
+    if bits == 8:
+        return flat.clone()
+    if flat.numel() and int(flat.max()) >= (1 << bits):
+        raise ValueError(f"code {int(flat.max())} does not fit in {bits} bits")
+    if 8 % bits == 0:  # 1, 2, 4 bits: whole codes per byte
+        per = 8 // bits
+        pad = (-flat.numel()) % per
+        flat = torch.cat([flat, flat.new_zeros(pad)]).view(-1, per)
+        shifts = torch.arange(0, 8, bits, dtype=torch.uint8)
+        return (flat << shifts).sum(dim=1, dtype=torch.uint8)
+    # general bit stream: (n, bits) bit matrix, then 8 bits per byte
+    bit_idx = torch.arange(bits, dtype=torch.uint8)
+    stream = ((flat.unsqueeze(1) >> bit_idx) & 1).reshape(-1)
+    pad = (-stream.numel()) % 8
+    stream = torch.cat([stream, stream.new_zeros(pad)]).view(-1, 8)
+    return (stream << torch.arange(8, dtype=torch.uint8)).sum(dim=1, dtype=torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
+    """Inverse of :func:`pack_bits`: the first ``numel`` codes as a 1-D uint8 tensor."""
+    if not 1 <= bits <= 8:
+        raise ValueError(f"bits={bits}: must be in 1..8")
+    if packed.numel() != packed_nbytes(numel, bits):
+        raise ValueError(
+            f"packed buffer has {packed.numel()} bytes, {packed_nbytes(numel, bits)} expected "
+            f"for {numel} codes of {bits} bits"
+        )
+    if bits == 8:
+        return packed.reshape(-1)[:numel]
+    mask = (1 << bits) - 1
+    if 8 % bits == 0:
+        shifts = torch.arange(0, 8, bits, dtype=torch.uint8)
+        return ((packed.unsqueeze(1) >> shifts) & mask).reshape(-1)[:numel]
+    stream = ((packed.unsqueeze(1) >> torch.arange(8, dtype=torch.uint8)) & 1).reshape(-1)
+    stream = stream[: numel * bits].view(numel, bits)
+    return (stream << torch.arange(bits, dtype=torch.uint8)).sum(dim=1, dtype=torch.uint8)

@@ -1,0 +1,20 @@
+"""Round-to-nearest weight quantization on the min/max grid."""
+
+from __future__ import annotations
+
+from squeezeray.techniques._base import BaseTechnique
+from squeezeray.techniques._configs import RTNConfig
+from squeezeray.techniques._formats import minmax_grid
+from squeezeray.techniques._state import LayerState
+from squeezeray.techniques._state import LayerStats
+from squeezeray.techniques._steps import require_unquantized
+
+
+class RTN(BaseTechnique[RTNConfig]):
+    name = "rtn"
+    config_cls = RTNConfig
+
+    def apply(self, state: LayerState, config: RTNConfig, stats: LayerStats) -> None:
+        require_unquantized(state, self.name)
+        grid = minmax_grid(state.weight, bits=config.bits, group_size=config.group_size, symmetric=config.symmetric)
+        state.set_quantized(grid, grid.quantize(state.weight))

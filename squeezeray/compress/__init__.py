@@ -1,1 +1,19 @@
-"""squeezeray.compress."""
+"""Calibration, plan application and the stored form of compressed layers."""
+
+from squeezeray.compress._apply import LayerReport
+from squeezeray.compress._apply import apply_plan
+from squeezeray.compress._apply import compress_layer
+from squeezeray.compress._apply import replace_module
+from squeezeray.compress._calibrate import collect_stats
+from squeezeray.compress._module import CompressedLinear
+from squeezeray.compress._module import LayerFormat
+
+__all__ = [
+    "CompressedLinear",
+    "LayerFormat",
+    "LayerReport",
+    "apply_plan",
+    "collect_stats",
+    "compress_layer",
+    "replace_module",
+]

@@ -97,8 +97,10 @@ def check_group_size(cfg: TechniqueConfig, group_size: int | None) -> None:
 
 
 def check_group_divides(cfg: TechniqueConfig, group_size: int | None, in_features: int) -> None:
-    if group_size is not None and in_features % group_size != 0:
-        cfg._fail("group_size", group_size, f"does not divide the layer's input width {in_features}")
+    """A group may not exceed the input width; a group size that does not divide it leaves a
+    shorter last group (as GPTQ's ``g_idx = i // group_size`` layout does)."""
+    if group_size is not None and group_size > in_features:
+        cfg._fail("group_size", group_size, f"exceeds the layer's input width {in_features}")
 
 
 def check_fraction(cfg: TechniqueConfig, field: str, value: object, *, upper_inclusive: bool = False) -> None:

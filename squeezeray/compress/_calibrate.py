@@ -65,19 +65,23 @@ def collect_stats(
     """
     modules = dict(model.named_modules())
     names = list(layer_names)
-    shared: dict[tuple[int, int], _Accumulator] = {}  # (data_ptr, shape) of the input -> accumulator
     owner: dict[str, _Accumulator] = {}
-    seen_this_batch: dict[tuple[int, int], _Accumulator] = {}
+    # Sibling layers (q/k/v, gate/up) are called one after another on the very same
+    # tensor object; holding a reference to the last input lets them share one
+    # accumulator without confusing a freed tensor's address with a new one's.
+    last: list[tuple[torch.Tensor, _Accumulator]] = []
 
     def hook_for(name: str):  # noqa: ANN202
         def hook(mod: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
             x = args[0]
-            key = (x.data_ptr(), x.numel())
-            acc = seen_this_batch.get(key)
-            if acc is None:
+            if last and last[0][0] is x:
+                acc = last[0][1]
+                if name in owner and owner[name] is not acc:
+                    raise RuntimeError(f"{name}: input sharing changed between batches")
+            else:
                 acc = owner.get(name) or _Accumulator(x.shape[-1], hessian)
                 acc.add(x)
-                seen_this_batch[key] = acc
+                last[:] = [(x, acc)]
             owner.setdefault(name, acc)
 
         return hook
@@ -86,11 +90,10 @@ def collect_stats(
     try:
         batches = range(0, tokens.shape[0], batch_size)
         for start in tqdm(batches, desc="calibrating", disable=not progress, leave=False):
-            seen_this_batch.clear()
             model(input_ids=tokens[start : start + batch_size], use_cache=False)
     finally:
         for h in handles:
             h.remove()
-    del shared
+        last.clear()
     cache: dict[int, LayerStats] = {}
     return {n: cache.setdefault(id(owner[n]), owner[n].stats()) for n in names}

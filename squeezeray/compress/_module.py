@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from typing import TYPE_CHECKING
 from typing import Any
 
 import torch
@@ -40,7 +41,13 @@ from squeezeray.techniques._packing import pack_bits
 from squeezeray.techniques._packing import unpack_bits
 from squeezeray.techniques._state import LayerState
 
+if TYPE_CHECKING:
+    from squeezeray.kernels import KernelDispatch
+    from squeezeray.kernels import PathChoice
+    from squeezeray.kernels import PreparedLinear
+
 FORMAT_VERSION = 1
+_REFERENCE_PATH = "torch-reference"  # squeezeray.kernels.KernelPath.REFERENCE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +121,8 @@ class CompressedLinear(nn.Module):
         for name, tensor in buffers.items():
             self.register_buffer(name, tensor)
         self._dense: torch.Tensor | None = None
+        self._kernels: KernelDispatch | None = None
+        self.last_path: str | None = None  # which path the last forward ran (see squeezeray.kernels)
 
     # ----------------------------------------------------------------- build
     @classmethod
@@ -269,8 +278,49 @@ class CompressedLinear(nn.Module):
     def release(self) -> None:
         self._dense = None
 
+    # --------------------------------------------------------------- kernels
+    def attach_kernels(self, dispatch: KernelDispatch | None) -> None:
+        """Use the kernel paths chosen by :class:`squeezeray.kernels.KernelSelector` (None: the reference)."""
+        self._kernels = dispatch
+
+    @property
+    def kernel_choice(self) -> PathChoice | None:
+        """The recorded path choice, or None when the layer runs the torch reference."""
+        return None if self._kernels is None else self._kernels.choice
+
     # --------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``y = x W^T + b``; on the attached kernel path for this token count, else the torch reference."""
+        if self._dense is not None or self._kernels is None:
+            return self.forward_reference(x)
+        return self.forward_with(x, self._kernels.pick(x.numel() // max(x.shape[-1], 1)))
+
+    def forward_with(self, x: torch.Tensor, kernel: PreparedLinear | None) -> torch.Tensor:
+        """Run the main path on ``kernel`` (None: the torch reference); low-rank and bias as the reference.
+
+        Args:
+            x: (..., in) input of any float dtype.
+            kernel: Prepared main-path kernel of this layer.
+
+        Returns:
+            (..., out) in the dtype of ``x``.
+        """
+        if kernel is None:
+            return self.forward_reference(x)
+        f = self.fmt
+        x2 = x.reshape(-1, f.in_features).float()  # (M, in)
+        xs = x2 / self.smooth.float() if f.act_bits else x2
+        y = kernel(xs)  # (M, out) float32
+        if f.rank:
+            y = y + (x2 @ self.lr_v.float().t()) @ self.lr_u.float().t()
+        if f.has_bias:
+            y = y + self.bias.float()
+        self.last_path = kernel.path.value
+        return y.reshape(*x.shape[:-1], f.out_features).to(x.dtype)
+
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The torch reference: unpack, dequantize to float32 and matmul (or the materialized weight)."""
+        self.last_path = "materialized" if self._dense is not None else _REFERENCE_PATH
         f = self.fmt
         dtype = x.dtype
         x = x.float()

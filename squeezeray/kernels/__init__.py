@@ -1,1 +1,42 @@
-"""squeezeray.kernels."""
+"""Kernels that make compressed layers fast, their torch references, and the per-layer path choice.
+
+* :class:`KernelPath` names every path; :data:`KERNELS` is the registry of fast paths.
+* CPU paths wrap torch's int8/int4 matmuls (:mod:`squeezeray.kernels._cpu`); GPU paths are
+  Triton kernels (``squeezeray.kernels.triton_dequant``, ``triton_sparse24``, ``triton_w8a8``,
+  imported on use so that ``TRITON_INTERPRET`` can be set first).
+* :class:`KernelSelector` picks, per layer and device, the fastest path that matches the torch
+  reference within its dtype's bound, and attaches it; ``layer.kernel_choice`` and
+  ``layer.last_path`` show what was chosen and what ran.
+"""
+
+from squeezeray.kernels._base import KERNELS
+from squeezeray.kernels._base import BaseLinearKernel
+from squeezeray.kernels._base import PreparedLinear
+from squeezeray.kernels._base import error_bound
+from squeezeray.kernels._base import get_kernel
+from squeezeray.kernels._names import KernelPath
+from squeezeray.kernels._select import KernelDispatch
+from squeezeray.kernels._select import KernelSelector
+from squeezeray.kernels._select import PathChoice
+from squeezeray.kernels._select import path_summary
+from squeezeray.kernels._select import relative_error
+from squeezeray.kernels._select import use_reference
+from squeezeray.kernels._timing import TimingStats
+from squeezeray.kernels._timing import time_callable
+
+__all__ = [
+    "KERNELS",
+    "BaseLinearKernel",
+    "KernelDispatch",
+    "KernelPath",
+    "KernelSelector",
+    "PathChoice",
+    "PreparedLinear",
+    "TimingStats",
+    "error_bound",
+    "get_kernel",
+    "path_summary",
+    "relative_error",
+    "time_callable",
+    "use_reference",
+]

@@ -123,12 +123,19 @@ def load_model(ref: str | None = None, *, dtype: torch.dtype = torch.float32) ->
     kwargs: dict[str, object] = {}
     if src.gguf_file:
         kwargs["gguf_file"] = src.gguf_file
+    previous = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # the GGUF reader's per-tensor progress bar
     try:
         tok = transformers.AutoTokenizer.from_pretrained(src.path, **kwargs)
         model = transformers.AutoModelForCausalLM.from_pretrained(src.path, dtype=dtype, **kwargs)
-    except OSError as err:
+    except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelLoadError(f"model {src.ref!r}: could not be loaded: {first}") from None
+    finally:
+        if previous is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = previous
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

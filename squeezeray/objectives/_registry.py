@@ -12,8 +12,15 @@ for _name, _path in (
     ("perplexity", "squeezeray.objectives.perplexity:Perplexity"),
     ("kl", "squeezeray.objectives.kl:KLDivergence"),
     ("latency", "squeezeray.objectives.latency:Latency"),
+    ("accuracy", "squeezeray.objectives.accuracy:Accuracy"),
+    ("label_loyalty", "squeezeray.objectives.loyalty:LabelLoyalty"),
+    ("probability_loyalty", "squeezeray.objectives.loyalty:ProbabilityLoyalty"),
+    ("robustness", "squeezeray.objectives.loyalty:Robustness"),
+    ("logit_agreement", "squeezeray.objectives.loyalty:LogitAgreement"),
 ):
     OBJECTIVES.register(_name, _path)
+OBJECTIVES.register("predicted_latency", "squeezeray.objectives.predicted_latency:PredictedLatency")
+OBJECTIVES.register("energy", "squeezeray.objectives.energy:Energy")
 
 
 def get_objective(name: str, **kwargs: object) -> BaseObjective:

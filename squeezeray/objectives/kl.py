@@ -16,11 +16,11 @@ from squeezeray.objectives._base import materialized
 
 @torch.no_grad()
 def log_probs(model: nn.Module, windows: torch.Tensor, *, batch_size: int = 2) -> list[torch.Tensor]:
-    """Next-token log-probabilities, one (B, T, V) bfloat16 tensor per batch (bf16 halves the cache)."""
+    """Next-token log-probabilities, one (B, T, V) float32 tensor per batch."""
     out = []
     for start in range(0, windows.shape[0], batch_size):
         logits = model(input_ids=windows[start : start + batch_size], use_cache=False).logits.float()
-        out.append(F.log_softmax(logits, dim=-1).to(torch.bfloat16))
+        out.append(F.log_softmax(logits, dim=-1))
     return out
 
 
@@ -32,7 +32,7 @@ def mean_kl(reference: list[torch.Tensor], model: nn.Module, windows: torch.Tens
     for i, start in enumerate(range(0, windows.shape[0], batch_size)):
         logits = model(input_ids=windows[start : start + batch_size], use_cache=False).logits.float()
         logq = F.log_softmax(logits, dim=-1)  # (B, T, V)
-        logp = reference[i].float()
+        logp = reference[i]
         total += float((logp.exp() * (logp - logq)).sum())
         count += logq.shape[0] * logq.shape[1]
     return total / count

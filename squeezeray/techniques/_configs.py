@@ -74,6 +74,9 @@ class GPTQConfig(IntQuantConfig):
     damp: float = 0.01
     block_size: int = 128
 
+    def label(self) -> str:
+        return super().label() + ("" if self.act_order else "-noact")
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if not isinstance(self.damp, (int, float)) or not 0 < float(self.damp) < 1:
@@ -94,6 +97,9 @@ class AWQConfig(IntQuantConfig):
     technique: ClassVar[str] = "awq"
     grid_points: int = 20
     clip_search: bool = True
+
+    def label(self) -> str:
+        return super().label() + ("" if self.clip_search else "-noclip")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -83,13 +83,17 @@ def group_output_error(dw: torch.Tensor, hessian: torch.Tensor, group_size: int)
     Args:
         dw: (out, in) weight change.
         hessian: (in, in).
-        group_size: Inputs per group; must divide in.
+        group_size: Inputs per group (a shorter last group is allowed).
 
     Returns:
         (out, n_groups) error per (row, group).
     """
     out_f, in_f = dw.shape
-    n_groups = in_f // group_size
+    pad = (-in_f) % group_size  # ragged last group: zero padding adds no error
+    if pad:
+        dw = torch.nn.functional.pad(dw, (0, pad))
+        hessian = torch.nn.functional.pad(hessian, (0, pad, 0, pad))
+    n_groups = (in_f + pad) // group_size
     blocks = hessian.reshape(n_groups, group_size, n_groups, group_size)  # (G, gs, G, gs)
     blocks = blocks.diagonal(dim1=0, dim2=2).permute(2, 0, 1)  # (G, gs, gs)
     d = dw.reshape(out_f, n_groups, group_size)  # (out, G, gs)

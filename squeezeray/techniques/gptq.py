@@ -130,12 +130,12 @@ def gptq_solve(
     """
     out_f, in_f = weight.shape
     gs = in_f if group_size is None else group_size
-    if in_f % gs:
-        raise ValueError(f"group_size={gs} does not divide in_features={in_f}")
+    if gs > in_f:
+        raise ValueError(f"group_size={gs} exceeds in_features={in_f}")
     if hessian.shape != (in_f, in_f):
         raise ValueError(f"hessian shape {tuple(hessian.shape)} does not match in_features={in_f}")
     maxq = (1 << bits) - 1
-    n_groups = in_f // gs
+    n_groups = -(-in_f // gs)  # a ragged last group when gs does not divide in
 
     dev = weight.device
     w = weight.detach().to(torch.float64).clone()  # (out, in)

@@ -1,0 +1,25 @@
+"""Kernel tests: without a GPU, Triton runs in its CPU interpreter.
+
+``TRITON_INTERPRET`` must be set before the Triton kernels are decorated, i.e. before
+``squeezeray.kernels._triton_*`` is imported; the tests import those modules inside the
+test functions, after this conftest ran.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
+
+HAS_GPU = torch.cuda.is_available()
+gpu = pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA GPU")
+
+
+@pytest.fixture
+def device() -> str:
+    """Where Triton kernels run in these tests: the GPU when there is one, else the interpreter on CPU."""
+    return "cuda" if HAS_GPU else "cpu"

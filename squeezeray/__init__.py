@@ -1,3 +1,21 @@
-"""squeezeray: automated per-layer compression search for large language models."""
+"""squeezeray: automated per-layer compression search for large language models.
+
+``squeezeray.search(model=..., hardware=..., objectives=[...], space=..., n_trials=...,
+constraints={...})`` runs a search (the ``squeezeray.search`` subpackage is itself callable).
+Subpackages load lazily so that ``import squeezeray`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_SUBPACKAGES = {"search", "spaces", "objectives", "hwprofiles", "kernels", "techniques", "compress", "models", "data"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"squeezeray.{name}")
+    raise AttributeError(f"module 'squeezeray' has no attribute {name!r}")

@@ -33,3 +33,24 @@ def bench():  # noqa: ANN201
     from squeezeray.workbench import Workbench
 
     return Workbench.load(None, DataConfig(calib_seqs=16, calib_len=256, eval_tokens=2048, proxy_seqs=2))
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory) -> str:  # noqa: ANN001
+    """The embedded model's tokenizer saved as a plain folder (fast to load in subprocesses)."""
+    import transformers
+
+    from squeezeray.models import resolve_model
+
+    src = resolve_model(None)
+    tok = transformers.AutoTokenizer.from_pretrained(src.path, gguf_file=src.gguf_file)
+    path = tmp_path_factory.mktemp("tokenizer")
+    tok.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny(tokenizer_dir: str):  # noqa: ANN201
+    from tests._tiny import tiny_bench
+
+    return tiny_bench(tokenizer_dir)

@@ -1,1 +1,37 @@
-"""squeezeray.search."""
+"""The search engine: Optuna study, compressed-layer cache, staged evaluation, selection."""
+
+from squeezeray.search._api import search
+from squeezeray.search._api import select_from
+from squeezeray.search._cache import LayerCache
+from squeezeray.search._cache import layer_key
+from squeezeray.search._driver import SamplerName
+from squeezeray.search._driver import SearchConfig
+from squeezeray.search._driver import SearchResult
+from squeezeray.search._driver import pareto_mask
+from squeezeray.search._driver import run_search
+from squeezeray.search._result import TrialOutcome
+from squeezeray.search._result import TrialResult
+
+__all__ = [
+    "LayerCache",
+    "SamplerName",
+    "SearchConfig",
+    "SearchResult",
+    "TrialOutcome",
+    "TrialResult",
+    "layer_key",
+    "pareto_mask",
+    "run_search",
+    "search",
+    "select_from",
+]
+
+
+class _CallableSearchModule(__import__("types").ModuleType):
+    """Makes ``squeezeray.search(...)`` call :func:`search` while ``squeezeray.search.X`` stays the package."""
+
+    def __call__(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN204
+        return search(*args, **kwargs)
+
+
+__import__("sys").modules[__name__].__class__ = _CallableSearchModule

@@ -1,7 +1,8 @@
-"""Small compressed layers for kernel tests."""
+"""Helpers of the kernel tests: small compressed layers and the GPU marker."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from squeezeray.compress import CompressedLinear
@@ -21,3 +22,7 @@ def compressed(preset: str, out_f: int = 48, in_f: int = 192, *, bias: bool = Tr
     x = torch.randn(64, in_f, generator=g)
     x[:, 1] *= 10  # an outlier channel, so smoothing has something to do
     return compress_layer("layer", lin, parse_steps(preset), LayerStats.synthetic(x))
+
+
+HAS_GPU = torch.cuda.is_available()
+gpu = pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA GPU")

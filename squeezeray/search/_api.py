@@ -1,0 +1,101 @@
+"""``squeezeray.search(...)``: the Python entry point of a search."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from squeezeray._errors import SqueezerayError
+from squeezeray.objectives import OBJECTIVES
+from squeezeray.search._driver import SearchConfig
+from squeezeray.search._driver import SearchResult
+from squeezeray.search._driver import run_search
+from squeezeray.spaces import SearchSpace
+from squeezeray.workbench import DataConfig
+from squeezeray.workbench import Workbench
+
+DEFAULT_WEIGHTS = {"size": 1.0, "perplexity": 1.0, "latency": 0.5}
+
+
+def select_from(result: SearchResult, constraints: Mapping[str, float] | None, weights: Mapping[str, float] | None) -> SearchResult:
+    """Fill ``result.selected`` / ``selection_reason`` with the selector's pick among the re-measured trials."""
+    from squeezeray.search._select import Constraints
+    from squeezeray.search._select import select
+
+    if result.front.empty:
+        raise SqueezerayError("no trial finished successfully; nothing to select")
+    names = [c for c in result.front.columns if c in OBJECTIVES]
+    directions = {n: OBJECTIVES.get(n).direction for n in names}
+    w = dict(weights) if weights is not None else {k: v for k, v in DEFAULT_WEIGHTS.items() if k in names}
+    sel = select(
+        result.front, baseline=result.baseline, directions=directions,
+        constraints=Constraints(**dict(constraints or {})), weights=w,
+    )
+    result.selected = int(sel.trial)
+    result.selection_reason = sel.reason
+    return result
+
+
+def search(
+    model: str | None = None,
+    *,
+    hardware: str = "host",
+    objectives: Sequence[str] = ("size", "kl"),
+    final_objectives: Sequence[str] = ("size", "perplexity", "kl", "latency"),
+    space: str | SearchSpace = "weights-int",
+    n_trials: int = 40,
+    sampler: str = "nsga2",
+    seed: int = 0,
+    constraints: Mapping[str, float] | None = None,
+    weights: Mapping[str, float] | None = None,
+    data: DataConfig | None = None,
+    workdir: str | Path = "runs",
+    study_name: str | None = None,
+    storage: str | None = None,
+    resume: bool = False,
+    allow: Sequence[str] = (),
+    bench: Workbench | None = None,
+    progress: bool = True,
+    **extra: Any,
+) -> SearchResult:
+    """Search per-layer compression plans for ``model`` and select one.
+
+    Args:
+        model: Model reference (None: the embedded SmolLM2-135M).
+        hardware: Hardware profile (``host`` measures this machine).
+        objectives: What the sampler optimises on every trial (cheap proxies).
+        final_objectives: What trials on or near the front are re-measured on.
+        space: ``weights-int``, ``prune+quant``, ``full``, a YAML file or a SearchSpace.
+        n_trials: Trials to finish, uniform baselines included.
+        sampler: ``nsga2`` (default), ``tpe``, ``random`` or ``gp``.
+        seed: Sampler seed.
+        constraints: Selection constraints (``max_accuracy_drop``, ``max_latency_ms``,
+            ``max_size_bytes``, ``max_energy_j``); ``max_size_bytes`` and ``max_kl`` are
+            also told to the sampler.
+        weights: Objective weights for the selection (default size 1, perplexity 1, latency 0.5).
+        data: Calibration / evaluation sizes.
+        workdir: Folder for the study database, layer cache and reports.
+        study_name, storage: Study name and RDB URL (default SQLite in ``workdir``).
+        resume: Continue an existing study (trials in flight when it stopped are re-run).
+        allow: Expert rules to lift by name.
+        bench: An already loaded workbench (skips loading ``model``).
+        progress: Show a progress bar.
+        **extra: Further :class:`SearchConfig` fields (``rerank``, ``baselines``).
+
+    Returns:
+        A :class:`SearchResult` with ``front`` (DataFrame), ``selected`` and ``plan()``.
+    """
+    cons = dict(constraints or {})
+    cfg = SearchConfig(
+        model=model, hardware=hardware, space=space, objectives=tuple(objectives),
+        final_objectives=tuple(final_objectives), n_trials=n_trials, sampler=sampler, seed=seed,
+        max_size_bytes=cons.get("max_size_bytes"), max_kl=cons.pop("max_kl", None), data=data or DataConfig(),
+        workdir=Path(workdir), study_name=study_name, storage=storage, allow=tuple(allow), **extra,
+    )
+    result = run_search(cfg, bench=bench, resume=resume, progress=progress)
+    return select_from(result, cons, weights)
+
+
+__all__ = ["SearchConfig", "SearchResult", "search", "select_from"]

@@ -1,0 +1,531 @@
+"""The search driver: an Optuna study it owns (ask/tell), staged evaluation, persistence and resume.
+
+Call order of :func:`run_search`:
+
+1. load the model into a :class:`~squeezeray.workbench.Workbench` (or take one);
+2. resolve the space, apply the expert rules for the hardware profile;
+3. open or create the study in its RDB storage (SQLite file by default);
+   on resume, trials left RUNNING by a killed process are marked failed
+   (``interrupted``) and their parameters queued again;
+4. queue the uniform baselines (new studies only);
+5. ask -> build the plan -> compress through the layer cache -> measure the
+   *search objectives* (cheap: size and the KL proxy) -> tell, until
+   ``n_trials`` trials have finished (completed, infeasible or crashed);
+6. re-measure the trials on (and near) the front on the *final objectives*
+   (held-out perplexity, measured latency, ...), store them on the trials;
+7. build the front table and select a configuration under the constraints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import math
+import re
+import time
+import traceback
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from tqdm.auto import tqdm
+
+from squeezeray._errors import PlanError
+from squeezeray._errors import SqueezerayError
+from squeezeray.objectives import OBJECTIVES
+from squeezeray.objectives import Direction
+from squeezeray.objectives import Measurement
+from squeezeray.search._cache import LayerCache
+from squeezeray.search._result import TrialOutcome
+from squeezeray.search._result import TrialResult
+from squeezeray.spaces import NONE
+from squeezeray.spaces import CompressionPlan
+from squeezeray.spaces import SearchSpace
+from squeezeray.spaces import load_space
+from squeezeray.workbench import DataConfig
+from squeezeray.workbench import Workbench
+
+INFEASIBLE_KL = 100.0  # nats/token told for a configuration that cannot exist
+
+
+class SamplerName(str, enum.Enum):
+    NSGA2 = "nsga2"
+    TPE = "tpe"
+    RANDOM = "random"
+    GP = "gp"
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """Everything a search needs, validated once.
+
+    Attributes:
+        model: Model reference (None: the embedded default).
+        hardware: Hardware profile name or YAML path (``host``: this machine, measured).
+        space: Preset space name, YAML file, or a SearchSpace.
+        objectives: Search-stage objectives the sampler optimises (cheap).
+        final_objectives: Objectives re-measured for trials on or near the front.
+        n_trials: Trials to finish (baselines included).
+        sampler: nsga2 (default), tpe, random, gp.
+        seed: Sampler seed (calibration data keeps its own seed in ``data``).
+        max_size_bytes: Constraint told to the sampler (None: none).
+        max_kl: Constraint on the KL proxy told to the sampler (None: none).
+        baselines: Uniform presets queued first; None: one per quantize option of the space.
+        rerank: How many trials (front first, then by crowding) to re-measure on the final objectives.
+        data: Calibration / evaluation sizes.
+        workdir: Where studies, caches and reports go.
+        study_name: Study name (default derived from model and space).
+        storage: RDB URL (default ``sqlite:///<workdir>/<study>/study.db``; PostgreSQL URLs work).
+        allow: Expert-rule names the user lifts.
+    """
+
+    model: str | None = None
+    hardware: str = "host"
+    space: str | SearchSpace = "weights-int"
+    objectives: tuple[str, ...] = ("size", "kl")
+    final_objectives: tuple[str, ...] = ("size", "perplexity", "kl", "latency")
+    n_trials: int = 40
+    sampler: SamplerName = SamplerName.NSGA2
+    seed: int = 0
+    max_size_bytes: float | None = None
+    max_kl: float | None = None
+    baselines: tuple[str, ...] | None = None
+    rerank: int = 6
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    workdir: Path = Path("runs")
+    study_name: str | None = None
+    storage: str | None = None
+    allow: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "sampler", SamplerName(self.sampler))
+        except ValueError:
+            raise SqueezerayError(
+                f"sampler={self.sampler!r}: must be one of {', '.join(s.value for s in SamplerName)}"
+            ) from None
+        for field in ("objectives", "final_objectives"):
+            names = tuple(getattr(self, field))
+            object.__setattr__(self, field, names)
+            if not names:
+                raise SqueezerayError(f"{field}: needs at least one objective")
+            for n in names:
+                OBJECTIVES.get(n)
+        if not isinstance(self.n_trials, int) or self.n_trials < 1:
+            raise SqueezerayError(f"n_trials={self.n_trials!r}: must be a positive integer")
+        if not isinstance(self.rerank, int) or self.rerank < 1:
+            raise SqueezerayError(f"rerank={self.rerank!r}: must be a positive integer")
+        for field in ("max_size_bytes", "max_kl"):
+            v = getattr(self, field)
+            if v is not None and (not isinstance(v, (int, float)) or v <= 0):
+                raise SqueezerayError(f"{field}={v!r}: must be a positive number")
+        object.__setattr__(self, "workdir", Path(self.workdir))
+        if self.study_name is not None and not re.fullmatch(r"[A-Za-z0-9_.+-]+", self.study_name):
+            raise SqueezerayError(f"study_name={self.study_name!r}: use letters, digits, '_', '.', '+', '-'")
+
+    def resolved_study_name(self) -> str:
+        if self.study_name:
+            return self.study_name
+        model = Path(self.model).name if self.model else "smollm2"
+        space = self.space.name if isinstance(self.space, SearchSpace) else Path(str(self.space)).stem
+        return re.sub(r"[^A-Za-z0-9_.+-]", "-", f"{model}-{space}-{self.sampler.value}-s{self.seed}")
+
+    def storage_url(self) -> str:
+        if self.storage:
+            return self.storage
+        folder = self.workdir / self.resolved_study_name()
+        folder.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{(folder / 'study.db').resolve()}"
+
+
+@dataclasses.dataclass
+class SearchResult:
+    """What a search returns.
+
+    Attributes:
+        study: The Optuna study (in its storage).
+        space: The space searched (after the expert rules).
+        front: Re-measured trials on the final objectives: one row per trial with objective
+            columns, ``trial``, ``plan`` (summary), ``pareto`` (on the final objectives).
+        trials: Every finished trial with its search-stage values and outcome.
+        baseline: The original model's final-objective values.
+        selected: The recommended trial number (None if no selector ran).
+        selection_reason: Why it was picked.
+        rule_notes: What the expert rules removed or noted, one line each.
+    """
+
+    study: optuna.Study
+    space: SearchSpace
+    front: pd.DataFrame
+    trials: pd.DataFrame
+    baseline: dict[str, float]
+    selected: int | None = None
+    selection_reason: str = ""
+    rule_notes: tuple[str, ...] = ()
+    layer_names: tuple[str, ...] = ()
+
+    def plan(self, trial: int | None = None) -> CompressionPlan:
+        """The plan of ``trial`` (default: the selected one)."""
+        number = self.selected if trial is None else trial
+        if number is None:
+            raise SqueezerayError("no trial was selected; pass a trial number")
+        t = self.study.trials[number]
+        return self.space.plan_from_params(t.params, self.layer_names, name=f"{self.study.study_name}#{number}")
+
+
+def make_sampler(name: SamplerName, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
+    if name is SamplerName.NSGA2:
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(20, n_trials // 3)))
+    if name is SamplerName.TPE:
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=min(10, max(2, n_trials // 4)))
+    if name is SamplerName.RANDOM:
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(10, max(2, n_trials // 4)))
+
+
+def default_baselines(space: SearchSpace, layer_names: Sequence[str]) -> list[dict[str, str]]:
+    """Uniform configurations users would try first: each quantize option alone, then each prune option alone."""
+    dists = space.distributions(layer_names)
+    quant = [c for c in dict.fromkeys(v for k, vs in dists.items() if k.endswith("/quant") for v in vs) if c != NONE]
+    prune = [c for c in dict.fromkeys(v for k, vs in dists.items() if k.endswith("/prune") for v in vs) if c != NONE]
+    out = [space.uniform_params({"quant": q, "prune": NONE, "lowrank": NONE}, layer_names) for q in quant]
+    out += [space.uniform_params({"quant": NONE, "prune": p, "lowrank": NONE}, layer_names) for p in prune]
+    unique = []
+    for p in out:
+        if p not in unique:
+            unique.append(p)
+    return unique
+
+
+def _finished(study: optuna.Study) -> int:
+    n = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state is optuna.trial.TrialState.COMPLETE:
+            n += 1
+        elif t.state is optuna.trial.TrialState.FAIL and not t.user_attrs.get("interrupted"):
+            n += 1
+    return n
+
+
+def requeue_interrupted(study: optuna.Study) -> int:
+    """Mark trials left RUNNING by a dead process as failed (interrupted) and queue their parameters again."""
+    storage = study._storage
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+        storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        if t.params:
+            study.enqueue_trial(dict(t.params), user_attrs={"requeued_from": t.number}, skip_if_exists=False)
+        n += 1
+    return n
+
+
+def hypervolume(values: np.ndarray, directions: Sequence[Direction], reference: np.ndarray) -> float:
+    """Hypervolume of ``values`` (n, k) against ``reference`` (k,), with maximised columns negated."""
+    if values.size == 0:
+        return 0.0
+    sign = np.array([1.0 if d is Direction.MINIMIZE else -1.0 for d in directions])
+    loss = values * sign
+    ref = reference * sign
+    keep = np.all(loss < ref, axis=1)
+    if not keep.any():
+        return 0.0
+    from optuna._hypervolume import compute_hypervolume
+
+    return float(compute_hypervolume(loss[keep], ref))
+
+
+class _Progress:
+    def __init__(self, total: int, done: int, enabled: bool) -> None:
+        self.bar = tqdm(total=total, initial=done, desc="trials", unit="trial", disable=not enabled)
+
+    def update(self, front: int, hv: float, hit_rate: float) -> None:
+        self.bar.set_postfix(front=front, hv=f"{hv:.3g}", cache_hits=f"{hit_rate:.0%}")
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _directions(names: Sequence[str]) -> list[Direction]:
+    return [OBJECTIVES.get(n).direction for n in names]
+
+
+EvaluateFn = Callable[[CompressionPlan], dict[str, Measurement]]
+
+
+def run_search(
+    config: SearchConfig,
+    *,
+    bench: Workbench | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    evaluate: EvaluateFn | None = None,
+) -> SearchResult:
+    """Run (or resume) a search; see the module docstring for the call order.
+
+    Args:
+        config: The search settings.
+        bench: A workbench already holding the model (tests, notebooks); loaded from
+            ``config.model`` otherwise.
+        resume: Continue the existing study of this name (required if it exists).
+        progress: Show the progress bar.
+        evaluate: Replaces the trial evaluation (plan -> measurements); used by the
+            cluster executor and by tests that inject failures.
+    """
+    space = load_space(config.space)
+    bench = bench or Workbench.load(config.model, config.data, progress=False)
+    layer_names = tuple(bench.layers)
+    rule_notes: tuple[str, ...] = ()
+    space, rule_notes = _apply_rules(space, config)
+    if not space.units(layer_names):
+        raise SqueezerayError(f"space {space.name!r} matches no layer of this model")
+
+    names = list(config.objectives)
+    directions = _directions(names)
+    study_name = config.resolved_study_name()
+    storage = optuna.storages.RDBStorage(config.storage_url())
+    existing = study_name in {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    if existing and not resume:
+        raise SqueezerayError(
+            f"study {study_name!r} already exists in {config.storage_url()}; pass --resume to continue it "
+            "or --study-name for a new one"
+        )
+    if resume and not existing:
+        raise SqueezerayError(f"--resume: no study {study_name!r} in {config.storage_url()}")
+    study = optuna.create_study(
+        study_name=study_name, storage=storage, load_if_exists=True,
+        directions=[d.value for d in directions],
+        sampler=make_sampler(config.sampler, config.seed, config.n_trials),
+    )
+    fingerprint = bench.loaded.fingerprint()
+    if existing:
+        saved = study.user_attrs.get("objectives")
+        if saved != names:
+            raise SqueezerayError(f"--resume: study optimises {saved}, not {names}")
+        if study.user_attrs.get("model_fingerprint") != fingerprint:
+            raise SqueezerayError("--resume: the study was run on a different model (fingerprint differs)")
+        requeue_interrupted(study)
+    else:
+        study.set_user_attr("objectives", names)
+        study.set_user_attr("space", space.to_dict())
+        study.set_user_attr("model", bench.loaded.source.ref)
+        study.set_user_attr("model_fingerprint", fingerprint)
+        study.set_user_attr("calibration", bench.calibration.source)
+        study.set_user_attr("hardware", config.hardware)
+        study.set_user_attr("seed", config.seed)
+        for params in _baseline_params(space, layer_names, config):
+            study.enqueue_trial(params, user_attrs={"baseline": True})
+
+    cache = LayerCache(config.workdir / "cache")
+    layer_fn = cache.layer_fn(fingerprint, bench.calibration.digest)
+    ref_values = _reference_values(bench, names)
+    worst = _worst_values(names, ref_values)
+
+    def default_evaluate(plan: CompressionPlan) -> dict[str, Measurement]:
+        candidate, _ = bench.compress(plan, layer_fn=layer_fn)
+        return bench.evaluate(candidate, names)
+
+    evaluate_fn = evaluate or default_evaluate
+    bar = _Progress(config.n_trials, _finished(study), progress)
+    try:
+        while _finished(study) < config.n_trials:
+            trial = study.ask()
+            _run_trial(study, trial, space, layer_names, names, evaluate_fn, worst, config, cache)
+            done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                    if t.user_attrs.get("outcome") == TrialOutcome.OK.value]
+            front = _pareto_numbers(done, directions)
+            vals = np.array([done_t.values for done_t in done if done_t.number in front]) if front else np.empty((0, len(names)))
+            bar.update(len(front), hypervolume(vals, directions, worst), cache.stats.hit_rate())
+    finally:
+        bar.close()
+
+    final = _remeasure(study, space, layer_names, bench, config, layer_fn)
+    trials_df = _trials_table(study, names)
+    return SearchResult(
+        study=study, space=space, front=final["front"], trials=trials_df, baseline=final["baseline"],
+        rule_notes=rule_notes, layer_names=layer_names,
+    )
+
+
+def _apply_rules(space: SearchSpace, config: SearchConfig) -> tuple[SearchSpace, tuple[str, ...]]:
+    try:
+        from squeezeray.hwprofiles import get_profile
+        from squeezeray.search._rules import apply_rules
+        from squeezeray.search._rules import explain
+    except ImportError:  # rules or profiles not available in this build
+        return space, ()
+    profile = get_profile(config.hardware)
+    outcome = apply_rules(space, profile, allow=config.allow)
+    return outcome.space, tuple(explain(outcome).splitlines())
+
+
+def _baseline_params(space: SearchSpace, layer_names: Sequence[str], config: SearchConfig) -> list[dict[str, str]]:
+    if config.baselines is None:
+        return default_baselines(space, layer_names)
+    out = []
+    for preset in config.baselines:
+        plan = CompressionPlan.uniform(preset, [n for n in layer_names if space.group_of(n) is not None])
+        try:
+            out.append(space.params_for(plan, layer_names))
+        except SqueezerayError as err:
+            raise SqueezerayError(f"baseline {preset!r} is not in space {space.name!r}: {err}") from None
+    return out
+
+
+def _reference_values(bench: Workbench, names: Sequence[str]) -> dict[str, float]:
+    return {k: m.value for k, m in bench.evaluate(bench.original, names).items()}
+
+
+def _worst_values(names: Sequence[str], ref: Mapping[str, float]) -> np.ndarray:
+    """Values told for an infeasible configuration: worse than anything real."""
+    out = []
+    for n in names:
+        d = OBJECTIVES.get(n).direction
+        if n == "kl":
+            out.append(INFEASIBLE_KL)
+        elif d is Direction.MINIMIZE:
+            out.append(2.0 * max(ref[n], 1e-9) + 1.0)
+        else:
+            out.append(0.0)
+    return np.array(out, dtype=float)
+
+
+def _run_trial(
+    study: optuna.Study, trial: optuna.Trial, space: SearchSpace, layer_names: Sequence[str], names: Sequence[str],
+    evaluate_fn: EvaluateFn, worst: np.ndarray, config: SearchConfig, cache: LayerCache,
+) -> None:
+    t0 = time.perf_counter()
+    hits0, misses0 = cache.stats.hits, cache.stats.misses
+    try:
+        plan = space.sample(trial, layer_names)
+    except PlanError as err:
+        _tell_infeasible(study, trial, names, worst, str(err), t0)
+        return
+    trial.set_user_attr("plan_summary", plan.summary())
+    try:
+        meas = evaluate_fn(plan)
+    except PlanError as err:
+        _tell_infeasible(study, trial, names, worst, str(err), t0)
+        return
+    except Exception as err:  # noqa: BLE001 - a crashing trial is recorded, the study goes on
+        trial.set_user_attr("outcome", TrialOutcome.FAILED.value)
+        trial.set_user_attr("error", f"{type(err).__name__}: {err}")
+        trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return
+    values = [meas[n].value for n in names]
+    if not all(math.isfinite(v) for v in values):
+        _tell_infeasible(study, trial, names, worst, f"non-finite objective values {values}", t0)
+        return
+    result = TrialResult(
+        trial=trial.number, outcome=TrialOutcome.OK, plan_summary=plan.summary(), measurements=meas,
+        wall_s=time.perf_counter() - t0, cache_hits=cache.stats.hits - hits0, cache_misses=cache.stats.misses - misses0,
+    )
+    trial.set_user_attr("outcome", TrialOutcome.OK.value)
+    trial.set_user_attr("result", json.dumps(result.to_dict()))
+    constraints = []
+    if config.max_size_bytes is not None and "size" in meas:
+        constraints.append(meas["size"].value - config.max_size_bytes)
+    if config.max_kl is not None and "kl" in meas:
+        constraints.append(meas["kl"].value - config.max_kl)
+    trial.set_constraint("feasibility", 0.0)
+    for i, c in enumerate(constraints):
+        trial.set_constraint(f"user{i}", float(c))
+    study.tell(trial, values)
+
+
+def _tell_infeasible(
+    study: optuna.Study, trial: optuna.Trial, names: Sequence[str], worst: np.ndarray, why: str, t0: float
+) -> None:
+    trial.set_user_attr("outcome", TrialOutcome.INFEASIBLE.value)
+    trial.set_user_attr("error", why)
+    trial.set_user_attr("wall_s", time.perf_counter() - t0)
+    trial.set_constraint("feasibility", 1.0)  # > 0: violated
+    study.tell(trial, [float(v) for v in worst])
+
+
+def _pareto_numbers(trials: Sequence[optuna.trial.FrozenTrial], directions: Sequence[Direction]) -> set[int]:
+    if not trials:
+        return set()
+    vals = np.array([t.values for t in trials], dtype=float)
+    mask = pareto_mask(vals, directions)
+    return {t.number for t, m in zip(trials, mask) if m}
+
+
+def pareto_mask(values: np.ndarray, directions: Sequence[Direction]) -> np.ndarray:
+    """Boolean (n,) mask of the non-dominated rows of ``values`` (n, k)."""
+    sign = np.array([1.0 if d is Direction.MINIMIZE else -1.0 for d in directions])
+    loss = values * sign
+    n = loss.shape[0]
+    keep = np.ones(n, dtype=bool)
+    for i in range(n):
+        dominated = np.all(loss <= loss[i], axis=1) & np.any(loss < loss[i], axis=1)
+        keep[i] = not dominated.any()
+    return keep
+
+
+def _remeasure(
+    study: optuna.Study, space: SearchSpace, layer_names: Sequence[str], bench: Workbench, config: SearchConfig,
+    layer_fn: Callable[..., Any],
+) -> dict[str, Any]:
+    """Re-measure the search-stage front (and the next best by crowding) on the final objectives."""
+    final_names = list(config.final_objectives)
+    baseline_key = "baseline_final"
+    if baseline_key not in study.user_attrs or set(study.user_attrs[baseline_key]) != set(final_names):
+        base = {k: m.to_dict() for k, m in bench.evaluate(bench.original, final_names).items()}
+        study.set_user_attr(baseline_key, base)
+    baseline = {k: float(v["value"]) for k, v in study.user_attrs[baseline_key].items()}
+    ok = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+          if t.user_attrs.get("outcome") == TrialOutcome.OK.value]
+    directions = _directions(config.objectives)
+    front = _pareto_numbers(ok, directions)
+    # front first (by first objective), then the rest by distance to the front in normalised objective space
+    ordered = sorted((t for t in ok if t.number in front), key=lambda t: t.values[0])
+    rest = [t for t in ok if t.number not in front]
+    if rest and ordered:
+        fv = np.array([t.values for t in ordered])
+        scale = np.maximum(np.abs(fv).max(axis=0), 1e-12)
+        rest.sort(key=lambda t: float(np.min(np.linalg.norm((fv - np.array(t.values)) / scale, axis=1))))
+    chosen = (ordered + rest)[: max(config.rerank, len(ordered))]
+    rows = []
+    storage = study._storage
+    for t in chosen:
+        attr = t.user_attrs.get("final")
+        if not attr or set(json.loads(attr)) != set(final_names):
+            plan = space.plan_from_params(t.params, layer_names)
+            candidate, _ = bench.compress(plan, layer_fn=layer_fn)
+            meas = bench.evaluate(candidate, final_names)
+            attr = json.dumps({k: m.to_dict() for k, m in meas.items()})
+            storage.set_trial_user_attr(t._trial_id, "final", attr)
+        data = json.loads(attr)
+        row: dict[str, Any] = {"trial": t.number, "baseline": bool(t.user_attrs.get("baseline", False))}
+        row.update({k: float(v["value"]) for k, v in data.items()})
+        row["plan"] = " | ".join(f"{n}x {lbl}" for lbl, n in sorted(t.user_attrs.get("plan_summary", {}).items()))
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if not df.empty:
+        fdirs = _directions(final_names)
+        df["pareto"] = pareto_mask(df[final_names].to_numpy(dtype=float), fdirs)
+    return {"front": df, "baseline": baseline}
+
+
+def _trials_table(study: optuna.Study, names: Sequence[str]) -> pd.DataFrame:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state not in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL):
+            continue
+        row: dict[str, Any] = {
+            "trial": t.number, "state": t.state.name, "outcome": t.user_attrs.get("outcome", "interrupted"),
+            "baseline": bool(t.user_attrs.get("baseline", False)), "error": t.user_attrs.get("error", ""),
+        }
+        if t.values is not None:
+            row.update(dict(zip(names, t.values)))
+        rows.append(row)
+    return pd.DataFrame(rows)

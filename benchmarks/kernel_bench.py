@@ -7,7 +7,8 @@ Each compressed path is timed as the layer runs it (:class:`~squeezeray.kernels.
 from a real :class:`~squeezeray.compress.CompressedLinear`), against ``F.linear`` on the dense weight:
 float16 on a GPU (the issue's baseline), float32 on a CPU (float16 matmul is emulated on CPUs and
 would flatter every compressed path). Timing: warm-up, repeats, median; CUDA events with an L2 flush
-on a GPU, ``perf_counter`` with a last-level-cache flush on a CPU. Achieved bandwidth is
+on a GPU, ``perf_counter`` with a last-level-cache flush on a CPU; kernel and baseline calls alternate
+(``time_interleaved``) so that load from other processes affects both alike. Achieved bandwidth is
 (bytes of the weights the kernel reads + activations in and out) / time, as a fraction of this
 device's measured copy bandwidth (``squeezeray.hwprofiles._host.measure_copy_bandwidth``).
 
@@ -35,7 +36,7 @@ from squeezeray.kernels import KernelPath
 from squeezeray.kernels import error_bound
 from squeezeray.kernels import get_kernel
 from squeezeray.kernels import relative_error
-from squeezeray.kernels import time_callable
+from squeezeray.kernels import time_interleaved
 from squeezeray.objectives.latency import host_description
 from squeezeray.spaces._plan import parse_steps
 from squeezeray.techniques import LayerStats
@@ -124,8 +125,12 @@ def main() -> None:
             for m in batches:
                 x = torch.randn(m, k, device=dev).to(act_dtype)
                 xs = x  # the smoothing division is outside the timed kernel (identical for every path)
-                st = time_callable(lambda: prepared(xs), device=dev, warmup=2, repeats=args.repeats, flush=True)
-                sb = time_callable(lambda: F.linear(x.to(base_dtype), base_w), device=dev, warmup=2, repeats=args.repeats, flush=True)
+                xb = x.to(base_dtype)
+                both = time_interleaved(
+                    {"kernel": lambda: prepared(xs), "baseline": lambda: F.linear(xb, base_w)},
+                    device=dev, warmup=2, repeats=args.repeats, flush=True,
+                )
+                st, sb = both["kernel"], both["baseline"]
                 act_bytes = m * (k + n) * x.element_size()
                 bw = (wbytes + act_bytes) / st.median_s
                 base_bw = (base_w.numel() * base_w.element_size() + act_bytes) / sb.median_s

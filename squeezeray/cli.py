@@ -100,6 +100,72 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def _weights(text: str | None) -> dict[str, float] | None:
+    if not text:
+        return None
+    out = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise SqueezerayError(f"--weights: {part!r} is not name=number") from None
+        if not sep:
+            raise SqueezerayError(f"--weights: {part!r} is not name=number")
+    return out
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from squeezeray.search import SearchConfig
+    from squeezeray.search import run_search
+    from squeezeray.search import select_from
+    from squeezeray.spaces import load_space
+
+    load_space(args.space)  # fail on a bad space before the model loads
+    constraints: dict[str, float] = {}
+    if args.max_accuracy_drop is not None:
+        constraints["max_accuracy_drop"] = args.max_accuracy_drop
+    if args.max_latency_ms is not None:
+        constraints["max_latency_ms"] = args.max_latency_ms
+    if args.max_size_mb is not None:
+        constraints["max_size_bytes"] = args.max_size_mb * 2**20
+    if args.max_energy_j is not None:
+        constraints["max_energy_j"] = args.max_energy_j
+    cfg = SearchConfig(
+        model=args.model, hardware=args.hardware, space=args.space,
+        objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()),
+        final_objectives=tuple(o.strip() for o in args.final_objectives.split(",") if o.strip()),
+        n_trials=args.trials, sampler=args.sampler, seed=args.seed,
+        max_size_bytes=constraints.get("max_size_bytes"), rerank=args.rerank, data=_data_config(args),
+        workdir=Path(args.workdir), study_name=args.study_name, storage=args.storage,
+        allow=tuple(a.strip() for a in (args.allow or "").split(",") if a.strip()),
+    )
+    weights = _weights(args.weights)
+    print(f"loading model {args.model or 'smollm2'} ...", file=sys.stderr)
+    result = run_search(cfg, resume=args.resume, progress=not args.no_progress)
+    for line in result.rule_notes:
+        print(line)
+    result = select_from(result, constraints, weights)
+    folder = Path(args.workdir) / result.study.study_name
+    folder.mkdir(parents=True, exist_ok=True)
+    front = result.front.sort_values("size")
+    front.to_csv(folder / "front.csv", index=False)
+    result.trials.to_csv(folder / "trials.csv", index=False)
+    plan = result.plan()
+    plan.save(folder / "selected_plan.json")
+    if args.save_plan:
+        plan.save(args.save_plan)
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 70):
+        base = {k: round(v, 4) for k, v in result.baseline.items()}
+        print(f"\noriginal: {base}")
+        print(front.drop(columns=["plan"]).to_string(index=False))
+    print(f"\nselected trial {result.selected}: {result.selection_reason}")
+    print(f"plan: {folder / 'selected_plan.json'}   front: {folder / 'front.csv'}   study: {cfg.storage_url()}")
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from squeezeray.techniques import TECHNIQUES
 
@@ -122,6 +188,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_data_args(p)
     p.set_defaults(fn=cmd_compress)
+    p = sub.add_parser("search", help="search per-layer plans (Optuna, multi-objective) and select one")
+    p.add_argument("--space", default="weights-int", help="weights-int (default), prune+quant, full, or a YAML file")
+    p.add_argument("--hardware", default="host", help="hardware profile name or YAML file (default host)")
+    p.add_argument("--objectives", default="size,kl", help="search-stage objectives (default size,kl)")
+    p.add_argument("--final-objectives", default="size,perplexity,kl,latency", help="re-measured on the front")
+    p.add_argument("--trials", type=int, default=40, help="trials to finish, baselines included (default 40)")
+    p.add_argument("--sampler", default="nsga2", help="nsga2 (default), tpe, random, gp")
+    p.add_argument("--rerank", type=int, default=6, help="trials re-measured on the final objectives (default 6)")
+    p.add_argument("--max-accuracy-drop", type=float, default=None, help="e.g. 0.1: perplexity at most 10%% worse")
+    p.add_argument("--max-latency-ms", type=float, default=None)
+    p.add_argument("--max-size-mb", type=float, default=None, help="also told to the sampler as a constraint")
+    p.add_argument("--max-energy-j", type=float, default=None)
+    p.add_argument("--weights", default=None, help="selection weights, e.g. size=1,perplexity=2,latency=0.5")
+    p.add_argument("--allow", default=None, help="expert rules to lift, comma-separated")
+    p.add_argument("--workdir", default="runs", help="study database, layer cache and results (default runs/)")
+    p.add_argument("--study-name", default=None)
+    p.add_argument("--storage", default=None, help="RDB URL (default SQLite in the workdir; PostgreSQL works)")
+    p.add_argument("--resume", action="store_true", help="continue a study; trials in flight when it stopped are re-run")
+    p.add_argument("--save-plan", default=None, help="also write the selected plan here")
+    p.add_argument("--no-progress", action="store_true")
+    _add_data_args(p)
+    p.set_defaults(fn=cmd_search)
     p = sub.add_parser("presets", help="list techniques and the preset grammar")
     p.set_defaults(fn=cmd_presets)
     return parser

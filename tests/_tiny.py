@@ -17,7 +17,7 @@ def tiny_model(vocab_size: int) -> torch.nn.Module:
 
     torch.manual_seed(1234)
     cfg = transformers.LlamaConfig(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        vocab_size=vocab_size, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True,
     )
     model = transformers.LlamaForCausalLM(cfg).eval()

@@ -7,7 +7,9 @@ the fastest correct kernels, and 4-bit RTN forced onto the torch reference path)
 2. lets the kernel selector choose each compressed layer's path (decode: 1 token, prefill: 128);
 3. times linear layers alone (blocks given by ``--blocks`` plus ``lm_head``; 1 and 128 tokens,
    last-level cache flushed before every timed call so weights come from DRAM);
-4. times the whole model: prefill of 128 tokens and decode steps at context 128 (KV cache);
+4. times the whole model: prefill of 128 tokens and decode steps at context 128 (KV cache).
+   All timings run the variants round-robin (repetition r of every variant before repetition
+   r + 1), so load from other processes on this shared machine drifts equally over all of them;
 5. fits the roofline calibration per kernel path on the per-layer times, and reports the
    per-layer prediction error in-sample, leave-one-shape-out, and uncalibrated; then the
    end-to-end prediction (one ``block-other`` overhead per block fitted on the end-to-end times);
@@ -28,6 +30,7 @@ import copy
 import csv
 import dataclasses
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -51,13 +54,12 @@ from squeezeray.hwprofiles import roofline_time
 from squeezeray.hwprofiles._roofline import relative_error
 from squeezeray.kernels import KernelSelector
 from squeezeray.kernels import path_summary
+from squeezeray.kernels import time_interleaved
 from squeezeray.kernels import use_reference
 from squeezeray.objectives.latency import Phase
 from squeezeray.objectives.latency import host_description
 from squeezeray.objectives.latency import linear_layers
 from squeezeray.objectives.latency import time_decode
-from squeezeray.objectives.latency import time_forward
-from squeezeray.objectives.latency import time_layers
 from squeezeray.objectives.predicted_latency import BLOCK_OTHER_PATH
 from squeezeray.objectives.predicted_latency import PredictedLatency
 from squeezeray.objectives.predicted_latency import linear_cost
@@ -112,10 +114,6 @@ def _layer_kind(name: str) -> str:
     return name.rsplit(".", 1)[-1]
 
 
-def _shape_key(cost: LayerCost, module: nn.Module) -> tuple[int, int]:
-    return int(module.out_features), int(module.in_features)
-
-
 def build_variant(bench: Workbench, v: Variant) -> nn.Module:
     if v.preset is None:
         model = copy.deepcopy(bench.original)
@@ -137,6 +135,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
+    load_start = [round(x, 2) for x in os.getloadavg()]  # other processes share this machine; recorded
 
     host = detect_host()
     (out / "host_profile.json").write_text(json.dumps(host.to_dict(), indent=1) + "\n")
@@ -156,27 +155,38 @@ def main() -> None:
     samples: list[tuple[LayerCost, float, str, tuple[int, int], int]] = []  # cost, measured s, variant, shape, tokens
     models: dict[str, nn.Module] = {}
     for v in VARIANTS:
-        t0 = time.time()
         model = build_variant(bench, v)
         models[v.name] = model
-        if v.preset is not None:
-            if v.reference_kernels:
-                use_reference(model)
-            else:
-                choices = KernelSelector(token_counts=(1, PREFILL_TOKENS), repeats=5).select_model(model)
-                for tokens in (1, PREFILL_TOKENS):
-                    counts: dict[str, int] = {}
-                    for c in choices.values():
-                        counts[c.path_for(tokens).value] = counts.get(c.path_for(tokens).value, 0) + 1
-                    rejected = sorted({f"{p.value}: {r}" for c in choices.values() for p, r in c.rejected.items() if "cuda" not in r})
-                    path_rows.append({"variant": v.name, "tokens": tokens, "paths": json.dumps(counts), "rejected_on_cpu": " | ".join(rejected)})
-        act = ComputeDtype.BF16 if v.dtype is torch.bfloat16 else ComputeDtype.FP32
-        layers = linear_layers(model)
+        if v.preset is None:
+            continue
+        if v.reference_kernels:
+            use_reference(model)
+            continue
+        choices = KernelSelector(token_counts=(1, PREFILL_TOKENS), repeats=5).select_model(model)
         for tokens in (1, PREFILL_TOKENS):
-            stats = time_layers(model, tokens=tokens, names=timed_names, repeats=args.repeats, flush=True)
-            for name, st in stats.items():
-                cost = linear_cost(name, layers[name], tokens=tokens, profile=host, act_dtype=act)
-                shape = (int(layers[name].out_features), int(layers[name].in_features))
+            counts: dict[str, int] = {}
+            for c in choices.values():
+                counts[c.path_for(tokens).value] = counts.get(c.path_for(tokens).value, 0) + 1
+            rejected = sorted({f"{p.value}: {r}" for c in choices.values() for p, r in c.rejected.items() if "cuda" not in r})
+            path_rows.append({"variant": v.name, "tokens": tokens, "paths": json.dumps(counts), "rejected_on_cpu": " | ".join(rejected)})
+    print(f"variants built and kernels selected ({time.time() - t_start:.0f} s)", flush=True)
+
+    # Per layer: every variant's copy of a layer is timed round-robin (same load drift for all).
+    gen = torch.Generator().manual_seed(0)
+    act_of = {v.name: ComputeDtype.BF16 if v.dtype is torch.bfloat16 else ComputeDtype.FP32 for v in VARIANTS}
+    for tokens in (1, PREFILL_TOKENS):
+        for name in timed_names:
+            mods = {v.name: linear_layers(models[v.name])[name] for v in VARIANTS}
+            x = torch.randn(tokens, mods["fp32"].in_features, generator=gen)
+            fns = {
+                v.name: (lambda m=mods[v.name], xx=x.to(v.dtype): m(xx)) for v in VARIANTS
+            }
+            with torch.no_grad():
+                stats = time_interleaved(fns, warmup=1, repeats=args.repeats, flush=True)
+            for v in VARIANTS:
+                st, mod = stats[v.name], mods[v.name]
+                cost = linear_cost(name, mod, tokens=tokens, profile=host, act_dtype=act_of[v.name])
+                shape = (int(mod.out_features), int(mod.in_features))
                 samples.append((cost, st.median_s, v.name, shape, tokens))
                 layer_rows.append({
                     "variant": v.name, "layer": name, "kind": _layer_kind(name), "out": shape[0], "in": shape[1],
@@ -184,17 +194,31 @@ def main() -> None:
                     "min_ms": round(1000 * st.min_s, 4), "max_ms": round(1000 * st.max_s, 4), "repeats": st.repeats,
                     "method": st.method, "weight_bytes": cost.weight_bytes,
                 })
-        with torch.no_grad():
-            pre = time_forward(model, ids, warmup=1, repeats=args.e2e_repeats)
-            dec = time_decode(model, ids, new_tokens=v.decode_tokens, warmup=1, repeats=v.decode_repeats)
+    print(f"per-layer timings done ({time.time() - t_start:.0f} s)", flush=True)
+
+    # End to end, also round-robin over variants.
+    with torch.no_grad():
+        pre = time_interleaved(
+            {v.name: (lambda m=models[v.name]: m(input_ids=ids, use_cache=False)) for v in VARIANTS},
+            warmup=1, repeats=args.e2e_repeats,
+        )
+        dec: dict[str, list[float]] = {v.name: [] for v in VARIANTS}
+        rounds = max(v.decode_repeats for v in VARIANTS)
+        for r in range(rounds + 1):  # round 0 is warm-up
+            for v in VARIANTS:
+                if r > v.decode_repeats:
+                    continue
+                steps = time_decode(models[v.name], ids, new_tokens=v.decode_tokens, warmup=0, repeats=1)
+                if r > 0:
+                    dec[v.name].extend(steps)
+    for v in VARIANTS:
+        p, d = pre[v.name], dec[v.name]
         e2e_rows.append({
-            "variant": v.name, "prefill_ms": round(1000 * statistics.median(pre), 2),
-            "prefill_min_ms": round(1000 * min(pre), 2), "decode_ms_per_token": round(1000 * statistics.median(dec), 2),
-            "decode_min_ms": round(1000 * min(dec), 2), "prefill_repeats": len(pre), "decode_steps": len(dec),
-            "paths_last_decode": json.dumps(path_summary(model)),
+            "variant": v.name, "prefill_ms": round(p.median_ms, 2), "prefill_min_ms": round(1000 * p.min_s, 2),
+            "decode_ms_per_token": round(1000 * statistics.median(d), 2), "decode_min_ms": round(1000 * min(d), 2),
+            "prefill_repeats": p.repeats, "decode_steps": len(d), "paths_last_decode": json.dumps(path_summary(models[v.name])),
         })
-        print(f"{v.name}: prefill {e2e_rows[-1]['prefill_ms']} ms, decode {e2e_rows[-1]['decode_ms_per_token']} ms/token "
-              f"({time.time() - t0:.0f} s)", flush=True)
+        print(f"{v.name}: prefill {e2e_rows[-1]['prefill_ms']} ms, decode {e2e_rows[-1]['decode_ms_per_token']} ms/token", flush=True)
 
     # ------------------------------------------------------------------ roofline on the host
     where = f"{host.device}, per-layer times of {len(VARIANTS)} variants (experiments/latency)"
@@ -271,6 +295,7 @@ def main() -> None:
     _write_csv(out / "roofline_e2e.csv", roof_e2e)
     _write_csv(out / "targets.csv", target_rows)
     meta = {
+        "load_average_start_end": [load_start, [round(x, 2) for x in os.getloadavg()]],
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": host_description(), "host_profile": host.device, "platform": platform.platform(),
         "git": _git_rev(), "seconds": round(time.time() - t_start, 1), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -286,7 +311,11 @@ def _median(xs: list[float]) -> float:
 
 def summarize(layer_rows, e2e_rows, roof_rows, roof_e2e, target_rows, meta, calib) -> str:  # noqa: ANN001
     """The README tables (markdown)."""
-    lines = [f"Machine: {meta['machine']}. Command: `{meta['command']}` (git {meta['git']}, {meta['date']}, {meta['seconds']} s).", ""]
+    lines = [
+        f"Machine: {meta['machine']}. Command: `{meta['command']}` (git {meta['git']}, {meta['date']}, "
+        f"{meta['seconds']} s; load average at start / end {meta['load_average_start_end']}).",
+        "",
+    ]
     variants = list(dict.fromkeys(r["variant"] for r in e2e_rows))
     base = next(r for r in e2e_rows if r["variant"] == "fp32")
     lines += ["End to end (median; prefill = 1 x 128 tokens; decode = ms per new token at context 128):", ""]

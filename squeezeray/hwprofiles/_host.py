@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -80,7 +79,8 @@ def mem_total_gb(meminfo: str) -> float | None:
 
 
 # ------------------------------------------------------------------ microbenchmarks
-def _median_seconds(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
+def _best_seconds(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
+    """Fastest of ``repeats`` timed calls after one warm-up: a peak figure, least disturbed by other load."""
     fn()
     sync()
     times = []
@@ -89,7 +89,7 @@ def _median_seconds(fn: Callable[[], object], repeats: int, sync: Callable[[], N
         fn()
         sync()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return min(times)
 
 
 def _sync_for(device: torch.device) -> Callable[[], None]:
@@ -97,15 +97,15 @@ def _sync_for(device: torch.device) -> Callable[[], None]:
 
 
 def measure_copy_bandwidth(device: torch.device, *, nbytes: int, repeats: int = 5) -> float:
-    """Bytes per second of ``dst.copy_(src)`` for an ``nbytes`` buffer (read + write counted)."""
+    """Bytes per second of ``dst.copy_(src)`` for an ``nbytes`` buffer (read + write counted; best of ``repeats``)."""
     src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).fill_(1.0)
     dst = torch.empty_like(src)
-    t = _median_seconds(lambda: dst.copy_(src), repeats, _sync_for(device))
+    t = _best_seconds(lambda: dst.copy_(src), repeats, _sync_for(device))
     return 2 * src.numel() * 4 / t
 
 
 def measure_matmul_rate(dtype: ComputeDtype, device: torch.device, *, size: int, repeats: int = 3) -> float:
-    """Operations per second of a ``size``-cube matmul in ``dtype`` (2 ops per multiply-add).
+    """Operations per second of a ``size``-cube matmul in ``dtype`` (2 ops per multiply-add; best of ``repeats``).
 
     fp32/fp16/bf16 use ``torch.mm``; int8 uses ``torch._int_mm`` (int32 accumulate); int4 on a CPU
     uses ``aten._weight_int4pack_mm_for_cpu`` (int4 weights, bf16 activations).
@@ -133,7 +133,7 @@ def measure_matmul_rate(dtype: ComputeDtype, device: torch.device, *, size: int,
     else:
         raise SqueezerayError(f"no {dtype.value} matmul to measure on {device.type}")
     try:
-        t = _median_seconds(fn, repeats, sync)
+        t = _best_seconds(fn, repeats, sync)
     except (RuntimeError, NotImplementedError) as err:
         raise SqueezerayError(f"{dtype.value} matmul is not available on {device.type}: {str(err).splitlines()[0]}") from None
     return 2 * n**3 / t
@@ -146,7 +146,7 @@ class MicrobenchConfig:
     Attributes:
         copy_mb: Buffer copied for bandwidth (MB); should exceed the last-level cache several times.
         matmul_size: Side of the square matmuls timed per dtype.
-        repeats: Timed repetitions (median kept).
+        repeats: Timed repetitions (the fastest is kept: a peak figure, least disturbed by other load).
     """
 
     copy_mb: int = 256
@@ -213,7 +213,7 @@ def detect_host(*, device: str | torch.device = "cpu", bench: MicrobenchConfig |
             ComputeDtype.INT8: "torch._int_mm int8 x int8 -> int32",
             ComputeDtype.INT4: "aten._weight_int4pack_mm_for_cpu: int4 weights, bf16 activations",
         }[dtype]
-        tops[dtype] = Figure(rate / 1e12, how, Basis.MEASURED, f"{note}, {cfg.matmul_size}^3, median of {cfg.repeats}")
+        tops[dtype] = Figure(rate / 1e12, how, Basis.MEASURED, f"{note}, {cfg.matmul_size}^3, best of {cfg.repeats}")
     bw = measure_copy_bandwidth(dev, nbytes=cfg.copy_mb * 2**20, repeats=cfg.repeats)
     mem = mem_total_gb(_read("/proc/meminfo"))
     features = tuple(f for f in RELEVANT_FLAGS if f in info.flags)
@@ -226,7 +226,7 @@ def detect_host(*, device: str | torch.device = "cpu", bench: MicrobenchConfig |
         dense_tops=tops,
         sparse24_speedup=Figure(1.0, "x86 CPUs have no 2:4 structured-sparsity instructions", Basis.DERIVED),
         memory_bandwidth_gbs=Figure(
-            bw / 1e9, how, Basis.MEASURED, f"tensor copy of {cfg.copy_mb} MB, read + write bytes, median of {cfg.repeats}"
+            bw / 1e9, how, Basis.MEASURED, f"tensor copy of {cfg.copy_mb} MB, read + write bytes, best of {cfg.repeats}"
         ),
         memory_capacity_gb=(
             Figure(mem, "/proc/meminfo MemTotal", Basis.MEASURED)
@@ -252,7 +252,7 @@ def _detect_cuda(dev: torch.device, cfg: MicrobenchConfig, how: str) -> Hardware
         except SqueezerayError as err:
             tops[dtype] = Figure(None, f"{how}: {err}", Basis.UNAVAILABLE)
             continue
-        tops[dtype] = Figure(rate / 1e12, how, Basis.MEASURED, "square matmul, median")
+        tops[dtype] = Figure(rate / 1e12, how, Basis.MEASURED, "square matmul, best of repeats")
     bw = measure_copy_bandwidth(dev, nbytes=max(cfg.copy_mb, 1024) * 2**20, repeats=cfg.repeats)
     cc = f"sm_{props.major}{props.minor}"
     kernels = [KernelPath.REFERENCE]

@@ -112,3 +112,38 @@ def _time_cuda(fn: Callable[[], object], dev: torch.device, repeats: int, flush:
     torch.cuda.synchronize(dev)
     times = [s.elapsed_time(e) / 1000 for s, e in zip(starts, ends)]
     return TimingStats(statistics.median(times), min(times), max(times), repeats, "cuda-events" + ("+flush" if flush else ""))
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]],
+    *,
+    device: torch.device | str = "cpu",
+    warmup: int = 1,
+    repeats: int = 7,
+    flush: bool = False,
+) -> dict[str, TimingStats]:
+    """Time several callables round-robin: repetition ``r`` of every callable runs before repetition ``r + 1``.
+
+    On a machine shared with other work, load drifts over seconds; interleaving exposes every
+    callable to the same drift, so their *ratios* stay meaningful even when absolute times move.
+
+    Args:
+        fns: Label -> callable.
+        device, warmup, repeats, flush: As in :func:`time_callable` (each timed call is timed alone).
+
+    Returns:
+        Label -> timing statistics.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats={repeats}: must be at least 1")
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for label, fn in fns.items():
+            samples[label].append(time_callable(fn, device=device, warmup=0, repeats=1, flush=flush).median_s)
+    method = ("cuda-events" if torch.device(device).type == "cuda" else "perf_counter") + ("+flush" if flush else "")
+    return {
+        k: TimingStats(statistics.median(v), min(v), max(v), repeats, method + "+interleaved") for k, v in samples.items()
+    }

@@ -25,3 +25,7 @@ OBJECTIVES.register("energy", "squeezeray.objectives.energy:Energy")
 
 def get_objective(name: str, **kwargs: object) -> BaseObjective:
     return OBJECTIVES.get(name)(**kwargs)
+
+
+OBJECTIVES.register("token_label_loyalty", "squeezeray.objectives.token_loyalty:TokenLabelLoyalty")
+OBJECTIVES.register("token_prob_loyalty", "squeezeray.objectives.token_loyalty:TokenProbabilityLoyalty")

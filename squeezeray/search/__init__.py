@@ -10,10 +10,24 @@ from squeezeray.search._driver import SearchResult
 from squeezeray.search._driver import pareto_mask
 from squeezeray.search._driver import run_search
 from squeezeray.search._result import TrialOutcome
+from squeezeray.search._rules import RuleOutcome
+from squeezeray.search._rules import apply_rules
+from squeezeray.search._rules import default_rules
+from squeezeray.search._rules import explain
+from squeezeray.search._select import Constraints
+from squeezeray.search._select import Selection
+from squeezeray.search._select import select
 from squeezeray.search._result import TrialResult
 
 __all__ = [
+    "Constraints",
     "LayerCache",
+    "RuleOutcome",
+    "Selection",
+    "apply_rules",
+    "default_rules",
+    "explain",
+    "select",
     "SamplerName",
     "SearchConfig",
     "SearchResult",

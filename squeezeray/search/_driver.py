@@ -129,17 +129,18 @@ class SearchConfig:
         if self.study_name is not None and not re.fullmatch(r"[A-Za-z0-9_.+-]+", self.study_name):
             raise SqueezerayError(f"study_name={self.study_name!r}: use letters, digits, '_', '.', '+', '-'")
 
-    def resolved_study_name(self) -> str:
+    def resolved_study_name(self, model_ref: str | None = None) -> str:
         if self.study_name:
             return self.study_name
-        model = Path(self.model).name if self.model else "smollm2"
+        ref = model_ref or self.model
+        model = Path(ref).name if ref else "smollm2"
         space = self.space.name if isinstance(self.space, SearchSpace) else Path(str(self.space)).stem
         return re.sub(r"[^A-Za-z0-9_.+-]", "-", f"{model}-{space}-{self.sampler.value}-s{self.seed}")
 
-    def storage_url(self) -> str:
+    def storage_url(self, model_ref: str | None = None) -> str:
         if self.storage:
             return self.storage
-        folder = self.workdir / self.resolved_study_name()
+        folder = self.workdir / self.resolved_study_name(model_ref)
         folder.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{(folder / 'study.db').resolve()}"
 
@@ -283,22 +284,23 @@ def run_search(
     bench = bench or Workbench.load(config.model, config.data, progress=False)
     layer_names = tuple(bench.layers)
     rule_notes: tuple[str, ...] = ()
-    space, rule_notes = _apply_rules(space, config)
+    space, rule_notes = _apply_rules(space, config, layer_names)
     if not space.units(layer_names):
         raise SqueezerayError(f"space {space.name!r} matches no layer of this model")
 
     names = list(config.objectives)
     directions = _directions(names)
-    study_name = config.resolved_study_name()
-    storage = optuna.storages.RDBStorage(config.storage_url())
+    study_name = config.resolved_study_name(bench.loaded.source.ref)
+    url = config.storage_url(bench.loaded.source.ref)
+    storage = optuna.storages.RDBStorage(url)
     existing = study_name in {s.study_name for s in optuna.get_all_study_summaries(storage)}
     if existing and not resume:
         raise SqueezerayError(
-            f"study {study_name!r} already exists in {config.storage_url()}; pass --resume to continue it "
+            f"study {study_name!r} already exists in {url}; pass --resume to continue it "
             "or --study-name for a new one"
         )
     if resume and not existing:
-        raise SqueezerayError(f"--resume: no study {study_name!r} in {config.storage_url()}")
+        raise SqueezerayError(f"--resume: no study {study_name!r} in {url}")
     study = optuna.create_study(
         study_name=study_name, storage=storage, load_if_exists=True,
         directions=[d.value for d in directions],
@@ -354,16 +356,15 @@ def run_search(
     )
 
 
-def _apply_rules(space: SearchSpace, config: SearchConfig) -> tuple[SearchSpace, tuple[str, ...]]:
-    try:
-        from squeezeray.hwprofiles import get_profile
-        from squeezeray.search._rules import apply_rules
-        from squeezeray.search._rules import explain
-    except ImportError:  # rules or profiles not available in this build
-        return space, ()
+def _apply_rules(space: SearchSpace, config: SearchConfig, layer_names: Sequence[str]) -> tuple[SearchSpace, tuple[str, ...]]:
+    """Prune the space with the expert rules for the target hardware; every removal is explained."""
+    from squeezeray.hwprofiles import get_profile
+    from squeezeray.search._rules import apply_rules
+    from squeezeray.search._rules import explain
+
     profile = get_profile(config.hardware)
-    outcome = apply_rules(space, profile, allow=config.allow)
-    return outcome.space, tuple(explain(outcome).splitlines())
+    outcome = apply_rules(space, profile, allow=config.allow, layer_names=layer_names)
+    return outcome.space, tuple(line for line in explain(outcome).splitlines() if line.strip())
 
 
 def _baseline_params(space: SearchSpace, layer_names: Sequence[str], config: SearchConfig) -> list[dict[str, str]]:
@@ -495,15 +496,16 @@ def _remeasure(
         rest.sort(key=lambda t: float(np.min(np.linalg.norm((fv - np.array(t.values)) / scale, axis=1))))
     chosen = (ordered + rest)[: max(config.rerank, len(ordered))]
     rows = []
-    storage = study._storage
     for t in chosen:
-        attr = t.user_attrs.get("final")
+        # finished trials are immutable in Optuna: stage-2 results live on the study, keyed by trial
+        key = f"final:{t.number}"
+        attr = study.user_attrs.get(key)
         if not attr or set(json.loads(attr)) != set(final_names):
             plan = space.plan_from_params(t.params, layer_names)
             candidate, _ = bench.compress(plan, layer_fn=layer_fn)
             meas = bench.evaluate(candidate, final_names)
             attr = json.dumps({k: m.to_dict() for k, m in meas.items()})
-            storage.set_trial_user_attr(t._trial_id, "final", attr)
+            study.set_user_attr(key, attr)
         data = json.loads(attr)
         row: dict[str, Any] = {"trial": t.number, "baseline": bool(t.user_attrs.get("baseline", False))}
         row.update({k: float(v["value"]) for k, v in data.items()})

@@ -398,9 +398,9 @@ class Rule:
         for key in ("name", "when", "select", "reason"):
             if key not in data:
                 raise SqueezerayError(f"{where}: missing key {key!r}")
-        return cls(
-            **{**data, "when": Condition.from_dict(data["when"], where), "select": Selector.from_dict(data["select"], where)}
-        )
+        when = Condition.from_dict(data["when"], where)
+        select = Selector.from_dict(data["select"], where)
+        return cls(**{**data, "when": when, "select": select})
 
     def covers(self, group: GroupSpec, owned: Sequence[str] = ()) -> bool:
         """Whether ``group`` is in scope (``owned``: layers the group owns in a model, if known)."""
@@ -463,7 +463,9 @@ class RuleSet:
         if data.get("_type") != RULES_TYPE:
             raise SqueezerayError(f"{origin}: _type={data.get('_type')!r}, expected {RULES_TYPE!r}")
         if data.get("_version") != RULES_VERSION:
-            raise SqueezerayError(f"{origin}: _version={data.get('_version')!r}, this squeezeray reads version {RULES_VERSION}")
+            raise SqueezerayError(
+                f"{origin}: _version={data.get('_version')!r}, this squeezeray reads version {RULES_VERSION}"
+            )
         raw = data.get("rules")
         if not isinstance(raw, list):
             raise SqueezerayError(f"{origin}: rules must be a list")
@@ -646,7 +648,9 @@ def apply_rules(
                 if not hit:
                     continue
                 if rule.effect is RuleEffect.NOTE:
-                    notes.extend(Note(rule.name, group.name, o, rule.render(profile, group.name, o), field) for o in hit)
+                    notes.extend(
+                        Note(rule.name, group.name, o, rule.render(profile, group.name, o), field) for o in hit
+                    )
                 elif len(hit) == len(current):
                     blocked.append(
                         Blocked(rule.name, group.name, field, tuple(hit), rule.render(profile, group.name, hit[0]))

@@ -371,16 +371,16 @@ def _four_groups(**choices: Any) -> tuple[GroupSpec, ...]:
 def preset_space(name: str) -> SearchSpace:
     """Built-in spaces: ``weights-int``, ``prune+quant``, ``full``."""
     if name == "weights-int":
-        groups = _four_groups(quantize=("gptq-w8g128", "gptq-w4g128", "gptq-w3g128"))
+        groups = _four_groups(quantize=("rtn-w8", "gptq-w4g128", "gptq-w3g128"))
     elif name == "prune+quant":
         groups = _four_groups(
-            quantize=("gptq-w8g128", "gptq-w4g128", "gptq-w3g128", NONE),
+            quantize=("rtn-w8", "gptq-w4g128", "gptq-w3g128", NONE),
             prune=(NONE, "wanda-s25", "wanda-s50", "wanda-2:4"),
             orders=(Order.PRUNE_FIRST, Order.QUANT_FIRST),
         )
     elif name == "full":
         groups = _four_groups(
-            quantize=("gptq-w8g128", "gptq-w4g128", "gptq-w3g128", "awq-w4g128", "rtn-w4g128", "nf4-g64", "fp8",
+            quantize=("rtn-w8", "gptq-w4g128", "gptq-w3g128", "awq-w4g128", "rtn-w4g128", "nf4-g64", "fp8",
                       "w8a8-a0.5", NONE),
             prune=(NONE, "wanda-s25", "wanda-s50", "wanda-2:4", "sparsegpt-s50", "sparsegpt-2:4", "magnitude-s10-rows"),
             orders=(Order.PRUNE_FIRST, Order.QUANT_FIRST),

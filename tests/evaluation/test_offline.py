@@ -47,7 +47,20 @@ def test_packaged_task_loads_without_network(name: str, tmp_path: Path) -> None:
     assert any((tmp_path / "hf_cache").iterdir())  # the datasets cache lives in the run folder
 
 
-def test_hub_task_fails_fast_without_touching_the_network(tmp_path: Path) -> None:
+def test_a_task_on_hub_data_fails_fast_without_touching_the_network(tmp_path: Path) -> None:
+    (tmp_path / "hub.yaml").write_text(
+        "task: arc_from_hub\ndataset_path: allenai/ai2_arc\ndataset_name: ARC-Easy\ntest_split: test\n"
+        "output_type: multiple_choice\ndoc_to_text: '{{question}}'\ndoc_to_choice: '{{choices.text}}'\n"
+        "doc_to_target: '{{choices.label.index(answerKey)}}'\n"
+    )
+    with forbid_network() as attempts:
+        with pytest.raises(SqueezerayError, match="could not be loaded offline"):
+            load_task(resolve_task(str(tmp_path / "hub.yaml")), tmp_path / "run")
+    assert attempts == []
+
+
+@pytest.mark.slow  # indexes all of lm-eval's task files (several seconds)
+def test_a_builtin_lm_eval_task_fails_fast_when_its_data_is_not_cached(tmp_path: Path) -> None:
     with forbid_network() as attempts:
         with pytest.raises(SqueezerayError, match="could not be loaded offline"):
             load_task(resolve_task("lm_eval:arc_easy"), tmp_path)

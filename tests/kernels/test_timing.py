@@ -22,3 +22,13 @@ def test_flush_is_labelled_and_repeats_checked() -> None:
     assert last_level_cache_bytes() >= 2**20
     with pytest.raises(ValueError, match="repeats"):
         time_callable(lambda: None, repeats=0)
+
+
+def test_time_interleaved_runs_round_robin() -> None:
+    from squeezeray.kernels import time_interleaved
+
+    order: list[str] = []
+    stats = time_interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, warmup=1, repeats=3)
+    assert order == ["a", "b"] + ["a", "b"] * 3  # warm-up, then alternating repetitions
+    assert set(stats) == {"a", "b"} and stats["a"].repeats == 3
+    assert stats["a"].method == "perf_counter+interleaved"

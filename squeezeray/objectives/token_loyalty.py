@@ -1,0 +1,172 @@
+"""Token loyalty: does the candidate predict the next token like the original does?
+
+Both objectives compare next-token distributions at every position of the proxy
+windows (``EvalContext.proxy_data``), with the original as the reference:
+
+- token label loyalty: share of positions where the candidate's top-1 token is
+  the original's (1.0 for the original itself);
+- token probability loyalty: 1 − mean Jensen–Shannon divergence, in bits (so in
+  [0, 1]), between the two distributions (1.0 for identical distributions).
+
+The original's side is the KL objective's cache, ``ctx.reference["kl-logprobs:<digest>"]``
+(a list of (B, T, V) float32 log-prob tensors, see :func:`squeezeray.objectives.kl.log_probs`),
+computed once if absent. Rows are matched by window index, so the cache's batch size
+need not equal this objective's.
+
+These are the position-level counterparts of the task-level ``label_loyalty`` and
+``probability_loyalty`` (multiple-choice items, :mod:`squeezeray.objectives.loyalty`);
+hence the registry names ``token_label_loyalty`` and ``token_prob_loyalty``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from squeezeray._errors import SqueezerayError
+from squeezeray.objectives._base import BaseObjective
+from squeezeray.objectives._base import Direction
+from squeezeray.objectives._base import EvalContext
+from squeezeray.objectives._base import Measurement
+from squeezeray.objectives._base import Provenance
+from squeezeray.objectives._base import materialized
+from squeezeray.objectives.kl import log_probs
+
+LN2 = math.log(2.0)
+Statistic = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (B, T, V) x (B, T, V) -> (B, T)
+
+
+# ------------------------------------------------------------------ pure math
+def top1_agreement(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """Whether the top-1 tokens agree at each position.
+
+    Args:
+        logp: (..., V) reference log-probs (or logits).
+        logq: (..., V) candidate log-probs (or logits).
+
+    Returns:
+        (...) bool.
+    """
+    return logp.argmax(dim=-1) == logq.argmax(dim=-1)
+
+
+def js_divergence_bits(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """Jensen–Shannon divergence in bits, per position, in [0, 1].
+
+    JS(P, Q) = ½ KL(P‖M) + ½ KL(Q‖M) with M = ½(P + Q); terms where a probability is 0
+    contribute 0; positions where the two log-prob vectors are identical are exactly 0.
+
+    Args:
+        logp: (..., V) log-probabilities of P.
+        logq: (..., V) log-probabilities of Q.
+
+    Returns:
+        (...) float32.
+    """
+    logp, logq = logp.float(), logq.float()
+    logm = torch.logaddexp(logp, logq) - LN2  # (..., V)
+    p, q = logp.exp(), logq.exp()
+    kl_pm = torch.where(p > 0, p * (logp - logm), torch.zeros_like(p)).sum(-1)
+    kl_qm = torch.where(q > 0, q * (logq - logm), torch.zeros_like(q)).sum(-1)
+    js = (0.5 * (kl_pm + kl_qm) / LN2).clamp(0.0, 1.0)
+    return torch.where((logp == logq).all(dim=-1), torch.zeros_like(js), js)
+
+
+def _rows(chunks: list[torch.Tensor], start: int, stop: int) -> torch.Tensor:
+    """Rows [start, stop) of the concatenation of ``chunks`` along dim 0, without concatenating all."""
+    parts, offset = [], 0
+    for chunk in chunks:
+        n = chunk.shape[0]
+        lo, hi = max(start - offset, 0), min(stop - offset, n)
+        if lo < hi:
+            parts.append(chunk[lo:hi])
+        offset += n
+    if offset < stop:
+        raise SqueezerayError(f"the cached reference has {offset} windows, {stop} needed")
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+@torch.no_grad()
+def compare_next_tokens(
+    reference: list[torch.Tensor],
+    model: nn.Module,
+    windows: torch.Tensor,
+    stat: Statistic,
+    *,
+    batch_size: int = 2,
+) -> torch.Tensor:
+    """``stat(reference_logp, model_logp)`` at every position, as one flat float64 tensor.
+
+    Args:
+        reference: (B_i, T, V) log-prob tensors of the reference, concatenating to (n, T, V).
+        model: The candidate.
+        windows: (n, T) token ids.
+        stat: Per-position statistic, (B, T, V) x (B, T, V) -> (B, T).
+        batch_size: Windows per forward pass.
+    """
+    out = []
+    for start in range(0, windows.shape[0], batch_size):
+        stop = min(start + batch_size, windows.shape[0])
+        logits = model(input_ids=windows[start:stop], use_cache=False).logits.float()
+        logq = F.log_softmax(logits, dim=-1)  # (B, T, V)
+        logp = _rows(reference, start, stop)  # (B, T, V)
+        if logp.shape != logq.shape:
+            raise SqueezerayError(f"reference log-probs have shape {tuple(logp.shape)}, the candidate's {tuple(logq.shape)}")
+        out.append(stat(logp, logq).reshape(-1).double())
+    return torch.cat(out)
+
+
+# ----------------------------------------------------------------- objectives
+class _TokenLoyalty(BaseObjective):
+    """Shared settings and the cached reference.
+
+    Args:
+        batch_size: Windows per forward pass.
+    """
+
+    unit = "fraction"
+    direction = Direction.MAXIMIZE
+
+    def __init__(self, *, batch_size: int = 2) -> None:
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise SqueezerayError(f"batch_size={batch_size!r}: must be a positive integer")
+        self.batch_size = batch_size
+
+    def _per_position(self, ctx: EvalContext, stat: Statistic) -> torch.Tensor:
+        key = f"kl-logprobs:{ctx.proxy_data.digest}"  # shared with objectives/kl.py
+        if key not in ctx.reference:
+            ctx.reference[key] = log_probs(ctx.original, ctx.proxy_data.ids, batch_size=self.batch_size)
+        with materialized(ctx.candidate):
+            return compare_next_tokens(
+                ctx.reference[key], ctx.candidate, ctx.proxy_data.ids, stat, batch_size=self.batch_size
+            )
+
+
+class TokenLabelLoyalty(_TokenLoyalty):
+    """Share of proxy-window positions where the candidate's top-1 next token is the original's."""
+
+    name = "token_label_loyalty"
+
+    def measure(self, ctx: EvalContext) -> Measurement:
+        agree = self._per_position(ctx, top1_agreement)
+        return Measurement(
+            self.name, float(agree.mean()), self.unit, Provenance.COMPUTED, ctx.proxy_data.source,
+            {"positions": int(agree.numel()), "agree": int(agree.sum())},
+        )
+
+
+class TokenProbabilityLoyalty(_TokenLoyalty):
+    """1 − mean Jensen–Shannon divergence (bits) between next-token distributions on the proxy windows."""
+
+    name = "token_prob_loyalty"
+
+    def measure(self, ctx: EvalContext) -> Measurement:
+        js = self._per_position(ctx, js_divergence_bits)
+        return Measurement(
+            self.name, 1.0 - float(js.mean()), self.unit, Provenance.COMPUTED, ctx.proxy_data.source,
+            {"positions": int(js.numel()), "mean_js_bits": float(js.mean()), "max_js_bits": float(js.max())},
+        )

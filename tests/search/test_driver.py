@@ -1,0 +1,162 @@
+"""The search driver on a tiny model: baselines, failures, infeasible plans, cache, resume after a kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from squeezeray._errors import PlanError
+from squeezeray._errors import SqueezerayError
+from squeezeray.search import SearchConfig
+from squeezeray.search import TrialOutcome
+from squeezeray.search import run_search
+from squeezeray.spaces import preset_space
+from tests._tiny import TINY_DATA
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cfg(tmp_path: Path, **kw) -> SearchConfig:  # noqa: ANN003
+    base = dict(space="weights-int", n_trials=8, sampler="random", seed=0, data=TINY_DATA, workdir=tmp_path,
+                final_objectives=("size", "kl"), rerank=3)
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+def test_search_runs_baselines_first_and_builds_a_front(tiny, tmp_path) -> None:  # noqa: ANN001
+    result = run_search(_cfg(tmp_path), bench=tiny, progress=False)
+    trials = result.trials
+    assert len(trials) == 8
+    assert (trials["outcome"] == TrialOutcome.OK.value).all()
+    baselines = trials[trials["baseline"]]
+    assert len(baselines) == 3  # one uniform plan per quantize option of weights-int
+    assert set(baselines["trial"]) == {0, 1, 2}
+    assert not result.front.empty and result.front["pareto"].any()
+    assert set(result.front.columns) >= {"trial", "size", "kl", "plan", "pareto"}
+    # uniform 8-bit is the largest, uniform 3-bit the smallest of the baselines
+    sizes = trials.set_index("trial")["size"]
+    assert sizes[0] > sizes[1] > sizes[2]
+    plan = result.plan(int(result.front["trial"].iloc[0]))
+    assert len(plan.layers) == len(tiny.layers)
+
+
+def test_a_crashing_trial_does_not_stop_the_study(tiny, tmp_path) -> None:  # noqa: ANN001
+    calls = {"n": 0}
+
+    def flaky(plan):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        if calls["n"] in (2, 4):
+            raise RuntimeError("worker exploded")
+        candidate, _ = tiny.compress(plan)
+        return tiny.evaluate(candidate, ["size", "kl"])
+
+    result = run_search(_cfg(tmp_path, n_trials=6), bench=tiny, progress=False, evaluate=flaky)
+    failed = result.trials[result.trials["outcome"] == TrialOutcome.FAILED.value]
+    assert len(failed) == 2
+    assert (failed["error"] == "RuntimeError: worker exploded").all()
+    assert (result.trials["outcome"] == TrialOutcome.OK.value).sum() == 4
+
+
+def test_infeasible_configuration_gets_worst_values_and_a_violated_constraint(tiny, tmp_path) -> None:  # noqa: ANN001
+    def refuses_3bit(plan):  # noqa: ANN001, ANN202
+        if any("w3" in lp.label() for lp in plan.layers.values()):
+            raise PlanError("3-bit is not deployable here")
+        candidate, _ = tiny.compress(plan)
+        return tiny.evaluate(candidate, ["size", "kl"])
+
+    result = run_search(_cfg(tmp_path, n_trials=6), bench=tiny, progress=False, evaluate=refuses_3bit)
+    bad = [t for t in result.study.trials if t.user_attrs.get("outcome") == TrialOutcome.INFEASIBLE.value]
+    assert bad, "the uniform 3-bit baseline must be infeasible"
+    for t in bad:
+        assert t.state is optuna.trial.TrialState.COMPLETE  # told, so TPE/NSGA-II learn from it
+        assert t.constraints["feasibility"] > 0
+        assert t.values[1] == 100.0  # worst-case KL
+    assert all(int(n) not in {t.number for t in bad} for n in result.front["trial"])
+
+
+def test_cache_makes_repeated_layers_free(tiny, tmp_path) -> None:  # noqa: ANN001
+    from squeezeray.search import LayerCache
+    from squeezeray.spaces import CompressionPlan
+
+    cache = LayerCache(tmp_path / "cache")
+    fn = cache.layer_fn(tiny.loaded.fingerprint(), tiny.calibration.digest)
+    plan = CompressionPlan.uniform("gptq-w4g32", tiny.layers)
+    a, _ = tiny.compress(plan, layer_fn=fn)
+    assert cache.stats.misses == len(tiny.layers) and cache.stats.hits == 0
+    b, _ = tiny.compress(plan, layer_fn=fn)
+    assert cache.stats.memory_hits == len(tiny.layers)
+    disk = LayerCache(tmp_path / "cache")  # a new process would see the same files
+    c, _ = tiny.compress(plan, layer_fn=disk.layer_fn(tiny.loaded.fingerprint(), tiny.calibration.digest))
+    assert disk.stats.disk_hits == len(tiny.layers) and disk.stats.misses == 0
+    ka = tiny.evaluate(a, ["kl"])["kl"].value
+    assert ka == tiny.evaluate(b, ["kl"])["kl"].value == tiny.evaluate(c, ["kl"])["kl"].value
+
+
+def test_existing_study_needs_resume(tiny, tmp_path) -> None:  # noqa: ANN001
+    run_search(_cfg(tmp_path, n_trials=3, study_name="s"), bench=tiny, progress=False)
+    with pytest.raises(SqueezerayError, match="already exists"):
+        run_search(_cfg(tmp_path, n_trials=3, study_name="s"), bench=tiny, progress=False)
+    with pytest.raises(SqueezerayError, match="no study 'other'"):
+        run_search(_cfg(tmp_path, n_trials=3, study_name="other"), bench=tiny, progress=False, resume=True)
+
+
+def test_resume_after_kill_runs_every_trial_once(tiny, tokenizer_dir, tmp_path) -> None:  # noqa: ANN001
+    n_trials = 9
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.search._resume_worker", tokenizer_dir, str(tmp_path), str(n_trials)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    url = f"sqlite:///{tmp_path / 'resume' / 'study.db'}"
+    deadline = time.time() + 300
+    completed = 0
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.3)
+        try:
+            study = optuna.load_study(study_name="resume", storage=url)
+        except Exception:  # noqa: BLE001 - not created yet
+            continue
+        states = [t.state for t in study.trials]
+        completed = states.count(optuna.trial.TrialState.COMPLETE)
+        if completed >= 4 and optuna.trial.TrialState.RUNNING in states:
+            break
+    assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert 4 <= completed < n_trials
+    before = optuna.load_study(study_name="resume", storage=url)
+    in_flight = [t.number for t in before.trials if t.state is optuna.trial.TrialState.RUNNING]
+    assert in_flight, "the kill must leave a trial in flight"
+
+    cfg = SearchConfig(space="weights-int", n_trials=n_trials, sampler="random", seed=3, data=TINY_DATA,
+                       workdir=tmp_path, study_name="resume", final_objectives=("size", "kl"), rerank=2)
+    result = run_search(cfg, bench=tiny, resume=True, progress=False)
+    trials = result.study.trials
+    complete = [t for t in trials if t.state is optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == n_trials
+    interrupted = [t for t in trials if t.user_attrs.get("interrupted")]
+    assert [t.number for t in interrupted] == in_flight
+    requeued = [t for t in complete if "requeued_from" in t.user_attrs]
+    assert sorted(t.user_attrs["requeued_from"] for t in requeued) == in_flight
+    for t in requeued:
+        assert t.params == trials[t.user_attrs["requeued_from"]].params
+    # completed trials from before the kill were neither lost nor re-run
+    before_complete = {t.number for t in before.trials if t.state is optuna.trial.TrialState.COMPLETE}
+    assert before_complete <= {t.number for t in complete}
+
+
+def test_space_matching_nothing_is_an_error(tiny, tmp_path) -> None:  # noqa: ANN001
+    from squeezeray.spaces import GroupSpec
+    from squeezeray.spaces import SearchSpace
+
+    space = SearchSpace("none", (GroupSpec("x", ("*.nothing",), quantize=("rtn-w8",)),))
+    with pytest.raises(SqueezerayError, match="matches no layer"):
+        run_search(_cfg(tmp_path, space=space), bench=tiny, progress=False)
+    assert preset_space("weights-int").units(tiny.layers)

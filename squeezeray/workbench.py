@@ -8,6 +8,7 @@ it) and the original model's reference results are cached across candidates.
 from __future__ import annotations
 
 import copy
+import inspect
 import dataclasses
 from collections.abc import Sequence
 
@@ -25,7 +26,7 @@ from squeezeray.models import load_model
 from squeezeray.objectives import BaseObjective
 from squeezeray.objectives import EvalContext
 from squeezeray.objectives import Measurement
-from squeezeray.objectives import get_objective
+from squeezeray.objectives import OBJECTIVES
 from squeezeray.spaces import CompressionPlan
 from squeezeray.techniques import LayerStats
 
@@ -62,8 +63,11 @@ class DataConfig:
 class Workbench:
     """Holds the original model and everything derived from it once."""
 
-    def __init__(self, loaded: LoadedModel, data: DataConfig | None = None, *, progress: bool = False) -> None:
+    def __init__(
+        self, loaded: LoadedModel, data: DataConfig | None = None, *, progress: bool = False, hardware: str = "host"
+    ) -> None:
         self.loaded = loaded
+        self.hardware = hardware  # profile handed to objectives that take one (energy, predicted latency)
         self.data = data or DataConfig()
         self.progress = progress
         tok = loaded.tokenizer
@@ -107,10 +111,17 @@ class Workbench:
     def context(self, candidate: nn.Module) -> EvalContext:
         return EvalContext(self.original, candidate, self.held_out, self.proxy, self.reference)  # type: ignore[arg-type]
 
+    def objective(self, name: str) -> BaseObjective:
+        """The registered objective ``name``, given this workbench's hardware profile if it takes one."""
+        cls = OBJECTIVES.get(name)
+        if "profile" in inspect.signature(cls.__init__).parameters:
+            return cls(profile=self.hardware)  # type: ignore[call-arg]
+        return cls()
+
     def evaluate(self, candidate: nn.Module, objectives: Sequence[BaseObjective | str]) -> dict[str, Measurement]:
         ctx = self.context(candidate)
         out = {}
         for obj in objectives:
-            o = get_objective(obj) if isinstance(obj, str) else obj
-            out[o.name] = o.measure(ctx)
+            o = self.objective(obj) if isinstance(obj, str) else obj
+            out[o.name] = ctx.measure(o)
         return out

@@ -12,7 +12,7 @@ the fastest correct kernels, and 4-bit RTN forced onto the torch reference path)
    r + 1), so load from other processes on this shared machine drifts equally over all of them;
 5. fits the roofline calibration per kernel path on the per-layer times, and reports the
    per-layer prediction error in-sample, leave-one-shape-out, and uncalibrated; then the
-   end-to-end prediction (one ``block-other`` overhead per block fitted on the end-to-end times);
+   end-to-end prediction (one overhead per block and phase fitted on the end-to-end times);
 6. predicts the same variants on the datasheet profiles (ideal roofline, not calibrated there).
 
 Usage::
@@ -60,7 +60,7 @@ from squeezeray.objectives.latency import Phase
 from squeezeray.objectives.latency import host_description
 from squeezeray.objectives.latency import linear_layers
 from squeezeray.objectives.latency import time_decode
-from squeezeray.objectives.predicted_latency import BLOCK_OTHER_PATH
+from squeezeray.objectives.predicted_latency import block_other_path
 from squeezeray.objectives.predicted_latency import PredictedLatency
 from squeezeray.objectives.predicted_latency import linear_cost
 from squeezeray.objectives.predicted_latency import model_costs
@@ -248,30 +248,34 @@ def main() -> None:
             "bytes": c.nbytes, "flops": int(c.flops),
         })
 
-    # end to end: fit the per-block "other" overhead on the end-to-end residuals
+    # end to end: fit the per-block overhead outside linear layers and attention, per phase,
+    # as the median over variants of (measured - predicted linear and attention) / blocks
     e2e_pred: dict[tuple[str, str], float] = {}
-    residuals = []
+    residuals: dict[str, list[float]] = {"prefill": [], "decode": []}
     for v in VARIANTS:
         act = ComputeDtype.BF16 if v.dtype is torch.bfloat16 else ComputeDtype.FP32
         row = next(r for r in e2e_rows if r["variant"] == v.name)
         for phase, measured in ((Phase.PREFILL, row["prefill_ms"]), (Phase.DECODE, row["decode_ms_per_token"])):
             costs = model_costs(models[v.name], phase=phase, batch=1, seq_len=PREFILL_TOKENS, profile=host, act_dtype=act)
-            t = sum(roofline_time(c, host, calib).total_s for c in costs if c.path != BLOCK_OTHER_PATH)
+            t = sum(roofline_time(c, host, calib).total_s for c in costs if c.path != block_other_path(phase))
             e2e_pred[(v.name, phase.value)] = t
-            residuals.append((float(measured) / 1000 - t) / n_blocks)
-    block_other = max(0.0, float(np.median(residuals)))
-    calib = RooflineCalibration({**calib.per_path, BLOCK_OTHER_PATH: PathEfficiency(1.0, 1.0, block_other)}, calib.where)
+            residuals[phase.value].append((float(measured) / 1000 - t) / n_blocks)
+    block_other = {ph: max(0.0, float(np.median(r))) for ph, r in residuals.items()}
+    calib = RooflineCalibration(
+        {**calib.per_path, **{block_other_path(Phase(ph)): PathEfficiency(1.0, 1.0, o) for ph, o in block_other.items()}},
+        calib.where,
+    )
     (out / "calibration.json").write_text(json.dumps(calib.to_dict(), indent=1) + "\n")
     roof_e2e = []
     for v in VARIANTS:
         row = next(r for r in e2e_rows if r["variant"] == v.name)
         for phase, measured in (("prefill", row["prefill_ms"]), ("decode", row["decode_ms_per_token"])):
-            pred = e2e_pred[(v.name, phase)] + n_blocks * block_other
+            pred = e2e_pred[(v.name, phase)] + n_blocks * block_other[phase]
             roof_e2e.append({
                 "variant": v.name, "phase": phase, "measured_ms": measured, "predicted_ms": round(1000 * pred, 2),
                 "error": round(relative_error(pred, float(measured) / 1000), 4),
                 "linear_and_attention_ms": round(1000 * e2e_pred[(v.name, phase)], 2),
-                "block_other_ms": round(1000 * n_blocks * block_other, 2),
+                "block_other_ms": round(1000 * n_blocks * block_other[phase], 2),
             })
 
     # ------------------------------------------------------------------ other targets (ideal roofline)
@@ -352,7 +356,7 @@ def summarize(layer_rows, e2e_rows, roof_rows, roof_e2e, target_rows, meta, cali
     lines += ["| path | bandwidth | compute | overhead us |", "|---|---:|---:|---:|"]
     for path, e in sorted(calib.per_path.items()):
         lines.append(f"| {path} | {e.bandwidth:.3g} | {e.compute:.3g} | {1e6 * e.overhead_s:.1f} |")
-    lines += ["", "End to end, roofline (calibrated per-layer terms + one fitted per-block overhead) vs measured:", ""]
+    lines += ["", "End to end, roofline (calibrated per-layer terms + one fitted per-block overhead per phase) vs measured:", ""]
     lines += ["| variant | phase | measured ms | predicted ms | error |", "|---|---|---:|---:|---:|"]
     for r in roof_e2e:
         lines.append(f"| {r['variant']} | {r['phase']} | {r['measured_ms']} | {r['predicted_ms']} | {100 * r['error']:+.0f}% |")

@@ -104,7 +104,7 @@ def load_task(spec: TaskSpec, run_dir: Path) -> Any:
             raise SqueezerayError(f"task {spec.ref!r}: no task named {spec.name!r} in {where}")
         try:
             loaded = manager.load([spec.name])
-        except (OSError, ConnectionError, ValueError) as err:  # datasets raises these when data is not local
+        except OSError as err:  # datasets: ConnectionError / FileNotFoundError when the data is not local
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise SqueezerayError(f"task {spec.ref!r}: could not be loaded offline: {first}") from None
     task = loaded["tasks"][spec.name]

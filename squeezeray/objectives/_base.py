@@ -75,6 +75,8 @@ class EvalContext:
         proxy_data: Calibration-side token windows (KL proxy).
         reference: Cache of original-model results shared across candidates
             (e.g. its next-token log-probs), keyed by the objective.
+        memo: Measurements of this candidate already taken in this context (derived
+            objectives such as LAT reuse perplexity and latency instead of re-measuring).
     """
 
     original: nn.Module
@@ -82,6 +84,18 @@ class EvalContext:
     eval_data: TokenData
     proxy_data: TokenData
     reference: dict[str, Any] = dataclasses.field(default_factory=dict)
+    memo: dict[str, Measurement] = dataclasses.field(default_factory=dict)
+
+    def measure(self, objective: BaseObjective) -> Measurement:
+        """``objective.measure(self)``, once per context."""
+        if objective.name not in self.memo:
+            self.memo[objective.name] = objective.measure(self)
+        return self.memo[objective.name]
+
+    def for_original(self) -> EvalContext:
+        """The same context with the original model as the candidate (its memo cached in ``reference``)."""
+        memo = self.reference.setdefault("original-memo", {})
+        return EvalContext(self.original, self.original, self.eval_data, self.proxy_data, self.reference, memo)
 
 
 class BaseObjective(abc.ABC):

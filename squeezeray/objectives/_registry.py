@@ -29,3 +29,6 @@ def get_objective(name: str, **kwargs: object) -> BaseObjective:
 
 OBJECTIVES.register("token_label_loyalty", "squeezeray.objectives.token_loyalty:TokenLabelLoyalty")
 OBJECTIVES.register("token_prob_loyalty", "squeezeray.objectives.token_loyalty:TokenProbabilityLoyalty")
+OBJECTIVES.register("lat", "squeezeray.objectives.derived:LAT")
+OBJECTIVES.register("parameter_efficiency", "squeezeray.objectives.derived:ParameterEfficiency")
+OBJECTIVES.register("pareto_score", "squeezeray.objectives.derived:ParetoScore")

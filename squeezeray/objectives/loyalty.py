@@ -228,7 +228,7 @@ class Robustness(_ChoiceObjective):
         details: dict[str, object] = {
             "n": len(gold),
             "rs_original": rs_original,
-            "rs_relative": 100.0 * rs / rs_original if rs_original else float("nan"),
+            "rs_relative": 100.0 * (rs / rs_original) if rs_original else float("nan"),
             **{f"p_{k}": v for k, v in cand_p.items()},
             **{f"original_p_{k}": v for k, v in ref_p.items()},
             **{f"items_changed_{k}": v for k, v in changed.items()},

@@ -5,7 +5,7 @@ bytes of its *stored* buffers plus its activations, and its operations, done on
 the unit its kernel path uses (:func:`path_dtype`). Attention adds its
 score/value products and KV-cache reads; everything else in a block (norms,
 rotary, activations, residuals, framework dispatch) is one calibrated
-``block-other`` overhead per transformer block. Times come from
+overhead per transformer block and phase (``block-other-prefill``, ``block-other-decode``). Times come from
 :func:`squeezeray.hwprofiles.roofline_time` with a
 :class:`~squeezeray.hwprofiles.RooflineCalibration`: fitted on the host's
 measurements, or the ideal (uncalibrated) roofline for a device nobody measured.
@@ -48,10 +48,15 @@ if TYPE_CHECKING:
     from squeezeray.compress import LayerFormat
 
 ATTENTION_PATH = "attention"
-BLOCK_OTHER_PATH = "block-other"
+BLOCK_OTHER_PATH = "block-other"  # + "-prefill" / "-decode": see block_other_path()
 
 _TORCH_TO_DTYPE = {torch.float32: ComputeDtype.FP32, torch.float16: ComputeDtype.FP16, torch.bfloat16: ComputeDtype.BF16}
 _DTYPE_BYTES = {ComputeDtype.FP32: 4, ComputeDtype.FP16: 2, ComputeDtype.BF16: 2}
+
+
+def block_other_path(phase: Phase) -> str:
+    """Calibration key of the per-block overhead outside linear layers and attention, per phase."""
+    return f"{BLOCK_OTHER_PATH}-{phase.value}"
 
 
 def path_dtype(path: KernelPath, profile: HardwareProfile) -> ComputeDtype:
@@ -145,7 +150,7 @@ def model_costs(
     """Every cost of one forward pass (prefill of ``seq_len`` tokens, or one decode step at that context).
 
     Linear layers (tied output head included), attention products per block, and one
-    ``block-other`` entry per block (zero bytes and operations: calibrated overhead only).
+    :func:`block_other_path` entry per block (zero bytes and operations: calibrated overhead only).
     """
     from squeezeray.objectives.latency import linear_layers
 
@@ -168,7 +173,7 @@ def model_costs(
     io_bytes = 2 * batch * q_len * heads * head_dim * act  # q in, context out
     for i in range(n_blocks):
         costs.append(LayerCost(f"block{i}.attention", kv_bytes, io_bytes, att_flops, act_dtype, ATTENTION_PATH))
-        costs.append(LayerCost(f"block{i}.other", 0, 0, 0.0, act_dtype, BLOCK_OTHER_PATH))
+        costs.append(LayerCost(f"block{i}.other", 0, 0, 0.0, act_dtype, block_other_path(phase)))
     return costs
 
 

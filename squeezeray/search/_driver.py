@@ -282,6 +282,7 @@ def run_search(
     """
     space = load_space(config.space)
     bench = bench or Workbench.load(config.model, config.data, progress=False)
+    bench.hardware = config.hardware
     layer_names = tuple(bench.layers)
     rule_notes: tuple[str, ...] = ()
     space, rule_notes = _apply_rules(space, config, layer_names)

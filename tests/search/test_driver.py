@@ -160,3 +160,51 @@ def test_space_matching_nothing_is_an_error(tiny, tmp_path) -> None:  # noqa: AN
     with pytest.raises(SqueezerayError, match="matches no layer"):
         run_search(_cfg(tmp_path, space=space), bench=tiny, progress=False)
     assert preset_space("weights-int").units(tiny.layers)
+
+
+def test_python_api_returns_front_and_selected_plan(tiny, tmp_path) -> None:  # noqa: ANN001
+    import squeezeray
+
+    result = squeezeray.search(
+        bench=tiny, space="weights-int", objectives=["size", "kl"], final_objectives=["size", "perplexity", "kl"],
+        n_trials=6, sampler="random", seed=1, workdir=tmp_path, progress=False, rerank=6,
+        weights={"size": 1.0, "perplexity": 1.0},
+    )
+    assert {"trial", "size", "perplexity", "kl", "pareto"} <= set(result.front.columns)
+    assert result.selected in set(result.front["trial"])
+    assert "trial" in result.selection_reason
+    plan = result.plan()
+    assert set(plan.layers) == set(tiny.layers)
+    # a tight size limit moves the pick to the smallest candidate that fits
+    smallest = result.front.sort_values("size").iloc[0]
+    tight = squeezeray.search.select_from(result, {"max_size_bytes": float(smallest["size"])}, {"perplexity": 1.0})
+    assert tight.selected == int(smallest["trial"])
+
+
+def test_calibration_statistics_persist_on_disk(tokenizer_dir, tmp_path) -> None:  # noqa: ANN001
+    import torch
+
+    from tests._tiny import tiny_bench
+
+    first = tiny_bench(tokenizer_dir)
+    first.cache_dir = tmp_path
+    a = first.stats(hessian=True)
+    files = list((tmp_path / "stats").glob("*.pt"))
+    assert len(files) == 1
+    second = tiny_bench(tokenizer_dir)  # another process would build the same model and data
+    second.cache_dir = tmp_path
+    import squeezeray.workbench as wb
+
+    def boom(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("statistics were recomputed instead of loaded")
+
+    original = wb.collect_stats
+    wb.collect_stats = boom
+    try:
+        b = second.stats(hessian=False)  # the Hessian file serves a request without Hessian too
+    finally:
+        wb.collect_stats = original
+    for name in a:
+        assert torch.equal(a[name].hessian, b[name].hessian)
+    q, k = (n for n in b if n.endswith(("q_proj", "k_proj")) and ".0." in n)
+    assert b[q] is b[k]  # shared inputs stay shared

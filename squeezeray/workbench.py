@@ -160,11 +160,15 @@ class Workbench:
         return EvalContext(self.original, candidate, self.held_out, self.proxy, self.reference)  # type: ignore[arg-type]
 
     def objective(self, name: str) -> BaseObjective:
-        """The registered objective ``name``, given this workbench's hardware profile if it takes one."""
+        """The registered objective ``name``, given this workbench's hardware profile and tokenizer if it takes them."""
         cls = OBJECTIVES.get(name)
-        if "profile" in inspect.signature(cls.__init__).parameters:
-            return cls(profile=self.hardware)  # type: ignore[call-arg]
-        return cls()
+        params = inspect.signature(cls.__init__).parameters
+        kwargs: dict[str, object] = {}
+        if "profile" in params:
+            kwargs["profile"] = self.hardware
+        if "tokenizer" in params:
+            kwargs["tokenizer"] = self.loaded.tokenizer
+        return cls(**kwargs)  # type: ignore[arg-type]
 
     def evaluate(self, candidate: nn.Module, objectives: Sequence[BaseObjective | str]) -> dict[str, Measurement]:
         ctx = self.context(candidate)

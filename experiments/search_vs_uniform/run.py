@@ -39,7 +39,7 @@ def cache_cost(bench: Workbench, space_name: str, seed: int) -> dict[str, float]
     params = {k: rng.choice(v) for k, v in space.distributions(layers).items()}
     plan = space.plan_from_params(params, layers)
     bench.stats(hessian=True)  # calibration statistics are collected once per run, not per trial
-    cache = LayerCache(None)
+    cache = LayerCache(None)  # memory only and empty: the first pass compresses every layer
     fn = cache.layer_fn(bench.loaded.fingerprint(), bench.calibration.digest)
     times = {}
     for label in ("cold", "warm"):
@@ -58,14 +58,16 @@ def main() -> None:
     parser.add_argument("--space", default="weights-int")
     args = parser.parse_args()
     bench = Workbench.load(None, DataConfig(), progress=False)
+    # experiments/.work/cache is shared with experiments/baselines (same keys: model, layer, steps, calibration)
+    workdir = HERE.parent / ".work"
+    bench.cache_dir = workdir / "cache"
     machine = host_description()
 
     cc = cache_cost(bench, args.space, args.seed)
     pd.DataFrame([{**cc, "machine": machine}]).to_csv(HERE / "cache.csv", index=False)
     print("cache:", cc, flush=True)
 
-    workdir = HERE / "runs"
-    shutil.rmtree(workdir, ignore_errors=True)
+    shutil.rmtree(workdir / "search-vs-uniform", ignore_errors=True)
     t0 = time.perf_counter()
     result = run_search(
         SearchConfig(space=args.space, n_trials=args.trials, sampler="nsga2", seed=args.seed,

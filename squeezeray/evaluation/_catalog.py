@@ -8,9 +8,10 @@ fields differ from the hub copy lm-eval reads (BoolQ's ``answer`` boolean, the
 LAMBADA request file), the reader does that work so the template stays the
 standard one. Differences from lm-eval's default task are in ``note``.
 
-The catalog holds the nine benchmarks the issue names, the 57 MMLU subjects
-(``mmlu_<subject>``) and the MMLU subsets (``mmlu``, ``mmlu_stem``,
-``mmlu_humanities``, ``mmlu_social_sciences``, ``mmlu_other``).
+The catalog holds ARC-Easy, ARC-Challenge, HellaSwag, PIQA, Winogrande, BoolQ and
+LAMBADA (OpenAI), the 57 MMLU subjects (``mmlu_<subject>``) and the MMLU subsets
+(``mmlu``, ``mmlu_stem``, ``mmlu_humanities``, ``mmlu_social_sciences``,
+``mmlu_other``).
 """
 
 from __future__ import annotations

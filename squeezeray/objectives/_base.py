@@ -87,10 +87,11 @@ class EvalContext:
     memo: dict[str, Measurement] = dataclasses.field(default_factory=dict)
 
     def measure(self, objective: BaseObjective) -> Measurement:
-        """``objective.measure(self)``, once per context."""
-        if objective.name not in self.memo:
-            self.memo[objective.name] = objective.measure(self)
-        return self.memo[objective.name]
+        """``objective.measure(self)``, once per context and objective setting."""
+        key = memo_key(objective)
+        if key not in self.memo:
+            self.memo[key] = objective.measure(self)
+        return self.memo[key]
 
     def for_original(self) -> EvalContext:
         """The same context with the original model as the candidate (its memo cached in ``reference``)."""
@@ -113,6 +114,15 @@ class BaseObjective(abc.ABC):
     @abc.abstractmethod
     def measure(self, ctx: EvalContext) -> Measurement:
         """Measure the candidate in ``ctx``."""
+
+
+def memo_key(objective: BaseObjective) -> str:
+    """Name plus the objective's plain settings (two Accuracy objectives on different tasks differ)."""
+    plain = sorted(
+        (k, v) for k, v in vars(objective).items()
+        if isinstance(v, (str, int, float, bool, type(None), enum.Enum)) and not k.startswith("_")
+    )
+    return f"{objective.name}:{plain!r}"
 
 
 @contextlib.contextmanager

@@ -1,7 +1,8 @@
 """squeezeray: automated per-layer compression search for large language models.
 
 ``squeezeray.search(model=..., hardware=..., objectives=[...], space=..., n_trials=...,
-constraints={...})`` runs a search (the ``squeezeray.search`` subpackage is itself callable).
+constraints={...})`` runs a search (the ``squeezeray.search`` subpackage is itself callable);
+``squeezeray.load(path)`` loads an exported model.
 Subpackages load lazily so that ``import squeezeray`` stays cheap.
 """
 
@@ -12,7 +13,20 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = {"search", "spaces", "objectives", "hwprofiles", "kernels", "techniques", "compress", "models", "data"}
+_SUBPACKAGES = {
+    "search", "spaces", "objectives", "hwprofiles", "kernels", "techniques", "compress", "models", "data", "export", "ui",
+}
+
+
+def load(path: Any, **kwargs: Any) -> Any:
+    """Load an exported model folder (hashes checked): see :func:`squeezeray.export.load`.
+
+    Returns an :class:`~squeezeray.export.ExportedModel` with ``.model`` (runnable),
+    ``.tokenizer``, ``.card`` and ``.path``.
+    """
+    from squeezeray.export import load as _load
+
+    return _load(path, **kwargs)
 
 
 def __getattr__(name: str) -> Any:

@@ -115,6 +115,35 @@ def _weights(text: str | None) -> dict[str, float] | None:
     return out
 
 
+def _ray_executor(args: argparse.Namespace):  # noqa: ANN202
+    """The Ray executor the cluster flags ask for, or None (in-process) without ``--ray``."""
+    if args.ray is None:
+        for flag, value in (("--workers", args.workers), ("--gpus-per-trial", args.gpus_per_trial),
+                            ("--memory-per-trial", args.memory_per_trial), ("--cpus-per-trial", args.cpus_per_trial),
+                            ("--max-retries", args.max_retries)):
+            if value is not None:
+                raise SqueezerayError(f"{flag}={value}: only applies with --ray local|auto|ADDRESS")
+        if args.no_worker_disk_cache:
+            raise SqueezerayError("--no-worker-disk-cache: only applies with --ray local|auto|ADDRESS")
+        return None
+    from squeezeray.search import RayConfig
+    from squeezeray.search import RayExecutor
+
+    memory = None
+    if args.memory_per_trial is not None:
+        if args.memory_per_trial <= 0:
+            raise SqueezerayError(f"--memory-per-trial={args.memory_per_trial}: must be a positive number of GiB")
+        memory = int(args.memory_per_trial * 2**30)
+    config = RayConfig(
+        address=args.ray, workers=args.workers,
+        cpus_per_trial=1.0 if args.cpus_per_trial is None else args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial, memory_per_trial=memory,
+        max_retries=2 if args.max_retries is None else args.max_retries, disk_cache=not args.no_worker_disk_cache,
+    )
+    config.resolved_auth_mode()  # RAY_AUTH_MODE must be set: say so before the model loads
+    return RayExecutor(config)
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -122,6 +151,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from squeezeray.search import run_search
     from squeezeray.search import select_from
     from squeezeray.spaces import load_space
+    from squeezeray.ui import write_report
 
     load_space(args.space)  # fail on a bad space before the model loads
     constraints: dict[str, float] = {}
@@ -143,8 +173,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         allow=tuple(a.strip() for a in (args.allow or "").split(",") if a.strip()),
     )
     weights = _weights(args.weights)
+    executor = _ray_executor(args)  # before the model loads: bad cluster flags fail fast
     print(f"loading model {args.model or 'smollm2'} ...", file=sys.stderr)
-    result = run_search(cfg, resume=args.resume, progress=not args.no_progress)
+    result = run_search(cfg, resume=args.resume, progress=not args.no_progress, executor=executor)
     for line in result.rule_notes:
         print(line)
     result = select_from(result, constraints, weights)
@@ -163,6 +194,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(front.drop(columns=["plan"]).to_string(index=False))
     print(f"\nselected trial {result.selected}: {result.selection_reason}")
     print(f"plan: {folder / 'selected_plan.json'}   front: {folder / 'front.csv'}   study: {cfg.storage_url()}")
+    print(f"report: {write_report(result, folder / 'report.html')}  (open it in a browser; squeezeray ui {folder} to export)")
     return 0
 
 
@@ -175,6 +207,143 @@ def cmd_presets(args: argparse.Namespace) -> int:
     print("examples: rtn-w8  gptq-w4g128  awq-w3g128-asym  nf4-g64  fp8  w8a8-a0.5  wanda-2:4  sparsegpt-s50")
     print("          magnitude-s25-rows  wanda-2:4+gptq-w4g128  rtn-w3g128+svd-r32-res  svd-r128")
     return 0
+
+
+# ------------------------------------------------------- ui, export, approve, registry
+def _study_and_bench(args: argparse.Namespace):  # noqa: ANN202
+    """The study named on the command line and a workbench with the model and data it was searched on."""
+    from squeezeray.export import StudyRecord
+    from squeezeray.export import open_study
+    from squeezeray.workbench import Workbench
+
+    record = StudyRecord.read(open_study(args.study, args.study_name))
+    data = _data_config(args)
+    model = args.model or record.attrs["model"]
+    print(f"loading model {model} ...", file=sys.stderr)
+    bench = Workbench.load(model, data)
+    record.check_bench(bench)
+    return record, bench
+
+
+def _export_config(args: argparse.Namespace):  # noqa: ANN202
+    from squeezeray.export import ExportConfig
+
+    serving = tuple(f.strip() for f in (args.serving or "").split(",") if f.strip())
+    return ExportConfig(dense_dtype=args.dense_dtype, registry=Path(args.registry), serving=serving)
+
+
+def _ui_limits(args: argparse.Namespace) -> dict[str, float]:
+    limits: dict[str, float] = {}
+    if args.max_accuracy_drop is not None:
+        limits["max_accuracy_drop"] = args.max_accuracy_drop
+    if args.max_size_mb is not None:
+        limits["max_size_bytes"] = args.max_size_mb * 2**20
+    if args.max_latency_ms is not None:
+        limits["max_latency_ms"] = args.max_latency_ms
+    return limits
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from squeezeray.search import LayerCache
+    from squeezeray.ui import FrontApp
+    from squeezeray.ui import make_server
+
+    record, bench = _study_and_bench(args)
+    layer_fn = None
+    if args.cache:
+        layer_fn = LayerCache(args.cache).layer_fn(bench.loaded.fingerprint(), bench.calibration.digest)
+    app = FrontApp(record, bench, args.out_dir, export_config=_export_config(args), layer_fn=layer_fn)
+    server = make_server(app, port=args.port)
+    host, port = server.server_address[:2]
+    print(f"squeezeray ui: study {record.name} at http://{host}:{port}/  (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from squeezeray.export import export_trial
+    from squeezeray.export import summarize
+    from squeezeray.search import LayerCache
+    from squeezeray.ui import select_payload
+
+    record, bench = _study_and_bench(args)
+    limits = _ui_limits(args)
+    sel = select_payload(record, limits)
+    if args.trial is None:
+        if sel["selected"] is None:
+            raise SqueezerayError(sel["error"])
+        trial = int(sel["selected"])
+        print(f"trial {trial}: {sel['reason']}", file=sys.stderr)
+    else:
+        trial = args.trial
+    picked = sel["selected"] == trial
+    out = Path(args.out) if args.out else Path(args.out_dir) / f"{record.name}-t{trial}"
+    layer_fn = None
+    if args.cache:
+        layer_fn = LayerCache(args.cache).layer_fn(bench.loaded.fingerprint(), bench.calibration.digest)
+    exported = export_trial(
+        record, trial, bench, out, config=_export_config(args), selection=sel["reason"] if picked else "",
+        constraints=limits if picked else None, layer_fn=layer_fn,
+    )
+    print(summarize(exported.card))
+    print(f"written: {exported.path}  (card: {exported.path / 'card.md'}; registry: {args.registry})")
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    from squeezeray.export import approve
+
+    card = approve(args.path, by=args.by, note=args.note, registry=Path(args.registry))
+    last = card.approvals[-1]
+    print(f"approved {card.name} by {last.by} at {last.at} ({len(card.approvals)} approval(s); weights {last.model_sha256[:16]}...)")
+    return 0
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    from squeezeray.export import read_registry
+    from squeezeray.export import verify_folder
+
+    entries = read_registry(args.registry)
+    if args.json:
+        print(json.dumps([e.to_dict() for e in entries], indent=1))
+        return 0
+    if not entries:
+        print(f"no exported models in {args.registry}")
+        return 0
+    print(f"{'name':<32} {'created':<25} {'source':<14} {'study#trial':<30} {'size':>10} {'ppl':>10} {'approvals':>9}  status")
+    for e in entries:
+        status = "ok"
+        if not Path(e.path).is_dir():
+            status = "missing"
+        elif args.verify:
+            try:
+                verify_folder(e.path)
+            except SqueezerayError as err:
+                status = f"FAILS CHECK: {err}"
+        size = e.objectives.get("size")
+        ppl = e.objectives.get("perplexity")
+        found = f"{e.study}#{e.trial}" if e.study else "-"
+        print(
+            f"{e.name:<32} {e.created:<25} {e.source:<14} {found:<30} "
+            f"{'-' if size is None else f'{size / 2**20:.2f} MiB':>10} {'-' if ppl is None else f'{ppl:.4g}':>10} "
+            f"{e.approvals:>9}  {status}"
+        )
+        print(f"  {e.path}" + (f"  (last approved by {e.last_approved_by})" if e.last_approved_by else ""))
+    return 0
+
+
+def _add_export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study", help="study folder (with study.db), a .db file or an RDB URL")
+    p.add_argument("--study-name", default=None, help="needed when the storage holds several studies")
+    p.add_argument("--out-dir", default="runs/exports", help="exports go to OUT_DIR/<study>-t<trial> (default runs/exports)")
+    p.add_argument("--registry", default="runs/registry.json", help="registry file exports are added to")
+    p.add_argument("--dense-dtype", default="float16", help="uncompressed tensors: float16 (default), bfloat16, float32")
+    p.add_argument("--cache", default=None, help="compressed-layer cache folder of the search (e.g. runs/cache)")
+    p.add_argument("--serving", default=None, help="also write a serving layout: compressed-tensors (vLLM)")
+    _add_data_args(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,10 +377,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue a study; trials in flight when it stopped are re-run")
     p.add_argument("--save-plan", default=None, help="also write the selected plan here")
     p.add_argument("--no-progress", action="store_true")
+    g = p.add_argument_group("cluster", "evaluate trials on Ray workers (needs the cluster extra and RAY_AUTH_MODE set)")
+    g.add_argument("--ray", default=None, metavar="local|auto|ADDRESS",
+                   help="local: start Ray on this machine; auto: the cluster this machine joined (ray start); "
+                        "HOST:PORT: a cluster's head. Without it trials run in-process, one at a time")
+    g.add_argument("--workers", type=int, default=None,
+                   help="worker actors, each holding the model (default: as many as the cluster's CPUs fit)")
+    g.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs each worker reserves (default 1)")
+    g.add_argument("--gpus-per-trial", type=float, default=None,
+                   help="GPUs each worker reserves (default: 1 if the cluster has GPUs, else 0)")
+    g.add_argument("--memory-per-trial", type=float, default=None, metavar="GIB",
+                   help="memory each worker reserves, in GiB (default: none)")
+    g.add_argument("--max-retries", type=int, default=None,
+                   help="re-runs of a trial whose worker died before it is recorded as failed (default 2)")
+    g.add_argument("--no-worker-disk-cache", action="store_true",
+                   help="workers share compressed layers through the object store only, not WORKDIR/cache "
+                        "(for nodes without a shared file system)")
     _add_data_args(p)
     p.set_defaults(fn=cmd_search)
     p = sub.add_parser("presets", help="list techniques and the preset grammar")
     p.set_defaults(fn=cmd_presets)
+    p = sub.add_parser("ui", help="serve the interactive front of a study on 127.0.0.1")
+    _add_export_args(p)
+    p.add_argument("--port", type=int, default=8050, help="port on 127.0.0.1 (default 8050; 0 picks a free one)")
+    p.set_defaults(fn=cmd_ui)
+    p = sub.add_parser("export", help="apply a trial's plan to the model and write it with its card")
+    _add_export_args(p)
+    p.add_argument("--trial", type=int, default=None, help="trial to export (default: the recommended one)")
+    p.add_argument("--out", default=None, help="export folder (default OUT_DIR/<study>-t<trial>)")
+    p.add_argument("--max-accuracy-drop", type=float, default=None, help="constraint for the recommendation")
+    p.add_argument("--max-size-mb", type=float, default=None)
+    p.add_argument("--max-latency-ms", type=float, default=None)
+    p.set_defaults(fn=cmd_export)
+    p = sub.add_parser("approve", help="append an approval to an exported model's card")
+    p.add_argument("path", help="export folder")
+    p.add_argument("--by", required=True, help="who approves")
+    p.add_argument("--note", required=True, help="what was checked")
+    p.add_argument("--registry", default="runs/registry.json", help="registry to update if it lists the model")
+    p.set_defaults(fn=cmd_approve)
+    p = sub.add_parser("registry", help="list exported models")
+    p.add_argument("--registry", default="runs/registry.json", help="registry file (default runs/registry.json)")
+    p.add_argument("--verify", action="store_true", help="check every listed folder against its manifest")
+    p.add_argument("--json", action="store_true", help="print the entries as JSON")
+    p.set_defaults(fn=cmd_registry)
     return parser
 
 

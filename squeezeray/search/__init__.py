@@ -9,6 +9,14 @@ from squeezeray.search._driver import SearchConfig
 from squeezeray.search._driver import SearchResult
 from squeezeray.search._driver import pareto_mask
 from squeezeray.search._driver import run_search
+from squeezeray.search._executor import BaseExecutor
+from squeezeray.search._executor import Evaluation
+from squeezeray.search._executor import InProcessExecutor
+from squeezeray.search._ray import ExecutorStats
+from squeezeray.search._ray import RayAuthMode
+from squeezeray.search._ray import RayConfig
+from squeezeray.search._ray import RayExecutor
+from squeezeray.search._ray import WorkerStats
 from squeezeray.search._result import TrialOutcome
 from squeezeray.search._rules import RuleOutcome
 from squeezeray.search._rules import apply_rules
@@ -20,7 +28,15 @@ from squeezeray.search._select import select
 from squeezeray.search._result import TrialResult
 
 __all__ = [
+    "BaseExecutor",
     "Constraints",
+    "Evaluation",
+    "ExecutorStats",
+    "InProcessExecutor",
+    "RayAuthMode",
+    "RayConfig",
+    "RayExecutor",
+    "WorkerStats",
     "LayerCache",
     "RuleOutcome",
     "Selection",

@@ -44,12 +44,13 @@ class CacheStats:
 
     memory_hits: int = 0
     disk_hits: int = 0
+    shared_hits: int = 0  # fetched from another worker through the Ray object store
     misses: int = 0
     compute_seconds: float = 0.0
 
     @property
     def hits(self) -> int:
-        return self.memory_hits + self.disk_hits
+        return self.memory_hits + self.disk_hits + self.shared_hits
 
     def hit_rate(self) -> float:
         total = self.hits + self.misses

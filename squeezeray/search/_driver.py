@@ -10,7 +10,10 @@ Call order of :func:`run_search`:
 4. queue the uniform baselines (new studies only);
 5. ask -> build the plan -> compress through the layer cache -> measure the
    *search objectives* (cheap: size and the KL proxy) -> tell, until
-   ``n_trials`` trials have finished (completed, infeasible or crashed);
+   ``n_trials`` trials have finished (completed, infeasible or crashed); the
+   evaluations run on an executor: in-process one at a time (default), or on
+   Ray workers (:class:`~squeezeray.search.RayExecutor`), the driver asking as
+   many trials as the executor has room for and telling each as it finishes;
 6. re-measure the trials on (and near) the front on the *final objectives*
    (held-out perplexity, measured latency, ...), store them on the trials;
 7. build the front table and select a configuration under the constraints.
@@ -24,7 +27,6 @@ import json
 import math
 import re
 import time
-import traceback
 from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -42,6 +44,11 @@ from squeezeray.objectives import OBJECTIVES
 from squeezeray.objectives import Direction
 from squeezeray.objectives import Measurement
 from squeezeray.search._cache import LayerCache
+from squeezeray.search._executor import BaseExecutor
+from squeezeray.search._executor import EvalJob
+from squeezeray.search._executor import Evaluation
+from squeezeray.search._executor import EvaluateFn
+from squeezeray.search._executor import InProcessExecutor
 from squeezeray.search._result import TrialOutcome
 from squeezeray.search._result import TrialResult
 from squeezeray.spaces import NONE
@@ -246,8 +253,8 @@ class _Progress:
     def __init__(self, total: int, done: int, enabled: bool) -> None:
         self.bar = tqdm(total=total, initial=done, desc="trials", unit="trial", disable=not enabled)
 
-    def update(self, front: int, hv: float, hit_rate: float) -> None:
-        self.bar.set_postfix(front=front, hv=f"{hv:.3g}", cache_hits=f"{hit_rate:.0%}")
+    def update(self, front: int, hv: float, hit_rate: float, extra: Mapping[str, str] | None = None) -> None:
+        self.bar.set_postfix(front=front, hv=f"{hv:.3g}", cache_hits=f"{hit_rate:.0%}", **dict(extra or {}))
         self.bar.update(1)
 
     def close(self) -> None:
@@ -258,9 +265,6 @@ def _directions(names: Sequence[str]) -> list[Direction]:
     return [OBJECTIVES.get(n).direction for n in names]
 
 
-EvaluateFn = Callable[[CompressionPlan], dict[str, Measurement]]
-
-
 def run_search(
     config: SearchConfig,
     *,
@@ -268,6 +272,7 @@ def run_search(
     resume: bool = False,
     progress: bool = True,
     evaluate: EvaluateFn | None = None,
+    executor: BaseExecutor | None = None,
 ) -> SearchResult:
     """Run (or resume) a search; see the module docstring for the call order.
 
@@ -277,12 +282,18 @@ def run_search(
             ``config.model`` otherwise.
         resume: Continue the existing study of this name (required if it exists).
         progress: Show the progress bar.
-        evaluate: Replaces the trial evaluation (plan -> measurements); used by the
-            cluster executor and by tests that inject failures.
+        evaluate: Replaces the trial evaluation (plan -> measurements), run in-process;
+            used by tests that inject failures.
+        executor: Where evaluations run (default: in-process, one at a time); e.g. a
+            :class:`~squeezeray.search.RayExecutor`. Closed when the search loop ends.
     """
+    if evaluate is not None and executor is not None:
+        raise SqueezerayError("evaluate= and executor= exclude each other; give the executor its evaluation")
     space = load_space(config.space)
     bench = bench or Workbench.load(config.model, config.data, progress=False)
     bench.hardware = config.hardware
+    if bench.cache_dir is None:
+        bench.cache_dir = config.workdir / "cache"
     layer_names = tuple(bench.layers)
     rule_notes: tuple[str, ...] = ()
     space, rule_notes = _apply_rules(space, config, layer_names)
@@ -335,18 +346,48 @@ def run_search(
         candidate, _ = bench.compress(plan, layer_fn=layer_fn)
         return bench.evaluate(candidate, names)
 
-    evaluate_fn = evaluate or default_evaluate
+    executor = executor or InProcessExecutor(evaluate or default_evaluate, cache.stats)
+    job = EvalJob(
+        objectives=tuple(names), space=space, model_ref=bench.loaded.source.ref, data=bench.data,
+        model_fingerprint=fingerprint, calibration_digest=bench.calibration.digest,
+        cache_dir=(config.workdir / "cache").resolve(), hardware=config.hardware,
+    )
     bar = _Progress(config.n_trials, _finished(study), progress)
+    lookups = [0, 0]  # cache hits, misses of this run's evaluations
+
+    def step_done() -> None:
+        done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                if t.user_attrs.get("outcome") == TrialOutcome.OK.value]
+        front = _pareto_numbers(done, directions)
+        vals = np.array([done_t.values for done_t in done if done_t.number in front]) if front else np.empty((0, len(names)))
+        hit_rate = lookups[0] / sum(lookups) if sum(lookups) else 0.0
+        bar.update(len(front), hypervolume(vals, directions, worst), hit_rate, executor.progress())
+
+    in_flight: dict[int, tuple[optuna.Trial, CompressionPlan, float]] = {}
     try:
-        while _finished(study) < config.n_trials:
-            trial = study.ask()
-            _run_trial(study, trial, space, layer_names, names, evaluate_fn, worst, config, cache)
-            done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-                    if t.user_attrs.get("outcome") == TrialOutcome.OK.value]
-            front = _pareto_numbers(done, directions)
-            vals = np.array([done_t.values for done_t in done if done_t.number in front]) if front else np.empty((0, len(names)))
-            bar.update(len(front), hypervolume(vals, directions, worst), cache.stats.hit_rate())
+        executor.start(job, bench)
+        while True:
+            finished = _finished(study)
+            # ask as many trials as the executor has room for (never more than the budget needs)
+            while finished + len(in_flight) < config.n_trials and executor.capacity() > 0:
+                trial, t0 = study.ask(), time.perf_counter()
+                plan = _prepare_trial(study, trial, space, layer_names, names, worst, t0)
+                if plan is None:  # infeasible before it ran: told already
+                    finished += 1
+                    step_done()
+                    continue
+                in_flight[trial.number] = (trial, plan, t0)
+                executor.submit(trial.number, plan)
+            if not in_flight:
+                break
+            for number, ev in executor.wait():
+                trial, plan, t0 = in_flight.pop(number)
+                lookups[0] += ev.cache_hits
+                lookups[1] += ev.cache_misses
+                _finish_trial(study, trial, plan, ev, names, worst, config, t0)
+                step_done()
     finally:
+        executor.close()
         bar.close()
 
     final = _remeasure(study, space, layer_names, bench, config, layer_fn)
@@ -399,36 +440,46 @@ def _worst_values(names: Sequence[str], ref: Mapping[str, float]) -> np.ndarray:
     return np.array(out, dtype=float)
 
 
-def _run_trial(
+def _prepare_trial(
     study: optuna.Study, trial: optuna.Trial, space: SearchSpace, layer_names: Sequence[str], names: Sequence[str],
-    evaluate_fn: EvaluateFn, worst: np.ndarray, config: SearchConfig, cache: LayerCache,
-) -> None:
-    t0 = time.perf_counter()
-    hits0, misses0 = cache.stats.hits, cache.stats.misses
+    worst: np.ndarray, t0: float,
+) -> CompressionPlan | None:
+    """Sample the trial's plan; an impossible combination is told infeasible here (returns None)."""
     try:
         plan = space.sample(trial, layer_names)
     except PlanError as err:
         _tell_infeasible(study, trial, names, worst, str(err), t0)
-        return
+        return None
     trial.set_user_attr("plan_summary", plan.summary())
-    try:
-        meas = evaluate_fn(plan)
-    except PlanError as err:
-        _tell_infeasible(study, trial, names, worst, str(err), t0)
+    return plan
+
+
+def _finish_trial(
+    study: optuna.Study, trial: optuna.Trial, plan: CompressionPlan, ev: Evaluation, names: Sequence[str],
+    worst: np.ndarray, config: SearchConfig, t0: float,
+) -> None:
+    """Tell the study what the evaluation of ``plan`` gave (ok, infeasible, or failed with its error)."""
+    if ev.worker:
+        trial.set_user_attr("worker", ev.worker)
+    if ev.retries:
+        trial.set_user_attr("retries", list(ev.retries))
+    if ev.outcome is TrialOutcome.INFEASIBLE:
+        _tell_infeasible(study, trial, names, worst, ev.error, t0)
         return
-    except Exception as err:  # noqa: BLE001 - a crashing trial is recorded, the study goes on
+    if ev.outcome is TrialOutcome.FAILED:
         trial.set_user_attr("outcome", TrialOutcome.FAILED.value)
-        trial.set_user_attr("error", f"{type(err).__name__}: {err}")
-        trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
+        trial.set_user_attr("error", ev.error)
+        trial.set_user_attr("traceback", ev.traceback)
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return
+    meas = dict(ev.measurements)
     values = [meas[n].value for n in names]
     if not all(math.isfinite(v) for v in values):
         _tell_infeasible(study, trial, names, worst, f"non-finite objective values {values}", t0)
         return
     result = TrialResult(
         trial=trial.number, outcome=TrialOutcome.OK, plan_summary=plan.summary(), measurements=meas,
-        wall_s=time.perf_counter() - t0, cache_hits=cache.stats.hits - hits0, cache_misses=cache.stats.misses - misses0,
+        wall_s=ev.wall_s, cache_hits=ev.cache_hits, cache_misses=ev.cache_misses,
     )
     trial.set_user_attr("outcome", TrialOutcome.OK.value)
     trial.set_user_attr("result", json.dumps(result.to_dict()))

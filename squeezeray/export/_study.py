@@ -1,0 +1,159 @@
+"""Reading a finished search back from its Optuna storage (for export, the UI and the report)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from collections.abc import Sequence
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from squeezeray._errors import SqueezerayError
+from squeezeray.objectives import Measurement
+from squeezeray.search import TrialOutcome
+from squeezeray.spaces import CompressionPlan
+from squeezeray.spaces import SearchSpace
+
+_REQUIRED_ATTRS = ("space", "model", "model_fingerprint", "calibration", "hardware", "seed", "objectives")
+
+
+def storage_url(ref: str | Path) -> str:
+    """``ref`` as an RDB URL: a URL as is, a ``.db`` file, or a study folder holding ``study.db``."""
+    text = str(ref)
+    if "://" in text:
+        return text
+    p = Path(text).expanduser()
+    if p.is_dir():
+        p = p / "study.db"
+    if not p.is_file():
+        raise SqueezerayError(
+            f"study={text!r}: no such study database (give a study folder with study.db, a .db file or an RDB URL)"
+        )
+    return f"sqlite:///{p.resolve()}"
+
+
+def open_study(ref: str | Path, study_name: str | None = None) -> optuna.Study:
+    """Load a study from ``ref`` (see :func:`storage_url`); ``study_name`` is needed when it holds several."""
+    url = storage_url(ref)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(url)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    if study_name is None:
+        if len(names) != 1:
+            raise SqueezerayError(
+                f"study={str(ref)!r}: holds {len(names)} studies ({', '.join(names) or 'none'}); pass --study-name"
+            )
+        study_name = names[0]
+    elif study_name not in names:
+        raise SqueezerayError(f"study_name={study_name!r}: not in {url}; it holds {', '.join(names) or 'no studies'}")
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyRecord:
+    """What a finished search stored, read once.
+
+    Attributes:
+        study: The Optuna study.
+        space: The space searched (after the expert rules).
+        objectives: Search-stage objectives.
+        final_objectives: Objectives the front was re-measured on.
+        baseline: The original model's final-objective measurements.
+        finals: Trial number -> its final-objective measurements (re-measured trials only).
+        attrs: The study's other records (model, model_fingerprint, calibration, hardware, seed).
+    """
+
+    study: optuna.Study
+    space: SearchSpace
+    objectives: tuple[str, ...]
+    final_objectives: tuple[str, ...]
+    baseline: Mapping[str, Measurement]
+    finals: Mapping[int, Mapping[str, Measurement]]
+    attrs: Mapping[str, Any]
+
+    @classmethod
+    def read(cls, study: optuna.Study) -> StudyRecord:
+        """Read ``study``; raise if it lacks the search's records or was never re-measured."""
+        attrs = study.user_attrs
+        missing = [k for k in _REQUIRED_ATTRS if k not in attrs]
+        if missing:
+            raise SqueezerayError(f"study {study.study_name!r}: not a squeezeray search (no {', '.join(missing)})")
+        if "baseline_final" not in attrs:
+            raise SqueezerayError(
+                f"study {study.study_name!r}: has no re-measured front yet (baseline_final missing); "
+                "finish the search (squeezeray search --resume) first"
+            )
+        baseline = {k: Measurement.from_dict(v) for k, v in attrs["baseline_final"].items()}
+        names = tuple(baseline)
+        finals: dict[int, Mapping[str, Measurement]] = {}
+        for key, value in attrs.items():
+            if not key.startswith("final:"):
+                continue
+            data = json.loads(value)
+            if set(data) != set(names):
+                continue  # re-measured under another set of final objectives (resumed with a change)
+            finals[int(key.split(":", 1)[1])] = MappingProxyType({k: Measurement.from_dict(data[k]) for k in names})
+        return cls(
+            study=study,
+            space=SearchSpace.from_dict(attrs["space"]),
+            objectives=tuple(attrs["objectives"]),
+            final_objectives=names,
+            baseline=MappingProxyType(baseline),
+            finals=MappingProxyType(dict(sorted(finals.items()))),
+            attrs=MappingProxyType({k: attrs[k] for k in _REQUIRED_ATTRS}),
+        )
+
+    @property
+    def name(self) -> str:
+        return self.study.study_name
+
+    def storage_url(self) -> str:
+        """The study's RDB URL (password hidden), or the storage class for a non-RDB storage."""
+        storage = self.study._storage
+        storage = getattr(storage, "_backend", storage)  # optuna wraps RDBStorage in a cache
+        engine = getattr(storage, "engine", None)
+        if engine is None:
+            return type(storage).__name__
+        return engine.url.render_as_string(hide_password=True)
+
+    def front(self) -> pd.DataFrame:
+        """One row per re-measured trial: ``trial``, ``baseline`` (a uniform baseline trial), the
+        final objectives, ``plan`` (summary); the same table as ``SearchResult.front`` without ``pareto``."""
+        rows = []
+        for number, meas in self.finals.items():
+            t = self.study.trials[number]
+            row: dict[str, Any] = {"trial": number, "baseline": bool(t.user_attrs.get("baseline", False))}
+            row.update({k: float(m.value) for k, m in meas.items()})
+            row["plan"] = " | ".join(f"{n}x {lbl}" for lbl, n in sorted(t.user_attrs.get("plan_summary", {}).items()))
+            rows.append(row)
+        return pd.DataFrame(rows, columns=["trial", "baseline", *self.final_objectives, "plan"])
+
+    def plan(self, trial: int, layer_names: Sequence[str]) -> CompressionPlan:
+        """The plan of a completed trial, for a model with these compressible layers."""
+        if not isinstance(trial, int) or isinstance(trial, bool) or not 0 <= trial < len(self.study.trials):
+            raise SqueezerayError(f"trial={trial!r}: study {self.name!r} has trials 0..{len(self.study.trials) - 1}")
+        t = self.study.trials[trial]
+        if t.state is not optuna.trial.TrialState.COMPLETE or t.user_attrs.get("outcome") != TrialOutcome.OK.value:
+            raise SqueezerayError(
+                f"trial={trial}: is {t.state.name.lower()} ({t.user_attrs.get('outcome', 'no outcome')}); "
+                "only measured trials can be exported"
+            )
+        return self.space.plan_from_params(t.params, tuple(layer_names), name=f"{self.name}#{trial}")
+
+    def check_bench(self, bench: Any) -> None:
+        """Raise unless ``bench`` holds the model and calibration data the search used."""
+        if bench.loaded.fingerprint() != self.attrs["model_fingerprint"]:
+            raise SqueezerayError(
+                f"model: {bench.loaded.source.ref!r} is not the model study {self.name!r} searched "
+                f"({self.attrs['model']!r}; weight fingerprints differ)"
+            )
+        if bench.calibration.source != self.attrs["calibration"]:
+            raise SqueezerayError(
+                f"calibration: the study used {self.attrs['calibration']!r}, this workbench has "
+                f"{bench.calibration.source!r}; pass the same --calib-seqs / --calib-len / --seed as the search"
+            )

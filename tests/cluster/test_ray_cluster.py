@@ -1,0 +1,245 @@
+"""Searches on a real two-node Ray cluster on this machine: head on 127.0.0.2, worker node on 127.0.0.3.
+
+Trials land on both nodes and give the values a local run with the same seed and budget gives;
+a node removed mid-trial, a worker process that keeps dying, and a driver killed mid-sweep lose
+nothing and duplicate nothing.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["RAY_AUTH_MODE"] = "disabled"  # before ray is imported: a private cluster on loopback
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import optuna  # noqa: E402
+import pytest  # noqa: E402
+
+from squeezeray.search import RayConfig  # noqa: E402
+from squeezeray.search import RayExecutor  # noqa: E402
+from squeezeray.search import SearchConfig  # noqa: E402
+from squeezeray.search import TrialOutcome  # noqa: E402
+from squeezeray.search import run_search  # noqa: E402
+from tests._tiny import TINY_DATA  # noqa: E402
+from tests.cluster._helpers import PoisonEvaluate  # noqa: E402
+from tests.cluster._helpers import SavedTinyBench  # noqa: E402
+from tests.cluster._helpers import SlowEvaluate  # noqa: E402
+
+ray = pytest.importorskip("ray")
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
+NODE = {"num_cpus": 1, "object_store_memory": 200 * 2**20}
+N_TRIALS = 8
+# a node that stops answering is declared dead after ~2 s instead of ~30 s
+FAST_HEALTH_CHECKS = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
+                      "health_check_timeout_ms": 500, "health_check_failure_threshold": 3}
+
+
+@pytest.fixture(scope="module")
+def cluster():  # noqa: ANN201
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, head_node_args={
+        **NODE, "node_ip_address": HEAD_IP, "include_dashboard": False, "_system_config": FAST_HEALTH_CHECKS,
+    })
+    try:
+        c.add_node(**NODE, node_ip_address=WORKER_IP)
+        c.wait_for_nodes()
+        ray.init(address=c.address, logging_level="WARNING",
+                 runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT)}})
+        yield c
+    finally:
+        ray.shutdown()
+        c.shutdown()
+
+
+@pytest.fixture
+def two_nodes(cluster):  # noqa: ANN001, ANN201
+    """The cluster with its worker node (added again if an earlier test removed it)."""
+    if not any(n.node_ip_address == WORKER_IP for n in cluster.worker_nodes):
+        cluster.add_node(**NODE, node_ip_address=WORKER_IP)
+        cluster.wait_for_nodes()
+    deadline = time.time() + 60
+    while time.time() < deadline:  # wait until both CPUs are free (actors of the last test released)
+        if ray.available_resources().get("CPU", 0) >= 2:
+            return cluster
+        time.sleep(0.2)
+    raise AssertionError(f"cluster resources not released: {ray.available_resources()}")
+
+
+def _cfg(workdir: Path, **kw) -> SearchConfig:  # noqa: ANN003
+    base = dict(space="weights-int", n_trials=N_TRIALS, sampler="random", seed=0, data=TINY_DATA, workdir=workdir,
+                final_objectives=("size", "kl"), rerank=2, study_name="s")
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def factory(tiny, tokenizer_dir, tmp_path_factory) -> SavedTinyBench:  # noqa: ANN001
+    """Workers build the same tiny workbench as the driver's ``tiny`` from its pickled model."""
+    import torch
+
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    torch.save(tiny.loaded.model, path)
+    return SavedTinyBench(tokenizer_dir, str(path))
+
+
+def _executor(cluster, factory: SavedTinyBench, **kw) -> RayExecutor:  # noqa: ANN001, ANN003
+    evaluate = kw.pop("evaluate", None)
+    return RayExecutor(RayConfig(address=cluster.address, workers=2, **kw), bench_factory=factory, evaluate=evaluate)
+
+
+def _states(study: optuna.Study) -> str:
+    return "\n".join(f"{t.number} {t.state.name} {t.user_attrs.get('worker')} {t.user_attrs.get('retries')} "
+                     f"{t.user_attrs.get('error', '')[:300]}" for t in study.trials)
+
+
+def _by_number(study: optuna.Study) -> dict[int, optuna.trial.FrozenTrial]:
+    return {t.number: t for t in study.trials}
+
+
+@pytest.fixture(scope="module")
+def local_run(tiny, tmp_path_factory):  # noqa: ANN001, ANN201
+    """The in-process reference: same seed, sampler and budget."""
+    return run_search(_cfg(tmp_path_factory.mktemp("local")), bench=tiny, progress=False)
+
+
+def _assert_same_as_local(study: optuna.Study, local: optuna.Study) -> None:
+    ours, theirs = _by_number(study), _by_number(local)
+    assert set(ours) == set(theirs)
+    for n, t in ours.items():
+        assert t.params == theirs[n].params, f"trial {n}: different parameters"
+        assert t.values == pytest.approx(theirs[n].values, rel=1e-6, abs=1e-9), f"trial {n}"
+
+
+def test_trials_land_on_both_nodes_and_equal_a_local_run(two_nodes, tiny, factory, local_run, tmp_path) -> None:  # noqa: ANN001
+    executor = _executor(two_nodes, factory, disk_cache=False)  # layers shared through the object store only
+    result = run_search(_cfg(tmp_path), bench=tiny, progress=False, executor=executor)
+    study = result.study
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * N_TRIALS
+    nodes = {t.user_attrs["worker"].split("@")[1] for t in study.trials}
+    assert nodes == {HEAD_IP, WORKER_IP}
+    _assert_same_as_local(study, local_run.study)
+    # calibration statistics came from the driver; each compressed layer was computed by one worker only
+    infos = executor.worker_infos
+    assert len(infos) == 2 and all(i["stats_passes"] == 0 for i in infos)
+    computed = sum(i["cache"]["misses"] for i in infos)
+    assert computed == len(_distinct_layer_keys(result, tiny))
+    assert sum(i["cache"]["shared_hits"] for i in infos) > 0
+    stats = executor.stats()
+    assert stats.trials == N_TRIALS and stats.retried == 0 and 0 < stats.utilisation <= 1
+
+
+def _distinct_layer_keys(result, bench) -> set[str]:  # noqa: ANN001
+    from squeezeray.search import layer_key
+
+    fp, digest = bench.loaded.fingerprint(), bench.calibration.digest
+    keys = set()
+    for t in result.study.trials:
+        plan = result.space.plan_from_params(t.params, result.layer_names)
+        keys |= {layer_key(fp, name, lp, digest) for name, lp in plan.layers.items()}
+    return keys
+
+
+def test_removing_a_node_mid_trial_loses_nothing(two_nodes, tiny, factory, local_run, tmp_path) -> None:  # noqa: ANN001
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    worker_node = next(n for n in two_nodes.worker_nodes if n.node_ip_address == WORKER_IP)
+    killed: list[str] = []
+
+    def kill_when_busy() -> None:  # remove the worker node while it evaluates its second trial
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            mine = sorted(markers.glob(f"{WORKER_IP}-*"), key=lambda p: p.stat().st_mtime)
+            if len(mine) >= 2:
+                killed.append(mine[-1].name.split("-", 1)[1])
+                two_nodes.remove_node(worker_node, allow_graceful=False)
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=kill_when_busy, daemon=True)
+    watcher.start()
+    executor = _executor(two_nodes, factory, evaluate=SlowEvaluate(str(markers), 1.0), max_retries=2)
+    result = run_search(_cfg(tmp_path), bench=tiny, progress=False, executor=executor)
+    watcher.join(timeout=5)
+    assert killed, "the worker node was never busy"
+    study = result.study
+    # every trial exactly once, all completed: the lost one was re-run elsewhere
+    assert sorted(t.number for t in study.trials) == list(range(N_TRIALS))
+    assert all(t.state is optuna.trial.TrialState.COMPLETE for t in study.trials), _states(study)
+    lost = next(t for t in study.trials if f"trial-{t.number}" == killed[0])
+    assert len(lost.user_attrs["retries"]) == 1 and WORKER_IP in lost.user_attrs["retries"][0]
+    assert lost.user_attrs["worker"].endswith(HEAD_IP)
+    assert lost.user_attrs["outcome"] == TrialOutcome.OK.value
+    stats = executor.stats()
+    assert stats.retried == 1 and stats.restarts == 1
+    assert any(w.state == "dead" and w.node_ip == WORKER_IP for w in stats.workers)
+    _assert_same_as_local(study, local_run.study)
+
+
+def test_a_trial_whose_worker_keeps_dying_fails_after_bounded_retries(two_nodes, tiny, factory, tmp_path) -> None:  # noqa: ANN001
+    executor = _executor(two_nodes, factory, evaluate=PoisonEvaluate("trial-4"), max_retries=1)
+    result = run_search(_cfg(tmp_path, n_trials=6), bench=tiny, progress=False, executor=executor)
+    trials = _by_number(result.study)
+    assert sorted(trials) == list(range(6))
+    poisoned = trials[4]
+    assert poisoned.state is optuna.trial.TrialState.FAIL
+    assert poisoned.user_attrs["outcome"] == TrialOutcome.FAILED.value
+    assert "worker lost 2 times (max_retries=1)" in poisoned.user_attrs["error"]
+    assert len(poisoned.user_attrs["retries"]) == 2
+    assert all(t.state is optuna.trial.TrialState.COMPLETE for n, t in trials.items() if n != 4)
+    assert executor.stats().restarts == 2
+
+
+def test_driver_killed_mid_sweep_resumes_on_the_cluster(two_nodes, tiny, factory, local_run, tmp_path) -> None:  # noqa: ANN001
+    env = dict(os.environ, PYTHONPATH=str(ROOT), RAY_AUTH_MODE="disabled")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.cluster._driver_worker", two_nodes.address, factory.tokenizer_dir,
+         factory.model_path, str(tmp_path), str(N_TRIALS)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    url = f"sqlite:///{tmp_path / 's' / 'study.db'}"
+    deadline = time.time() + 150
+    completed, running = 0, 0
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        try:
+            states = [t.state for t in optuna.load_study(study_name="s", storage=url).trials]
+        except Exception:  # noqa: BLE001 - not created yet
+            continue
+        completed = states.count(optuna.trial.TrialState.COMPLETE)
+        running = states.count(optuna.trial.TrialState.RUNNING)
+        if completed >= 3 and running >= 2:
+            break
+    assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    before = optuna.load_study(study_name="s", storage=url)
+    in_flight = [t.number for t in before.trials if t.state is optuna.trial.TrialState.RUNNING]
+    assert len(in_flight) >= 2, "both workers had a trial when the driver died"
+    before_complete = {t.number: t.values for t in before.trials if t.state is optuna.trial.TrialState.COMPLETE}
+
+    executor = _executor(two_nodes, factory)
+    result = run_search(_cfg(tmp_path), bench=tiny, resume=True, progress=False, executor=executor)
+    trials = result.study.trials
+    complete = [t for t in trials if t.state is optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == N_TRIALS
+    assert sorted(t.number for t in trials if t.user_attrs.get("interrupted")) == in_flight
+    requeued = {t.user_attrs["requeued_from"]: t for t in complete if "requeued_from" in t.user_attrs}
+    assert sorted(requeued) == in_flight
+    for old, t in requeued.items():
+        assert t.params == trials[old].params
+    # completed trials from before the kill were neither lost nor re-run
+    assert {n: trials[n].values for n in before_complete} == before_complete
+    # the trials run before the kill match the local run's
+    local = _by_number(local_run.study)
+    for n, values in before_complete.items():
+        assert trials[n].params == local[n].params and values == pytest.approx(local[n].values, rel=1e-6, abs=1e-9)

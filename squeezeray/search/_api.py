@@ -12,6 +12,7 @@ from squeezeray.objectives import OBJECTIVES
 from squeezeray.search._driver import SearchConfig
 from squeezeray.search._driver import SearchResult
 from squeezeray.search._driver import run_search
+from squeezeray.search._executor import BaseExecutor
 from squeezeray.spaces import SearchSpace
 from squeezeray.workbench import DataConfig
 from squeezeray.workbench import Workbench
@@ -58,6 +59,7 @@ def search(
     allow: Sequence[str] = (),
     bench: Workbench | None = None,
     progress: bool = True,
+    executor: BaseExecutor | None = None,
     **extra: Any,
 ) -> SearchResult:
     """Search per-layer compression plans for ``model`` and select one.
@@ -82,6 +84,8 @@ def search(
         allow: Expert rules to lift by name.
         bench: An already loaded workbench (skips loading ``model``).
         progress: Show a progress bar.
+        executor: Where trials are evaluated (default in-process), e.g.
+            ``RayExecutor(RayConfig(address="auto", workers=8))``.
         **extra: Further :class:`SearchConfig` fields (``rerank``, ``baselines``).
 
     Returns:
@@ -94,7 +98,7 @@ def search(
         max_size_bytes=cons.get("max_size_bytes"), max_kl=cons.pop("max_kl", None), data=data or DataConfig(),
         workdir=Path(workdir), study_name=study_name, storage=storage, allow=tuple(allow), **extra,
     )
-    result = run_search(cfg, bench=bench, resume=resume, progress=progress)
+    result = run_search(cfg, bench=bench, resume=resume, progress=progress, executor=executor)
     return select_from(result, cons, weights)
 
 

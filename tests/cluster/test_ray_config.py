@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+
+pytestmark = pytest.mark.cluster  # excluded from the default run; `pytest -m cluster`
 import torch
 
 from squeezeray._errors import SqueezerayError

@@ -13,7 +13,7 @@
   var SLIDERS = ["max_accuracy_drop", "max_size_bytes", "max_latency_ms"];
   var COLORS = { front: "#1f77b4", dominated: "#1f77b4", outside: "#b8bec4", star: "#ff9900", original: "#222" };
 
-  var state = { front: null, limits: {}, recommended: null, reason: "", shown: null, exporting: false };
+  var state = { front: null, limits: {}, recommended: null, reason: "", shown: null, exporting: false, selectTicket: 0 };
 
   // ---------------------------------------------------------------- data access
   function getJSON(url) {
@@ -232,8 +232,11 @@
         "(no constraints); run `squeezeray ui STUDY` to re-select under new limits.";
       return;
     }
-    api.select(limits).then(setRecommendation).catch(function (err) {
-      setRecommendation({ selected: null, reason: "", error: String(err.message || err) });
+    var ticket = ++state.selectTicket;  // answers can arrive out of order: only the latest one counts
+    api.select(limits).then(function (rec) {
+      if (ticket === state.selectTicket) { setRecommendation(rec); }
+    }).catch(function (err) {
+      if (ticket === state.selectTicket) { setRecommendation({ selected: null, reason: "", error: String(err.message || err) }); }
     });
   }
 
@@ -257,8 +260,10 @@
   // -------------------------------------------------------------------- detail
   function heat(id, table, field, title) {
     var z = table[field];
-    var layout = { title: { text: title, font: { size: 12 } }, margin: { l: 120, r: 10, t: 26, b: 28 },
-      xaxis: { title: { text: "block" }, type: "category" }, yaxis: { type: "category", automargin: true } };
+    var step = Math.max(1, Math.ceil(table.blocks.length / 16));
+    var layout = { title: { text: title, font: { size: 12 } }, margin: { l: 120, r: 10, t: 26, b: 40 },
+      xaxis: { title: { text: "block", standoff: 4 }, type: "category", tickangle: 0, dtick: step },
+      yaxis: { type: "category", automargin: true } };
     var trace = { type: "heatmap", x: table.blocks, y: table.kinds, z: z, text: table.technique,
       hovertemplate: "%{y} block %{x}<br>" + field + " %{z}<br>%{text}<extra></extra>", xgap: 1, ygap: 1 };
     if (field === "bits") {

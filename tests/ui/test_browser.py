@@ -22,14 +22,19 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _sync_playwright():  # noqa: ANN202
+def _missing() -> str | None:
+    """Why the browser tests cannot run here, or None."""
     try:
-        from playwright.sync_api import sync_playwright
+        import playwright.sync_api  # noqa: F401
     except ImportError:
-        pytest.skip("playwright is not installed (pip install playwright; the browser comes from apt-get install -y chromium)")
+        return "playwright is not installed (pip install playwright; the browser comes from apt-get install -y chromium)"
     if not Path(CHROMIUM).is_file():
-        pytest.skip(f"chromium not found at {CHROMIUM} (apt-get install -y chromium)")
-    return sync_playwright
+        return f"chromium not found at {CHROMIUM} (apt-get install -y chromium)"
+    return None
+
+
+MISSING = _missing()
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +59,8 @@ def server(tiny, tiny_search, tmp_path_factory) -> Iterator[dict]:  # noqa: ANN0
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    sync_playwright = _sync_playwright()
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield b

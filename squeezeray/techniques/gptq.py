@@ -27,6 +27,7 @@ import torch
 
 from squeezeray.techniques._base import BaseTechnique
 from squeezeray.techniques._configs import GPTQConfig
+from squeezeray.techniques._hessian import damped_inverse_cholesky
 from squeezeray.techniques._formats import QuantFormat
 from squeezeray.techniques._formats import QuantGrid
 from squeezeray.techniques._formats import minmax_grid
@@ -51,35 +52,6 @@ class GPTQSolution:
     codes: torch.Tensor
     grid: QuantGrid
     qweight: torch.Tensor
-
-
-def upper_cholesky_of_inverse(hessian: torch.Tensor, damp: float) -> torch.Tensor:
-    """Upper Cholesky factor ``U`` of ``(H + damp * mean(diag H) * I)^-1`` (``U^T U``).
-
-    If the damped matrix is still not positive definite, the damping is multiplied
-    by 10 and the factorisation retried a few times before giving up.
-
-    Args:
-        hessian: (in, in) symmetric positive semi-definite, float64, with a
-            positive diagonal (dead columns already fixed).
-        damp: Fraction of the mean diagonal added to the diagonal.
-
-    Returns:
-        (in, in) upper-triangular float64.
-    """
-    n = hessian.shape[0]
-    mean_diag = float(torch.diagonal(hessian).mean())
-    eye = torch.eye(n, dtype=hessian.dtype, device=hessian.device)  # (in, in)
-    frac = damp
-    for _ in range(_MAX_DAMP_RETRIES):
-        lower, info = torch.linalg.cholesky_ex(hessian + frac * mean_diag * eye)  # (in, in)
-        if int(info) == 0:
-            hinv = torch.cholesky_inverse(lower)  # (in, in)
-            upper, info = torch.linalg.cholesky_ex(hinv, upper=True)  # (in, in)
-            if int(info) == 0:
-                return upper
-        frac *= 10.0
-    raise ValueError(f"GPTQ: the Hessian is not positive definite even with damping {frac / 10:g}")
 
 
 def _aligned_block_size(block_size: int, group_size: int) -> int:
@@ -167,7 +139,7 @@ def gptq_solve(
     keep_p = None if keep is None else keep[:, perm]  # (out, in) permuted
     group_of = (perm // gs).tolist()  # permuted column -> group of its original column
 
-    hinv = upper_cholesky_of_inverse(h, damp)  # (in, in) upper
+    hinv = damped_inverse_cholesky(h, damp, retries=_MAX_DAMP_RETRIES, technique="GPTQ")  # (in, in) upper
 
     codes_p = torch.empty(out_f, in_f, dtype=torch.uint8, device=dev)  # (out, in) permuted
     q_p = torch.zeros(out_f, in_f, dtype=torch.float64, device=dev)  # (out, in) permuted

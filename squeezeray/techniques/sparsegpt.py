@@ -43,6 +43,7 @@ import torch
 
 from squeezeray.techniques._base import BaseTechnique
 from squeezeray.techniques._configs import SparseGPTConfig
+from squeezeray.techniques._hessian import damped_inverse_cholesky
 from squeezeray.techniques._formats import QuantGrid
 from squeezeray.techniques._formats import SparsityPattern
 from squeezeray.techniques._prune_math import removed_count
@@ -51,7 +52,7 @@ from squeezeray.techniques._state import LayerStats
 from squeezeray.techniques._steps import require_unpruned
 from squeezeray.techniques.magnitude import commit_mask
 
-_DAMP_RETRIES = (1.0, 10.0, 100.0)
+_DAMP_RETRIES = (1.0, 10.0, 100.0)  # damping factors tried, x10 apart
 
 
 def inverse_hessian_cholesky(hessian: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,15 +71,8 @@ def inverse_hessian_cholesky(hessian: torch.Tensor, damp: float) -> tuple[torch.
     diag = torch.diagonal(h)
     dead = diag == 0
     h[dead, dead] = 1.0
-    mean_diag = float(torch.diagonal(h).mean())
-    eye = torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
-    for factor in _DAMP_RETRIES:
-        chol, info = torch.linalg.cholesky_ex(h + (damp * factor * mean_diag) * eye)
-        if int(info) == 0:
-            hinv = torch.cholesky_inverse(chol)  # (in, in)
-            upper = torch.linalg.cholesky(hinv, upper=True)  # (in, in)
-            return upper.float(), dead
-    raise ValueError("SparseGPT: the damped Hessian is not positive definite; increase damp")
+    upper = damped_inverse_cholesky(h, damp, retries=len(_DAMP_RETRIES), technique="SparseGPT")  # (in, in)
+    return upper.float(), dead
 
 
 def _column_grid(block_grid: QuantGrid, i: int) -> QuantGrid:

@@ -68,7 +68,7 @@ class Accuracy(BaseObjective):
         batch_size: lm-eval batch size.
         run_dir: Folder for the task files, derived data and ``datasets`` cache;
             ``None`` uses a temporary folder.
-        tokenizer: The model's tokenizer (required until ``EvalContext`` carries one).
+        tokenizer: The model's tokenizer (``Workbench.evaluate`` passes the model's).
         paired: Also score the original on the same items (once per context cache)
             and report ``delta_vs_original`` with its paired standard error.
     """

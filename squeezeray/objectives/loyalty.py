@@ -21,6 +21,8 @@ The original's side is computed once and kept in ``EvalContext.reference``.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,7 +66,7 @@ class _ChoiceObjective(BaseObjective):
         metric: Scoring rule, ``acc`` or ``acc_norm``; default the task's headline metric.
         batch_size: lm-eval batch size.
         run_dir: Folder for task files and caches; ``None`` uses a temporary folder.
-        tokenizer: The model's tokenizer (required until ``EvalContext`` carries one).
+        tokenizer: The model's tokenizer (``Workbench.evaluate`` passes the model's).
         perturb_fields: Document fields perturbed by :class:`Robustness`; default the task's.
     """
 
@@ -121,32 +123,34 @@ class _ChoiceObjective(BaseObjective):
         return f"{self.harness().subset}, {self.spec.metric.value} choice scores vs the original"
 
 
-class LabelLoyalty(_ChoiceObjective):
+class _CleanLoyalty(_ChoiceObjective):
+    """A loyalty read off the comparison of clean (unperturbed) choice scores."""
+
+    field: ClassVar[str]  # attribute of ChoiceComparison this objective reports
+
+    def measure(self, ctx: EvalContext) -> Measurement:
+        tok = context_tokenizer(ctx, self.tokenizer, self.name)
+        ref, cand = self._scores(ctx, tok, "clean", self.harness().docs())
+        c = compare_choices(ref, cand, self.gold())
+        return Measurement(self.name, getattr(c, self.field), self.unit, Provenance.COMPUTED, self._where(), _details(c))
+
+
+class LabelLoyalty(_CleanLoyalty):
     """Share of items where the candidate picks the original's top choice."""
 
     name = "label_loyalty"
     direction = Direction.MAXIMIZE
     unit = "fraction"
-
-    def measure(self, ctx: EvalContext) -> Measurement:
-        tok = context_tokenizer(ctx, self.tokenizer, self.name)
-        ref, cand = self._scores(ctx, tok, "clean", self.harness().docs())
-        c = compare_choices(ref, cand, self.gold())
-        return Measurement(self.name, c.label_loyalty, self.unit, Provenance.COMPUTED, self._where(), _details(c))
+    field = "label_loyalty"
 
 
-class ProbabilityLoyalty(_ChoiceObjective):
+class ProbabilityLoyalty(_CleanLoyalty):
     """1 - mean Jensen-Shannon divergence (bits) between the original's and the candidate's choice distributions."""
 
     name = "probability_loyalty"
     direction = Direction.MAXIMIZE
     unit = "fraction"
-
-    def measure(self, ctx: EvalContext) -> Measurement:
-        tok = context_tokenizer(ctx, self.tokenizer, self.name)
-        ref, cand = self._scores(ctx, tok, "clean", self.harness().docs())
-        c = compare_choices(ref, cand, self.gold())
-        return Measurement(self.name, c.probability_loyalty, self.unit, Provenance.COMPUTED, self._where(), _details(c))
+    field = "probability_loyalty"
 
 
 def _details(c: ChoiceComparison) -> dict[str, object]:

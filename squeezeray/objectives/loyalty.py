@@ -21,11 +21,10 @@ The original's side is computed once and kept in ``EvalContext.reference``.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from typing import ClassVar
 
 import numpy as np
 import torch

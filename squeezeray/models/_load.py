@@ -77,10 +77,17 @@ class LoadedModel:
     model: nn.Module
     tokenizer: object
     source: ModelSource
+    _fingerprint: str | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def fingerprint(self) -> str:
-        """SHA-256 over parameter names, shapes and bytes (content key for caches and cards)."""
-        return model_fingerprint(self.model)
+        """SHA-256 over parameter names, shapes and bytes (content key for caches and cards).
+
+        Hashed once: squeezeray never modifies a loaded model (candidates are copies), and
+        hashing every weight costs about a second per call on the embedded model.
+        """
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.model)
+        return self._fingerprint
 
 
 def model_fingerprint(model: nn.Module) -> str:

@@ -12,6 +12,7 @@ import math
 import torch
 
 from squeezeray.techniques._actquant import fake_quant_per_token
+from squeezeray.techniques._actquant import quantize_per_token
 from squeezeray.techniques._formats import QuantFormat
 from squeezeray.techniques._formats import QuantGrid
 from squeezeray.techniques._packing import unpack_bits
@@ -117,9 +118,5 @@ def quantize_per_token_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
         q (M, K) int8 in [-127, 127] and scale (M, 1) float32 with ``q * scale`` equal to
         ``fake_quant_per_token(x, 8)``.
     """
-    qmax = 127.0
-    xf = x.float()  # (M, K)
-    absmax = xf.abs().amax(dim=-1, keepdim=True)  # (M, 1)
-    scale = torch.where(absmax > 0, absmax / qmax, torch.ones_like(absmax))  # (M, 1)
-    q = torch.clamp(torch.round(xf / scale), -qmax, qmax).to(torch.int8)  # (M, K)
-    return q, scale
+    q, scale = quantize_per_token(x, 8)  # (M, K) integer-valued float32, (M, 1)
+    return q.to(torch.int8), scale

@@ -38,6 +38,21 @@ def fake_quant_per_token(x: torch.Tensor, bits: int) -> torch.Tensor:
     """
     if bits >= SCALE_ONLY_BITS:
         return x
+    q, scale = quantize_per_token(x, bits)
+    return (q * scale).to(x.dtype)
+
+
+def quantize_per_token(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The codes and scales behind :func:`fake_quant_per_token` (one arithmetic for both, so
+    integer kernels reproduce the reference exactly).
+
+    Args:
+        x: (..., in) activations, any float dtype.
+        bits: 2..8.
+
+    Returns:
+        ``q`` (..., in) float32 holding integers in [-qmax, qmax] and ``scale`` (..., 1) float32.
+    """
     if not 2 <= bits <= 8:
         raise ValueError(f"bits={bits}: activation quantization supports 2..8 bits (or >= 16 for none)")
     qmax = float((1 << (bits - 1)) - 1)
@@ -45,7 +60,7 @@ def fake_quant_per_token(x: torch.Tensor, bits: int) -> torch.Tensor:
     absmax = xf.abs().amax(dim=-1, keepdim=True)  # (..., 1)
     scale = torch.where(absmax > 0, absmax / qmax, torch.ones_like(absmax))  # (..., 1)
     q = torch.clamp(torch.round(xf / scale), -qmax, qmax)  # (..., in) integer values
-    return (q * scale).to(x.dtype)
+    return q, scale
 
 
 def to_float16_scale(s: torch.Tensor) -> torch.Tensor:

@@ -19,10 +19,10 @@ def nf4_quantize(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, Q
 
     Args:
         weight: (out, in) float weight.
-        group_size: Inputs per block; must divide in.
+        group_size: Inputs per block (a shorter last block is allowed).
 
     Returns:
-        (out, in) uint8 codes in [0, 16) and the grid (scales (out, in // group_size)).
+        (out, in) uint8 codes in [0, 16) and the grid (scales (out, ceil(in / group_size))).
     """
     grid = minmax_grid(weight.float(), bits=4, group_size=group_size, symmetric=True, fmt=QuantFormat.NF4)
     return grid.quantize(weight.float()), grid

@@ -63,9 +63,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
         OBJECTIVES.get(o)  # fail before loading the model
     data = _data_config(args)
     if not (args.plan.endswith(".json") or Path(args.plan).is_file()):
-        from squeezeray.spaces import parse_steps
+        from squeezeray.spaces import parse_preset
 
-        parse_steps(args.plan)  # a bad preset fails before the model loads
+        parse_preset(args.plan)  # a bad preset fails before the model loads
     elif not Path(args.plan).is_file():
         raise SqueezerayError(f"plan file {args.plan!r} does not exist")
     print(f"loading model {args.model or 'smollm2'} ...", file=sys.stderr)

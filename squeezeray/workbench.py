@@ -153,7 +153,10 @@ class Workbench:
         plan.check(self.layers)
         stats = self.stats(hessian=plan.needs_hessian())
         candidate = copy.deepcopy(self.original)
-        reports = apply_plan(candidate, plan, stats, progress=self.progress, layer_fn=layer_fn)
+        reports = apply_plan(
+            candidate, plan, stats, progress=self.progress, layer_fn=layer_fn,
+            teacher=self.original, distill_tokens=self.calibration.ids,
+        )
         return candidate, reports
 
     def context(self, candidate: nn.Module) -> EvalContext:

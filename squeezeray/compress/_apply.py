@@ -6,11 +6,14 @@ import dataclasses
 import time
 from collections.abc import Mapping
 
+import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from squeezeray._errors import PlanError
 from squeezeray.compress._module import CompressedLinear
+from squeezeray.recovery import DistillReport
+from squeezeray.recovery import distill
 from squeezeray.spaces import CompressionPlan
 from squeezeray.spaces import LayerPlan
 from squeezeray.techniques import LayerState
@@ -27,7 +30,8 @@ class LayerReport:
         steps: Label of the steps applied (e.g. ``wanda-2:4+gptq-w4g128``).
         nbytes: Stored size of the compressed layer.
         dense_nbytes: Its size as a float16 dense layer.
-        seconds: Wall time spent compressing it.
+        seconds: Wall time spent compressing it (the shared distillation not included).
+        distill: The model-level distillation this layer took part in, if the plan had one.
     """
 
     name: str
@@ -35,6 +39,7 @@ class LayerReport:
     nbytes: int
     dense_nbytes: int
     seconds: float
+    distill: DistillReport | None = None
 
 
 def compress_layer(name: str, linear: nn.Linear, plan: LayerPlan, stats: LayerStats) -> CompressedLinear:
@@ -47,14 +52,18 @@ def compress_layer(name: str, linear: nn.Linear, plan: LayerPlan, stats: LayerSt
         stats: Calibration statistics of the layer's input.
     """
     state = LayerState.from_weight(name, linear.weight, linear.bias)
-    for step in plan.steps:
+    _run_steps(state, plan.steps, stats)
+    return CompressedLinear.from_state(state)
+
+
+def _run_steps(state: LayerState, steps: tuple, stats: LayerStats) -> None:  # noqa: ANN001 - TechniqueConfig
+    for step in steps:
         technique = get_technique(step.technique)
         try:
             technique.apply(state, step, stats)
         except ValueError as err:
-            raise PlanError(f"layer {name!r}, step {step.label()!r}: {err}") from None
+            raise PlanError(f"layer {state.name!r}, step {step.label()!r}: {err}") from None
         state.applied.append(step.label())
-    return CompressedLinear.from_state(state)
 
 
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -70,6 +79,8 @@ def apply_plan(
     *,
     progress: bool = False,
     layer_fn=None,  # noqa: ANN001 - optional (name, linear, layer_plan, stats) -> CompressedLinear (e.g. a cache)
+    teacher: nn.Module | None = None,
+    distill_tokens: torch.Tensor | None = None,
 ) -> list[LayerReport]:
     """Compress ``model`` in place according to ``plan``.
 
@@ -81,7 +92,10 @@ def apply_plan(
         plan: The per-layer plan (checked against the model first).
         stats: Calibration statistics for every layer in the plan.
         progress: Show a progress bar over layers.
-        layer_fn: Replacement for :func:`compress_layer` (same signature).
+        layer_fn: Replacement for :func:`compress_layer` (same signature). Not used for a
+            plan with distillation: its layers depend on the whole model's training.
+        teacher: The original model, for a plan with distillation.
+        distill_tokens: (n_seqs, seq_len) calibration ids, for a plan with distillation.
 
     Returns:
         One :class:`LayerReport` per compressed layer, in plan order.
@@ -92,6 +106,10 @@ def apply_plan(
     missing = [n for n in plan.layers if n not in stats]
     if missing:
         raise PlanError(f"no calibration statistics for {len(missing)} layer(s), e.g. {missing[0]!r}")
+    if plan.distill is not None:
+        if teacher is None or distill_tokens is None:
+            raise PlanError("the plan has a distillation (kd) step: apply_plan needs teacher= and distill_tokens=")
+        return _apply_with_distill(model, plan, stats, teacher, distill_tokens, progress=progress)
     fn = layer_fn or compress_layer
     reports = []
     for name, lp in tqdm(list(plan.layers.items()), desc="compressing", unit="layer", disable=not progress):
@@ -101,4 +119,61 @@ def apply_plan(
         replace_module(model, name, compressed)
         dense = linear.weight.numel() * 2 + (0 if linear.bias is None else linear.bias.numel() * 2)
         reports.append(LayerReport(name, lp.label(), compressed.nbytes(), dense, time.perf_counter() - t0))
+    return reports
+
+
+def _apply_with_distill(
+    model: nn.Module,
+    plan: CompressionPlan,
+    stats: Mapping[str, LayerStats],
+    teacher: nn.Module,
+    tokens: torch.Tensor,
+    *,
+    progress: bool,
+) -> list[LayerReport]:
+    """Prune every layer, distill the surviving weights towards ``teacher``, then quantize.
+
+    Quantizers after the distillation use the calibration statistics of the original model
+    (the same inputs GPTQ/AWQ see without distillation), applied to the trained weights.
+    """
+    assert plan.distill is not None
+    states: dict[str, LayerState] = {}
+    seconds: dict[str, float] = {}
+    masks: dict[str, torch.Tensor | None] = {}
+    originals: dict[str, nn.Linear] = {}
+    for name, lp in tqdm(list(plan.layers.items()), desc="pruning", unit="layer", disable=not progress):
+        linear = model.get_submodule(name)
+        t0 = time.perf_counter()
+        before, _ = lp.split_for_distill()
+        state = LayerState.from_weight(name, linear.weight, linear.bias)
+        _run_steps(state, before, stats[name])
+        trainable = nn.Linear(state.shape[1], state.shape[0], bias=linear.bias is not None)
+        with torch.no_grad():
+            trainable.weight.copy_(state.weight)
+            if linear.bias is not None:
+                trainable.bias.copy_(linear.bias)
+        trainable.to(linear.weight.dtype)
+        originals[name], states[name], masks[name] = linear, state, state.mask
+        replace_module(model, name, trainable)
+        seconds[name] = time.perf_counter() - t0
+    report = distill(model, teacher, tokens, plan.distill, masks, progress=progress)
+    reports = []
+    for name, lp in tqdm(list(plan.layers.items()), desc="quantizing", unit="layer", disable=not progress):
+        t0 = time.perf_counter()
+        pruned = states[name]
+        trained = model.get_submodule(name).weight.detach().float()
+        state = LayerState(
+            name=name, original=pruned.original, weight=trained.clone(), bias=pruned.bias,
+            sparsity=pruned.sparsity, applied=[*pruned.applied, plan.distill.label()],
+        )
+        state.refresh_weight()  # re-apply the mask exactly
+        _, after = lp.split_for_distill()
+        _run_steps(state, after, stats[name])
+        compressed = CompressedLinear.from_state(state)
+        replace_module(model, name, compressed)
+        linear = originals[name]
+        dense = linear.weight.numel() * 2 + (0 if linear.bias is None else linear.bias.numel() * 2)
+        reports.append(LayerReport(
+            name, plan.layer_label(name), compressed.nbytes(), dense, seconds[name] + time.perf_counter() - t0, report
+        ))
     return reports

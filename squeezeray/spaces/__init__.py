@@ -3,6 +3,7 @@
 from squeezeray.spaces._plan import CompressionPlan
 from squeezeray.spaces._plan import LayerPlan
 from squeezeray.spaces._plan import parse_step
+from squeezeray.spaces._plan import parse_preset
 from squeezeray.spaces._plan import parse_steps
 from squeezeray.spaces._space import NONE
 from squeezeray.spaces._space import PRESET_SPACES
@@ -25,6 +26,7 @@ __all__ = [
     "Tie",
     "Unit",
     "load_space",
+    "parse_preset",
     "parse_step",
     "parse_steps",
     "preset_space",

@@ -10,6 +10,11 @@ Steps within a layer run in the order given (e.g. prune then quantize).
 Composition rules: at most one step of each kind (quantize, prune, low-rank);
 a non-residual SVD is the only step; a residual SVD comes last, after a
 quantize or prune step.
+
+A plan may also carry one model-level knowledge-distillation step
+(:class:`~squeezeray.recovery.DistillConfig`, preset token ``kd``): it runs after
+every layer's prune steps and before any quantize / low-rank step, so every
+layer of such a plan must prune before it quantizes. JSON: ``"distill": {...}``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from types import MappingProxyType
 from typing import Any
 
 from squeezeray._errors import PlanError
+from squeezeray.recovery import DistillConfig
+from squeezeray.recovery import parse_distill
 from squeezeray.techniques import TECHNIQUES
 from squeezeray.techniques import StepKind
 from squeezeray.techniques import SVDConfig
@@ -66,6 +73,22 @@ class LayerPlan:
     def label(self) -> str:
         return "+".join(s.label() for s in self.steps)
 
+    def split_for_distill(self) -> tuple[tuple[TechniqueConfig, ...], tuple[TechniqueConfig, ...]]:
+        """(prune steps, the rest): the steps before and after a model-level distillation.
+
+        Raises:
+            PlanError: A prune step follows a quantize or low-rank step.
+        """
+        n_before = 0
+        while n_before < len(self.steps) and self.steps[n_before].kind is StepKind.PRUNE:
+            n_before += 1
+        if any(s.kind is StepKind.PRUNE for s in self.steps[n_before:]):
+            raise PlanError(
+                f"steps {self.label()!r}: distillation (kd) trains dense weights between pruning and "
+                "quantization, so prune steps must come first in a plan with kd"
+            )
+        return self.steps[:n_before], self.steps[n_before:]
+
     @property
     def technique_names(self) -> tuple[str, ...]:
         return tuple(s.technique for s in self.steps)
@@ -92,17 +115,27 @@ class CompressionPlan:
         layers: Module name -> LayerPlan (read-only mapping).
         name: Free label (e.g. the preset it came from).
         version: Serialisation version.
+        distill: Optional model-level distillation between the layers' prune and quantize steps.
     """
 
     layers: Mapping[str, LayerPlan]
     name: str = ""
     version: int = PLAN_VERSION
+    distill: DistillConfig | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", MappingProxyType(dict(self.layers)))
         for key, value in self.layers.items():
             if not isinstance(key, str) or not isinstance(value, LayerPlan):
                 raise PlanError(f"plan entry {key!r}: expected a module name and a LayerPlan")
+        if self.distill is not None:
+            if not isinstance(self.distill, DistillConfig):
+                raise PlanError(f"distill={self.distill!r}: expected a DistillConfig or None")
+            for key, value in self.layers.items():
+                try:
+                    value.split_for_distill()
+                except PlanError as err:
+                    raise PlanError(f"layer {key!r}: {err}") from None
 
     # --------------------------------------------------------------- checks
     def check(self, layer_shapes: Mapping[str, tuple[int, int]]) -> None:
@@ -129,13 +162,24 @@ class CompressionPlan:
         return counts
 
     # -------------------------------------------------------- serialisation
+    def layer_label(self, name: str) -> str:
+        """The steps of layer ``name`` as a preset, with the distillation step where it runs."""
+        lp = self.layers[name]
+        if self.distill is None:
+            return lp.label()
+        before, after = lp.split_for_distill()
+        return "+".join([s.label() for s in before] + [self.distill.label()] + [s.label() for s in after])
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "_type": PLAN_TYPE,
             "_version": self.version,
             "name": self.name,
             "layers": {k: v.to_list() for k, v in self.layers.items()},
         }
+        if self.distill is not None:
+            out["distill"] = self.distill.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: Any) -> CompressionPlan:
@@ -154,7 +198,11 @@ class CompressionPlan:
                 parsed[name] = LayerPlan.from_list(steps)
             except PlanError as err:
                 raise PlanError(f"layer {name!r}: {err}") from None
-        return cls(parsed, name=str(data.get("name", "")))
+        distill = data.get("distill")
+        return cls(
+            parsed, name=str(data.get("name", "")),
+            distill=None if distill is None else DistillConfig.from_dict(distill),
+        )
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
@@ -175,9 +223,11 @@ class CompressionPlan:
 
     @classmethod
     def uniform(cls, steps: LayerPlan | str, layer_names: Iterable[str], *, name: str = "") -> CompressionPlan:
-        """The same steps on every named layer; ``steps`` may be a preset string."""
-        lp = parse_steps(steps) if isinstance(steps, str) else steps
-        return cls({n: lp for n in layer_names}, name=name or lp.label())
+        """The same steps on every named layer; ``steps`` may be a preset string (``kd`` allowed)."""
+        if isinstance(steps, str):
+            lp, distill = parse_preset(steps)
+            return cls({n: lp for n in layer_names}, name=name or steps.strip(), distill=distill)
+        return cls({n: steps for n in layer_names}, name=name or steps.label())
 
 
 # ------------------------------------------------------------------ presets
@@ -225,8 +275,43 @@ def parse_step(text: str) -> TechniqueConfig:
     return cls(**kw)
 
 
+def _is_distill(part: str) -> bool:
+    return part.strip().split("-")[0] == "kd"
+
+
 def parse_steps(text: str) -> LayerPlan:
     """Parse ``step+step+...`` (applied left to right), e.g. ``wanda-2:4+gptq-w4g128``."""
     if not text.strip():
         raise PlanError("empty preset")
+    if any(_is_distill(p) for p in text.split("+")):
+        raise PlanError(
+            f"preset {text!r}: kd is a model-level step; parse it with parse_preset or CompressionPlan.uniform"
+        )
     return LayerPlan(tuple(parse_step(part) for part in text.split("+")))
+
+
+def parse_preset(text: str) -> tuple[LayerPlan, DistillConfig | None]:
+    """Parse a preset that may hold one ``kd`` step, e.g. ``wanda-s50+kd-n40+gptq-w4g128``.
+
+    The ``kd`` step must sit after the prune steps and before the quantize / low-rank ones.
+    """
+    if not text.strip():
+        raise PlanError("empty preset")
+    parts = [p.strip() for p in text.split("+")]
+    at = [i for i, p in enumerate(parts) if _is_distill(p)]
+    if not at:
+        return parse_steps(text), None
+    if len(at) > 1:
+        raise PlanError(f"preset {text!r}: at most one kd step")
+    i = at[0]
+    distill = parse_distill(parts[i])
+    steps = tuple(parse_step(p) for p in parts[:i] + parts[i + 1 :])
+    if not steps:
+        raise PlanError(f"preset {text!r}: kd needs at least one technique step to recover from")
+    lp = LayerPlan(steps)
+    before, _ = lp.split_for_distill()
+    if len(before) != i:
+        raise PlanError(
+            f"preset {text!r}: kd must come right after the prune steps and before any quantize or low-rank step"
+        )
+    return lp, distill

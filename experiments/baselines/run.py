@@ -1,37 +1,60 @@
-"""Baselines: perplexity, size and KL of uniform plans on the embedded model.
+"""Baselines: size, perplexity, KL and task accuracy of uniform plans on the embedded model.
 
-Usage: python experiments/baselines/run.py [--config experiments/baselines/config.yaml] [--out results.csv]
-Writes results.csv beside this file and prints a markdown table for the README.
+Usage: python experiments/baselines/run.py [--config experiments/baselines/config.yaml] [--only rtn-w8,...]
+Writes results.csv beside this file (one row per plan, rewritten as each finishes), plots size vs
+perplexity and size vs accuracy to results.png, and prints a markdown table for the README.
+Task accuracy is lm-eval on a seeded subset of each task (``tasks:`` in the config), with its
+standard error and its paired difference to the original on the same items.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
-import time
+import sys
 from pathlib import Path
 
 import pandas as pd
-import torch
 import yaml
 
-from squeezeray.objectives.latency import host_description
-from squeezeray.search import LayerCache
-from squeezeray.spaces import CompressionPlan
-from squeezeray.workbench import DataConfig
-from squeezeray.workbench import Workbench
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import compress_and_measure  # noqa: E402
+from _common import load_bench  # noqa: E402
+from _common import machine  # noqa: E402
+from _common import measure  # noqa: E402
+from _common import task_objectives  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
 
-def _table(rows: list[dict], base: dict, out: str) -> pd.DataFrame:
+def _table(rows: list[dict], out: str, host: str, where: str) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     df["size_mib"] = df["size"] / 2**20
     df["size_ratio"] = df["size"] / df["size"].iloc[0]
-    df["machine"] = f"{host_description()}; {platform.node()}"
-    df["eval"] = base["perplexity"].where
+    df["machine"] = host
+    df["eval"] = where
     df.to_csv(out, index=False)
     return df
+
+
+def _plot(df: pd.DataFrame, tasks: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 1 + len(tasks), figsize=(5.5 * (1 + len(tasks)), 4.5), squeeze=False)
+    panels = [("perplexity", None)] + [(t, f"{t}_stderr") for t in tasks]
+    for ax, (col, err) in zip(axes[0], panels):
+        ax.errorbar(df["size_mib"], df[col], yerr=None if err is None else df[err], fmt="o")
+        for _, row in df.iterrows():
+            ax.annotate(row["plan"].split(" ")[0], (row["size_mib"], row[col]), fontsize=7)
+        ax.set_xlabel("size (MiB)")
+        ax.set_ylabel(col)
+        if col == "perplexity":
+            ax.set_yscale("log")
+    fig.suptitle("uniform plans on SmolLM2-135M-Instruct")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
@@ -39,37 +62,37 @@ def main() -> None:
     parser.add_argument("--config", default=str(HERE / "config.yaml"))
     parser.add_argument("--out", default=str(HERE / "results.csv"))
     parser.add_argument("--only", default=None, help="comma-separated subset of the config's plans")
-    parser.add_argument("--cache", default=str(HERE.parent / ".work" / "cache"), help="compressed-layer cache folder")
     args = parser.parse_args()
     cfg = yaml.safe_load(Path(args.config).read_text())
     plans = cfg["plans"] if not args.only else args.only.split(",")
-    bench = Workbench.load(cfg.get("model"), DataConfig(**cfg["data"]), progress=False)
-    # shared with experiments/search_vs_uniform: the same (layer, steps, calibration) is compressed once
-    bench.cache_dir = Path(args.cache)
-    layer_fn = LayerCache(args.cache).layer_fn(bench.loaded.fingerprint(), bench.calibration.digest)
+    bench, layer_fn = load_bench(cfg)
+    tasks = task_objectives(bench, cfg.get("tasks") or [])
     objectives = ["size", "perplexity", "kl"]
-    rows = []
-    base = bench.evaluate(bench.original, objectives)
-    rows.append({"plan": "original (fp16 storage)", **{k: m.value for k, m in base.items()}, "compress_s": 0.0})
+    host = machine()
+    where = bench.evaluate(bench.original, ["perplexity"])["perplexity"].where
+    rows = [{"plan": "original (fp16 storage)", **measure(bench, bench.original, objectives, tasks), "compress_s": 0.0}]
     print(rows[-1], flush=True)
     for preset in plans:
-        t0 = time.perf_counter()
-        candidate, _ = bench.compress(CompressionPlan.uniform(preset, bench.layers), layer_fn=layer_fn)
-        seconds = time.perf_counter() - t0
-        r = bench.evaluate(candidate, objectives)
-        rows.append({"plan": preset, **{k: m.value for k, m in r.items()}, "compress_s": seconds})
+        rows.append(compress_and_measure(bench, layer_fn, preset, objectives, tasks))
         print(rows[-1], flush=True)
-        del candidate
-        _table(rows, base, args.out)  # keep what is done if the run is stopped
-    df = _table(rows, base, args.out)
+        _table(rows, args.out, host, where)  # keep what is done if the run is stopped
+    df = _table(rows, args.out, host, where)
+    names = [t.spec.name for t in tasks]
+    _plot(df, names, Path(args.out).with_suffix(".png"))
 
     print()
-    print("| plan | size (MiB) | size ratio | perplexity | KL (nats/token) | compress time (s) |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| plan | size (MiB) | size ratio | perplexity | KL (nats/token) | "
+          + "".join(f"{n} (Δ vs original) | " for n in names) + "compress time (s) |")
+    print("|---|---:|---:|---:|---:|" + "---:|" * len(names) + "---:|")
     for _, row in df.iterrows():
+        accs = "".join(
+            f" {row[n]:.2f} ({row[n + '_delta']:+.2f} ± {row[n + '_delta_stderr']:.2f}) |" for n in names
+        )
         print(f"| {row['plan']} | {row['size_mib']:.1f} | {row['size_ratio']:.3f} | {row['perplexity']:.2f} | "
-              f"{row['kl']:.4f} | {row['compress_s']:.0f} |")
-    print(f"\nmachine: {df['machine'].iloc[0]}; torch threads {torch.get_num_threads()}")
+              f"{row['kl']:.4f} |{accs} {row['compress_s']:.0f} |")
+    print(f"\nmachine: {host}; perplexity on {where}")
+    if tasks:
+        print("accuracy: " + ", ".join(f"{t.spec.name} {t.limit} items (seed {t.seed})" for t in tasks))
 
 
 if __name__ == "__main__":

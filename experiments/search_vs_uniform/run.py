@@ -7,7 +7,9 @@
    the best searched (non-baseline) plan no larger than it.
 
 Usage: python experiments/search_vs_uniform/run.py [--trials 60] [--seed 0]
-Writes results.csv (comparison), front.csv (re-measured front) and cache.csv beside this file.
+Writes results.csv (comparison), front.csv (re-measured front), uniform.csv (uniform plans on the same
+objectives), cache.csv and front.png (size vs perplexity) beside this file; the plans of the re-measured
+trials go to experiments/.work/search-vs-uniform/plans/ for experiments/heldout_check.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from squeezeray.workbench import DataConfig
 from squeezeray.workbench import Workbench
 
 HERE = Path(__file__).resolve().parent
+UNIFORM = ("rtn-w8", "gptq-w8g128", "gptq-w4g128", "gptq-w3g128", "rtn-w4g128")
+COMPARED = ("gptq-w4g128", "gptq-w3g128")  # the issue's bar: searched plans vs uniform GPTQ at 3-4 bits
 
 
 def cache_cost(bench: Workbench, space_name: str, seed: int) -> dict[str, float]:
@@ -77,13 +81,24 @@ def main() -> None:
     )
     search_s = time.perf_counter() - t0
     front = result.front.sort_values("size")
+    front["selected"] = front["trial"] == result.selected
     front.to_csv(HERE / "front.csv", index=False)
+    plans = workdir / "search-vs-uniform" / "plans"
+    plans.mkdir(parents=True, exist_ok=True)
+    for t in front["trial"]:
+        result.plan(int(t)).save(plans / f"trial-{int(t)}.json")
+    print(f"selected trial {result.selected}: {result.selection_reason}", flush=True)
 
     rows = []
     searched = front[~front["baseline"]]
-    for preset in ("gptq-w4g128", "gptq-w3g128"):
-        candidate, _ = bench.compress(CompressionPlan.uniform(preset, bench.layers))
-        u = bench.evaluate(candidate, ["size", "perplexity"])
+    uniform = []
+    layer_fn = LayerCache(workdir / "cache").layer_fn(bench.loaded.fingerprint(), bench.calibration.digest)
+    for preset in UNIFORM:
+        candidate, _ = bench.compress(CompressionPlan.uniform(preset, bench.layers), layer_fn=layer_fn)
+        u = bench.evaluate(candidate, ["size", "perplexity", "kl"])
+        uniform.append({"plan": preset, **{k: m.value for k, m in u.items()}, "machine": machine})
+        if preset not in COMPARED:
+            continue
         fits = searched[searched["size"] <= u["size"].value]
         best = fits.sort_values("perplexity").iloc[0] if not fits.empty else None
         rows.append({
@@ -96,6 +111,33 @@ def main() -> None:
         })
         print(rows[-1], flush=True)
     pd.DataFrame(rows).to_csv(HERE / "results.csv", index=False)
+    pd.DataFrame(uniform).to_csv(HERE / "uniform.csv", index=False)
+    plot(front, pd.DataFrame(uniform), result.baseline, HERE / "front.png")
+
+
+def plot(front: pd.DataFrame, uniform: pd.DataFrame, base: dict[str, float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    mib = 2**20
+    s = front[~front["baseline"]]
+    ax.scatter(s["size"] / mib, s["perplexity"], label="searched (re-measured)", s=18)
+    p = s[s["pareto"]].sort_values("size")
+    ax.plot(p["size"] / mib, p["perplexity"], lw=1)
+    ax.scatter(uniform["size"] / mib, uniform["perplexity"], marker="s", color="k", label="uniform")
+    for _, r in uniform.iterrows():
+        ax.annotate(r["plan"], (r["size"] / mib, r["perplexity"]), fontsize=7)
+    ax.axhline(base["perplexity"], ls=":", color="gray", label="original")
+    ax.set_xlabel("size (MiB)")
+    ax.set_ylabel("held-out perplexity")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.set_title("searched plans vs uniform, SmolLM2-135M-Instruct")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,150 @@
+"""Held-out check: a plan selected on proxy objectives, re-scored on a task; proxy-vs-task rank correlation.
+
+1. Every searched plan (the re-measured trials of experiments/search_vs_uniform) is measured on the
+   search-stage proxy (KL to the original on the calibration proxy windows), on held-out perplexity,
+   and on a screening task subset (lm-eval, paired with the original); the uniform plans' rows are read
+   from experiments/baselines/results.csv, measured the same way (the script checks the task matches).
+2. Spearman and Kendall rank correlations between each proxy and task accuracy across the plans, with
+   p-values.
+3. The plan the search selected (on proxies only) and the original re-scored on a larger subset of other
+   items of the task: the accuracy a user would have been promised vs what it delivers.
+
+Usage: python experiments/heldout_check/run.py [--config experiments/heldout_check/config.yaml]
+Writes results.csv, correlation.csv, selected.csv and results.png beside this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import WORK  # noqa: E402
+from _common import compress_and_measure  # noqa: E402
+from _common import load_bench  # noqa: E402
+from _common import machine  # noqa: E402
+from _common import task_objectives  # noqa: E402
+
+from squeezeray.spaces import CompressionPlan  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def searched_plans(cfg: dict) -> tuple[list[CompressionPlan], int | None]:
+    front_csv = HERE.parent / "search_vs_uniform" / "front.csv"
+    folder = WORK / cfg["source"] / "plans"
+    if not front_csv.is_file() or not folder.is_dir():
+        raise SystemExit(f"run experiments/search_vs_uniform/run.py first: need {front_csv} and {folder}")
+    front = pd.read_csv(front_csv)
+    front = front[~front["baseline"]]
+    selected = front[front.get("selected", False) == True]  # noqa: E712 - pandas mask
+    sel = int(selected["trial"].iloc[0]) if not selected.empty else None
+    order = ([sel] if sel is not None else []) + [
+        int(t) for t in front[front["pareto"]].sort_values("size")["trial"] if int(t) != sel
+    ]
+    order += [int(t) for t in front.sort_values("size")["trial"] if int(t) not in order]
+    plans = []
+    for t in order[: cfg["max_searched"]]:
+        plan = CompressionPlan.load(folder / f"trial-{t}.json")
+        plans.append(CompressionPlan(plan.layers, name=f"searched #{t}", distill=plan.distill))
+    return plans, sel
+
+
+def uniform_rows(cfg: dict, task: str) -> pd.DataFrame:
+    """The uniform plans measured by experiments/baselines on the same task subset."""
+    base_dir = HERE.parent / "baselines"
+    base_cfg = yaml.safe_load((base_dir / "config.yaml").read_text())
+    if cfg["screen"] not in (base_cfg.get("tasks") or []) or base_cfg.get("data") != cfg.get("data"):
+        raise SystemExit(f"screen task {cfg['screen']} / data must match experiments/baselines/config.yaml")
+    df = pd.read_csv(base_dir / "results.csv")
+    if task not in df.columns:
+        raise SystemExit(f"experiments/baselines/results.csv has no {task!r} column: rerun the baselines")
+    return df[~df["plan"].str.startswith("original")].assign(source="experiments/baselines")
+
+
+def correlations(df: pd.DataFrame, task: str) -> pd.DataFrame:
+    rows = []
+    # lower KL / perplexity should mean higher accuracy: a good proxy has a strongly negative correlation
+    for proxy in ("kl", "perplexity"):
+        rho, p_rho = stats.spearmanr(df[proxy], df[task])
+        tau, p_tau = stats.kendalltau(df[proxy], df[task])
+        rows.append({"proxy": proxy, "task": task, "n_plans": len(df), "spearman": rho, "spearman_p": p_rho,
+                     "kendall": tau, "kendall_p": p_tau})
+    return pd.DataFrame(rows)
+
+
+def plot(df: pd.DataFrame, task: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    searched = df["plan"].str.startswith("searched")
+    for mask, label, marker in ((searched, "searched", "o"), (~searched, "uniform", "s")):
+        sub = df[mask]
+        axes[0].errorbar(sub["size"] / 2**20, sub[task], yerr=sub[f"{task}_stderr"], fmt=marker, label=label)
+        axes[1].errorbar(sub["kl"], sub[task], yerr=sub[f"{task}_stderr"], fmt=marker, label=label)
+    for _, r in df.iterrows():
+        axes[0].annotate(r["plan"].replace("searched ", ""), (r["size"] / 2**20, r[task]), fontsize=7)
+    axes[0].set_xlabel("size (MiB)")
+    axes[1].set_xlabel("KL proxy (nats/token)")
+    axes[1].set_xscale("log")
+    for ax in axes:
+        ax.set_ylabel(f"{task} accuracy")
+        ax.legend(fontsize=8)
+    fig.suptitle("size vs accuracy and proxy vs accuracy, SmolLM2-135M-Instruct")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", default=str(HERE / "config.yaml"))
+    args = parser.parse_args()
+    cfg = yaml.safe_load(Path(args.config).read_text())
+    plans, selected = searched_plans(cfg)
+    bench, layer_fn = load_bench(cfg)
+    host = machine()
+    screen = task_objectives(bench, [cfg["screen"]])
+    task = screen[0].spec.name
+    objectives = ["size", "kl", "perplexity"]
+
+    rows = []
+    for plan in plans:
+        row = {**compress_and_measure(bench, layer_fn, plan, objectives, screen), "machine": host}
+        rows.append(row)
+        print({k: row[k] for k in ("plan", "size", "kl", "perplexity", task, f"{task}_stderr")}, flush=True)
+        pd.DataFrame(rows).to_csv(HERE / "results.csv", index=False)
+    df = pd.concat([pd.DataFrame(rows), uniform_rows(cfg, task)], ignore_index=True)
+    df.to_csv(HERE / "results.csv", index=False)
+    corr = correlations(df, task)
+    corr.to_csv(HERE / "correlation.csv", index=False)
+    print(corr.to_string(index=False), flush=True)
+    plot(df, task, HERE / "results.png")
+
+    if selected is not None:
+        final = task_objectives(bench, [cfg["final"]])
+        plan = next(p for p in plans if p.name == f"searched #{selected}")
+        row = compress_and_measure(bench, layer_fn, plan, ["size", "kl", "perplexity"], final)
+        screened = df[df["plan"] == plan.name].iloc[0]
+        out = {
+            "plan": plan.name, "size_mib": row["size"] / 2**20, "kl": row["kl"], "perplexity": row["perplexity"],
+            "screen_task": f"{task} {cfg['screen']['limit']} items seed {cfg['screen']['seed']}",
+            "screen_acc": screened[task], "screen_delta": screened[f"{task}_delta"],
+            "final_task": f"{final[0].spec.name} {cfg['final']['limit']} items seed {cfg['final']['seed']}",
+            "final_acc": row[final[0].spec.name], "final_stderr": row[f"{final[0].spec.name}_stderr"],
+            "final_delta": row[f"{final[0].spec.name}_delta"],
+            "final_delta_stderr": row[f"{final[0].spec.name}_delta_stderr"], "machine": host,
+        }
+        pd.DataFrame([out]).to_csv(HERE / "selected.csv", index=False)
+        print(out, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -63,8 +63,8 @@ def test_config_errors_name_the_field_and_value(kw: dict, field: str) -> None:
 
 
 def test_preset_grammar_round_trips_through_the_label() -> None:
-    cfg = parse_distill("kd-n60-t4-lr0.0001-a0.5")
-    assert (cfg.steps, cfg.temperature, cfg.lr, cfg.alpha) == (60, 4.0, 1e-4, 0.5)
+    cfg = parse_distill("kd-n60-t4-lr0.0001-a0.5-b2")
+    assert (cfg.steps, cfg.temperature, cfg.lr, cfg.alpha, cfg.batch_seqs) == (60, 4.0, 1e-4, 0.5, 2)
     assert parse_distill(cfg.label()) == cfg
     assert parse_distill("kd") == DistillConfig()
 

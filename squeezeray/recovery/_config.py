@@ -66,6 +66,8 @@ class DistillConfig:
             parts.append(f"lr{self.lr:g}")
         if self.alpha != d.alpha:
             parts.append(f"a{self.alpha:g}")
+        if self.batch_seqs != d.batch_seqs:
+            parts.append(f"b{self.batch_seqs}")
         return "-".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,11 +89,13 @@ class DistillConfig:
         return cls(**kw)
 
 
-_TOKEN = re.compile(r"^(?:n(?P<steps>\d+)|t(?P<t>\d*\.?\d+)|lr(?P<lr>[\d.]+(?:e-?\d+)?)|a(?P<a>\d*\.?\d+))$")
+_TOKEN = re.compile(
+    r"^(?:n(?P<steps>\d+)|t(?P<t>\d*\.?\d+)|lr(?P<lr>[\d.]+(?:e-?\d+)?)|a(?P<a>\d*\.?\d+)|b(?P<b>\d+))$"
+)
 
 
 def parse_distill(text: str) -> DistillConfig:
-    """Parse ``kd``, ``kd-n60``, ``kd-n40-t4-lr1e-4-a0.5``."""
+    """Parse ``kd``, ``kd-n60``, ``kd-n40-t4-lr1e-4-a0.5-b2`` (steps, temperature, lr, alpha, batch)."""
     name, *tokens = text.strip().split("-")
     if name != "kd":
         raise PlanError(f"step {text!r}: not a distillation step (expected kd[-n<steps>][-t<T>][-lr<lr>][-a<alpha>])")
@@ -99,7 +103,9 @@ def parse_distill(text: str) -> DistillConfig:
     for tok in tokens:
         mt = _TOKEN.match(tok)
         if mt is None:
-            raise PlanError(f"step {text!r}: cannot read {tok!r} (expected n<steps>, t<T>, lr<lr> or a<alpha>)")
+            raise PlanError(
+                f"step {text!r}: cannot read {tok!r} (expected n<steps>, t<T>, lr<lr>, a<alpha> or b<batch seqs>)"
+            )
         g = mt.groupdict()
         if g["steps"] is not None:
             kw["steps"] = int(g["steps"])
@@ -107,6 +113,8 @@ def parse_distill(text: str) -> DistillConfig:
             kw["temperature"] = float(g["t"])
         elif g["lr"] is not None:
             kw["lr"] = float(g["lr"])
+        elif g["b"] is not None:
+            kw["batch_seqs"] = int(g["b"])
         else:
             kw["alpha"] = float(g["a"])
     return DistillConfig(**kw)

@@ -6,8 +6,9 @@
    from experiments/baselines/results.csv, measured the same way (the script checks the task matches).
 2. Spearman and Kendall rank correlations between each proxy and task accuracy across the plans, with
    p-values.
-3. The plan the search selected (on proxies only) and the original re-scored on a larger subset of other
-   items of the task: the accuracy a user would have been promised vs what it delivers.
+3. The plan the search selected (on proxies only) and the original re-scored on a larger seeded subset of
+   the task (``final`` in the config; ``limit: null`` scores every item): what the proxies promised vs
+   what the plan delivers on the task.
 
 Usage: python experiments/heldout_check/run.py [--config experiments/heldout_check/config.yaml]
 Writes results.csv, correlation.csv, selected.csv and results.png beside this file.

@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--space", default="weights-int")
+    parser.add_argument("--rerank", type=int, default=12, help="trials re-measured on held-out perplexity")
     args = parser.parse_args()
     bench = Workbench.load(None, DataConfig(), progress=False)
     # experiments/.work/cache is shared with experiments/baselines (same keys: model, layer, steps, calibration)
@@ -75,7 +76,7 @@ def main() -> None:
     t0 = time.perf_counter()
     result = run_search(
         SearchConfig(space=args.space, n_trials=args.trials, sampler="nsga2", seed=args.seed,
-                     final_objectives=("size", "perplexity", "kl"), rerank=40, workdir=workdir,
+                     final_objectives=("size", "perplexity", "kl"), rerank=args.rerank, workdir=workdir,
                      study_name="search-vs-uniform"),
         bench=bench, progress=True,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-pytestmark = pytest.mark.cluster  # excluded from the default run; `pytest -m cluster`
+# no cluster is started here: these run in the default suite (tests/cluster/test_ray_cluster.py is marked `cluster`)
 import torch
 
 from squeezeray._errors import SqueezerayError

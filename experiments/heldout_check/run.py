@@ -37,10 +37,12 @@ HERE = Path(__file__).resolve().parent
 
 
 def searched_plans(cfg: dict) -> tuple[list[CompressionPlan], int | None]:
-    front_csv = HERE.parent / "search_vs_uniform" / "front.csv"
-    folder = WORK / cfg["source"] / "plans"
+    front_csv = HERE.parent / "search_vs_uniform" / cfg["source"] / "front.csv"
+    folder = WORK / f"search-vs-uniform-{cfg['source']}" / "plans"
     if not front_csv.is_file() or not folder.is_dir():
-        raise SystemExit(f"run experiments/search_vs_uniform/run.py first: need {front_csv} and {folder}")
+        raise SystemExit(
+            f"run experiments/search_vs_uniform/run.py --space {cfg['source']} first: need {front_csv} and {folder}"
+        )
     front = pd.read_csv(front_csv)
     front = front[~front["baseline"]]
     selected = front[front.get("selected", False) == True]  # noqa: E712 - pandas mask

@@ -6,15 +6,22 @@
    held-out perplexity; compared at equal size with uniform GPTQ at 4 and 3 bits: for each uniform plan,
    the best searched (non-baseline) plan no larger than it.
 
-Usage: python experiments/search_vs_uniform/run.py [--trials 60] [--seed 0]
-Writes results.csv (comparison), front.csv (re-measured front), uniform.csv (uniform plans on the same
-objectives), cache.csv and front.png (size vs perplexity) beside this file; the plans of the re-measured
-trials go to experiments/.work/search-vs-uniform/plans/ for experiments/heldout_check.
+   Two comparisons: (a) for each uniform GPTQ plan, the best searched plan no larger than it; (b) every
+   searched plan on the re-measured front whose size lies within the uniform plans' range, against the
+   uniform front interpolated at its size (log-perplexity linear in size between neighbouring uniform
+   plans); the geometric mean of those ratios is the "on average at equal size" figure.
+
+Usage: python experiments/search_vs_uniform/run.py [--space by-type|weights-int|FILE.yaml] [--trials 60]
+       python experiments/search_vs_uniform/run.py --space by-type --report-only   # recompute (a), (b), plot
+Writes to experiments/search_vs_uniform/<space>/: results.csv (a), equal_size.csv (b), front.csv
+(re-measured front), uniform.csv (uniform plans, same objectives), cache.csv and front.png; the plans of the
+re-measured trials go to experiments/.work/search-vs-uniform-<space>/plans/ for experiments/heldout_check.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import shutil
 import time
@@ -27,7 +34,7 @@ from squeezeray.search import LayerCache
 from squeezeray.search import SearchConfig
 from squeezeray.search import run_search
 from squeezeray.spaces import CompressionPlan
-from squeezeray.spaces import preset_space
+from squeezeray.spaces import load_space
 from squeezeray.workbench import DataConfig
 from squeezeray.workbench import Workbench
 
@@ -37,7 +44,7 @@ COMPARED = ("gptq-w4g128", "gptq-w3g128")  # the issue's bar: searched plans vs 
 
 
 def cache_cost(bench: Workbench, space_name: str, seed: int) -> dict[str, float]:
-    space = preset_space(space_name)
+    space = load_space(space_name)
     layers = list(bench.layers)
     rng = random.Random(seed)
     params = {k: rng.choice(v) for k, v in space.distributions(layers).items()}
@@ -55,36 +62,85 @@ def cache_cost(bench: Workbench, space_name: str, seed: int) -> dict[str, float]
             "ratio": times["cold"] / times["warm"], "plan": plan.summary().__repr__()}
 
 
+def equal_size(front: pd.DataFrame, uniform: pd.DataFrame) -> pd.DataFrame:
+    """Searched front plans against the uniform front interpolated at their size (log-perplexity, linear in size)."""
+    u = uniform.sort_values("size")
+    u = u[u["perplexity"] == u["perplexity"].cummin()]  # the uniform plans' own front: larger must be better
+    xs, ys = u["size"].tolist(), [math.log(v) for v in u["perplexity"]]
+    rows = []
+    for _, r in front[(~front["baseline"]) & front["pareto"]].iterrows():
+        size = float(r["size"])
+        if not xs[0] <= size <= xs[-1]:
+            continue
+        i = max(j for j in range(len(xs)) if xs[j] <= size)
+        if i == len(xs) - 1:
+            interp = ys[i]
+        else:
+            w = (size - xs[i]) / (xs[i + 1] - xs[i])
+            interp = ys[i] + w * (ys[i + 1] - ys[i])
+        rows.append({"trial": int(r["trial"]), "size": size, "perplexity": float(r["perplexity"]),
+                     "uniform_interpolated_ppl": math.exp(interp), "between": f"{u['plan'].iloc[i]} .. "
+                     f"{u['plan'].iloc[min(i + 1, len(xs) - 1)]}",
+                     "ppl_ratio": float(r["perplexity"]) / math.exp(interp), "plan": r["plan"]})
+    return pd.DataFrame(rows)
+
+
+def report(out: Path) -> None:
+    front = pd.read_csv(out / "front.csv")
+    uniform = pd.read_csv(out / "uniform.csv")
+    eq = equal_size(front, uniform)
+    eq.to_csv(out / "equal_size.csv", index=False)
+    if not eq.empty:
+        gmean = math.exp(sum(math.log(v) for v in eq["ppl_ratio"]) / len(eq))
+        print(f"equal size: {len(eq)} searched front plans within the uniform range, "
+              f"{int((eq['ppl_ratio'] < 1).sum())} below the uniform front; geometric-mean ppl ratio {gmean:.3f}")
+    else:
+        print("equal size: no searched front plan lies within the uniform plans' size range")
+    base = {"perplexity": float(pd.read_csv(out / "cache.csv").get("original_ppl", pd.Series([float("nan")]))[0])}
+    plot(front, uniform, base, out / "front.png")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--space", default="weights-int")
+    parser.add_argument("--space", default=str(HERE / "by-type.yaml"), help="preset name or space YAML")
+    parser.add_argument("--report-only", action="store_true", help="recompute the comparisons from saved CSVs")
+    parser.add_argument("--skip-cache-cost", action="store_true",
+                        help="skip step 1 (it recompresses a whole plan with an empty cache: minutes of GPTQ)")
     parser.add_argument("--rerank", type=int, default=12, help="trials re-measured on held-out perplexity")
     args = parser.parse_args()
+    space_name = load_space(args.space).name
+    out = HERE / space_name
+    if args.report_only:
+        report(out)
+        return
+    out.mkdir(exist_ok=True)
+    study = f"search-vs-uniform-{space_name}"
     bench = Workbench.load(None, DataConfig(), progress=False)
     # experiments/.work/cache is shared with experiments/baselines (same keys: model, layer, steps, calibration)
     workdir = HERE.parent / ".work"
     bench.cache_dir = workdir / "cache"
     machine = host_description()
 
-    cc = cache_cost(bench, args.space, args.seed)
-    pd.DataFrame([{**cc, "machine": machine}]).to_csv(HERE / "cache.csv", index=False)
+    original_ppl = bench.evaluate(bench.original, ["perplexity"])["perplexity"].value
+    cc = {} if args.skip_cache_cost else cache_cost(bench, args.space, args.seed)
+    pd.DataFrame([{**cc, "original_ppl": original_ppl, "machine": machine}]).to_csv(out / "cache.csv", index=False)
     print("cache:", cc, flush=True)
 
-    shutil.rmtree(workdir / "search-vs-uniform", ignore_errors=True)
+    shutil.rmtree(workdir / study, ignore_errors=True)
     t0 = time.perf_counter()
     result = run_search(
         SearchConfig(space=args.space, n_trials=args.trials, sampler="nsga2", seed=args.seed,
                      final_objectives=("size", "perplexity", "kl"), rerank=args.rerank, workdir=workdir,
-                     study_name="search-vs-uniform"),
+                     study_name=study),
         bench=bench, progress=True,
     )
     search_s = time.perf_counter() - t0
     front = result.front.sort_values("size")
     front["selected"] = front["trial"] == result.selected
-    front.to_csv(HERE / "front.csv", index=False)
-    plans = workdir / "search-vs-uniform" / "plans"
+    front.to_csv(out / "front.csv", index=False)
+    plans = workdir / study / "plans"
     plans.mkdir(parents=True, exist_ok=True)
     for t in front["trial"]:
         result.plan(int(t)).save(plans / f"trial-{int(t)}.json")
@@ -111,9 +167,9 @@ def main() -> None:
             "trials": args.trials, "search_s": search_s, "machine": machine,
         })
         print(rows[-1], flush=True)
-    pd.DataFrame(rows).to_csv(HERE / "results.csv", index=False)
-    pd.DataFrame(uniform).to_csv(HERE / "uniform.csv", index=False)
-    plot(front, pd.DataFrame(uniform), result.baseline, HERE / "front.png")
+    pd.DataFrame(rows).to_csv(out / "results.csv", index=False)
+    pd.DataFrame(uniform).to_csv(out / "uniform.csv", index=False)
+    report(out)
 
 
 def plot(front: pd.DataFrame, uniform: pd.DataFrame, base: dict[str, float], path: Path) -> None:
@@ -131,7 +187,8 @@ def plot(front: pd.DataFrame, uniform: pd.DataFrame, base: dict[str, float], pat
     ax.scatter(uniform["size"] / mib, uniform["perplexity"], marker="s", color="k", label="uniform")
     for _, r in uniform.iterrows():
         ax.annotate(r["plan"], (r["size"] / mib, r["perplexity"]), fontsize=7)
-    ax.axhline(base["perplexity"], ls=":", color="gray", label="original")
+    if base["perplexity"] == base["perplexity"]:  # not NaN
+        ax.axhline(base["perplexity"], ls=":", color="gray", label="original")
     ax.set_xlabel("size (MiB)")
     ax.set_ylabel("held-out perplexity")
     ax.set_yscale("log")

@@ -37,6 +37,8 @@ HERE = Path(__file__).resolve().parent
 
 
 def searched_plans(cfg: dict) -> tuple[list[CompressionPlan], int | None]:
+    if not cfg.get("max_searched"):
+        return [], None
     front_csv = HERE.parent / "search_vs_uniform" / cfg["source"] / "front.csv"
     folder = WORK / f"search-vs-uniform-{cfg['source']}" / "plans"
     if not front_csv.is_file() or not folder.is_dir():
@@ -112,6 +114,15 @@ def main() -> None:
     args = parser.parse_args()
     cfg = yaml.safe_load(Path(args.config).read_text())
     plans, selected = searched_plans(cfg)
+    if not plans and not cfg.get("final"):  # correlation over the baselines' rows only: no model needed
+        task = cfg["screen"]["task"]
+        df = uniform_rows(cfg, task)
+        df.to_csv(HERE / "results.csv", index=False)
+        corr = correlations(df, task)
+        corr.to_csv(HERE / "correlation.csv", index=False)
+        print(corr.to_string(index=False), flush=True)
+        plot(df, task, HERE / "results.png")
+        return
     bench, layer_fn = load_bench(cfg)
     host = machine()
     screen = task_objectives(bench, [cfg["screen"]])
@@ -131,7 +142,7 @@ def main() -> None:
     print(corr.to_string(index=False), flush=True)
     plot(df, task, HERE / "results.png")
 
-    if selected is not None:
+    if selected is not None and cfg.get("final"):
         final = task_objectives(bench, [cfg["final"]])
         plan = next(p for p in plans if p.name == f"searched #{selected}")
         row = compress_and_measure(bench, layer_fn, plan, ["size", "kl", "perplexity"], final)

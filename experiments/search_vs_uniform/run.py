@@ -64,8 +64,9 @@ def cache_cost(bench: Workbench, space_name: str, seed: int) -> dict[str, float]
 
 def equal_size(front: pd.DataFrame, uniform: pd.DataFrame) -> pd.DataFrame:
     """Searched front plans against the uniform front interpolated at their size (log-perplexity, linear in size)."""
-    u = uniform.sort_values("size")
-    u = u[u["perplexity"] == u["perplexity"].cummin()]  # the uniform plans' own front: larger must be better
+    # the uniform plans' own front: at equal size the better one, and a larger plan must be better
+    u = uniform.sort_values(["size", "perplexity"]).drop_duplicates("size")
+    u = u[u["perplexity"] == u["perplexity"].cummin()]
     xs, ys = u["size"].tolist(), [math.log(v) for v in u["perplexity"]]
     rows = []
     for _, r in front[(~front["baseline"]) & front["pareto"]].iterrows():

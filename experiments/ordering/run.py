@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--config", default=str(HERE / "config.yaml"))
     parser.add_argument("--out", default=str(HERE / "results.csv"))
     parser.add_argument("--only", default=None, help="comma-separated subset of the config's groups")
+    parser.add_argument("--append", action="store_true", help="keep the rows already in --out (other groups)")
     args = parser.parse_args()
     cfg = yaml.safe_load(Path(args.config).read_text())
     groups: dict[str, dict[str, str]] = cfg["groups"]
@@ -70,9 +71,12 @@ def main() -> None:
     host = machine()
     base = bench.evaluate(bench.original, objectives)
     print(f"original: perplexity {base['perplexity'].value:.2f}", flush=True)
-    rows = []
+    rows = pd.read_csv(args.out).to_dict("records") if args.append and Path(args.out).is_file() else []
+    done = {(r["group"], r["order"]) for r in rows}
     for group, orders in groups.items():
         for order, preset in orders.items():
+            if (group, order) in done:
+                continue
             row = {"group": group, "order": order,
                    **compress_and_measure(bench, layer_fn, preset, objectives, tasks), "machine": host}
             row["size_mib"] = row["size"] / 2**20

@@ -6,7 +6,7 @@
    from experiments/baselines/results.csv, measured the same way (the script checks the task matches).
 2. Spearman and Kendall rank correlations between each proxy and task accuracy across the plans, with
    p-values.
-3. The plan the search selected (on proxies only) and the original re-scored on a larger seeded subset of
+3. The plan the search selected (on proxies only) and the original re-scored on another seeded subset of
    the task (``final`` in the config; ``limit: null`` scores every item): what the proxies promised vs
    what the plan delivers on the task.
 

@@ -48,7 +48,7 @@ w("and no worse than uniform GPTQ 4-bit (106.5 MiB, KL 0.223): with 70 independe
 w("NSGA-II mixes ~⅓ 8-bit layers into every plan and 60 trials do not get out of that region (`weights-int/trials.csv`;")
 w("this run was stopped before its perplexity re-measurement to free the CPU).\n")
 bt = svu / "by-type"
-if (bt / "front.csv").is_file():
+if all((bt / f).is_file() for f in ("front.csv", "uniform.csv", "results.csv")):
     fr = pd.read_csv(bt / "front.csv")
     un = pd.read_csv(bt / "uniform.csv")
     res = pd.read_csv(bt / "results.csv")

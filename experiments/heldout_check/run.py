@@ -49,6 +49,9 @@ def searched_plans(cfg: dict) -> tuple[list[CompressionPlan], int | None]:
     front = front[~front["baseline"]]
     selected = front[front.get("selected", False) == True]  # noqa: E712 - pandas mask
     sel = int(selected["trial"].iloc[0]) if not selected.empty else None
+    if sel is None:  # the search ran without a selector: pick on the proxy alone, as a user would
+        fits = front[front["pareto"] & (front["size"] <= cfg["select_max_mib"] * 2**20)]
+        sel = int(fits.sort_values("kl")["trial"].iloc[0]) if not fits.empty else None
     order = ([sel] if sel is not None else []) + [
         int(t) for t in front[front["pareto"]].sort_values("size")["trial"] if int(t) != sel
     ]

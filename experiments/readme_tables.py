@@ -67,13 +67,13 @@ if all((bt / f).is_file() for f in ("front.csv", "uniform.csv", "results.csv")):
     if not eq.empty:
         g = math.exp(sum(math.log(v) for v in eq["ppl_ratio"]) / len(eq))
         w(f"At equal size against the uniform front interpolated between its neighbours (log-perplexity linear in")
-        w(f"size; `equal_size.csv`): {len(eq)} searched front plans lie in the uniform plans' size range,")
+        w(f"size; `equal_size.csv`; a plan the sampler drew twice counts once): {len(eq)} distinct searched front plans lie in the uniform plans' size range,")
         w(f"{int((eq['ppl_ratio'] < 1).sum())} of them below the uniform front; geometric-mean perplexity ratio **{g:.3f}**.\n")
         w("| searched trial | size (MiB) | perplexity | uniform at that size | between | ratio | plan |")
         w("|---|---:|---:|---:|---|---:|---|")
         for _, r in eq.sort_values("size").iterrows():
             w(f"| {int(r['trial'])} | {r['size']/2**20:.1f} | {r['perplexity']:.2f} | {r['uniform_interpolated_ppl']:.2f} | "
-              f"{r['between']} | {r['ppl_ratio']:.3f} | {r['plan']} |")
+              f"{r['between']} | {r['ppl_ratio']:.3f} | {r['plan'].replace(' | ', ', ')} |")
         w("")
     w("![searched front vs uniform plans](experiments/search_vs_uniform/by-type/front.png)\n")
 

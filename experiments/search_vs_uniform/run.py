@@ -65,11 +65,14 @@ def cache_cost(bench: Workbench, space_name: str, seed: int) -> dict[str, float]
 def equal_size(front: pd.DataFrame, uniform: pd.DataFrame) -> pd.DataFrame:
     """Searched front plans against the uniform front interpolated at their size (log-perplexity, linear in size)."""
     # the uniform plans' own front: at equal size the better one, and a larger plan must be better
-    u = uniform.sort_values(["size", "perplexity"]).drop_duplicates("size")
+    # (sizes within 64 KiB are the same format: rtn-w4g128 and gptq-w4g128 differ only by their JSON headers)
+    u = uniform.assign(bucket=(uniform["size"] / 2**16).round()).sort_values(["bucket", "perplexity"])
+    u = u.drop_duplicates("bucket")
     u = u[u["perplexity"] == u["perplexity"].cummin()]
     xs, ys = u["size"].tolist(), [math.log(v) for v in u["perplexity"]]
     rows = []
-    for _, r in front[(~front["baseline"]) & front["pareto"]].iterrows():
+    searched = front[(~front["baseline"]) & front["pareto"]]
+    for _, r in searched.drop_duplicates(["size", "perplexity"]).iterrows():  # a plan sampled twice counts once
         size = float(r["size"])
         if not xs[0] <= size <= xs[-1]:
             continue

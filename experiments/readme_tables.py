@@ -88,6 +88,14 @@ if o.is_file():
     for _, r in od.iterrows():
         w(f"| {r['group']} | {r['order']} | `{r['plan']}` | {r['size_mib']:.1f} | {r['perplexity']:.2f} | {r['kl']:.3f} | {r['compress_s']:.0f} |")
     w("")
+    import yaml
+
+    groups = yaml.safe_load((E / "ordering/config.yaml").read_text())["groups"]
+    missing = [f"`{preset}`" for g, orders in groups.items() for o, preset in orders.items()
+               if not ((od["group"] == g) & (od["order"] == o)).any()]
+    if missing:
+        w(f"Not measured yet (2-core time ran out): {', '.join(missing)}; "
+          "`experiments/ordering/run.py --append` adds the missing rows.\n")
     if "kd_steps" in od.columns and od["kd_steps"].notna().any():
         k = od[od["kd_steps"].notna()].iloc[0]
         w(f"Distillation ({int(k['kd_steps'])} steps, {int(k['kd_tokens'])} tokens, {k['kd_seconds']:.0f} s under load): KL at T=2 on the")

@@ -29,6 +29,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
+def pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend (the scripts run headless)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def machine() -> str:
     return f"{host_description()}; {platform.node()}"
 

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import compress_and_measure  # noqa: E402
 from _common import load_bench  # noqa: E402
 from _common import machine  # noqa: E402
+from _common import pyplot  # noqa: E402
 from _common import measure  # noqa: E402
 from _common import task_objectives  # noqa: E402
 
@@ -37,10 +38,7 @@ def _table(rows: list[dict], out: str, host: str, where: str) -> pd.DataFrame:
 
 
 def _plot(df: pd.DataFrame, tasks: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 1 + len(tasks), figsize=(5.5 * (1 + len(tasks)), 4.5), squeeze=False)
     panels = [("perplexity", None)] + [(t, f"{t}_stderr") for t in tasks]
@@ -69,8 +67,10 @@ def main() -> None:
     tasks = task_objectives(bench, cfg.get("tasks") or [])
     objectives = ["size", "perplexity", "kl"]
     host = machine()
-    where = bench.evaluate(bench.original, ["perplexity"])["perplexity"].where
-    rows = [{"plan": "original (fp16 storage)", **measure(bench, bench.original, objectives, tasks), "compress_s": 0.0}]
+    base = bench.evaluate(bench.original, objectives)  # once: its values and where perplexity was measured
+    where = base["perplexity"].where
+    rows = [{"plan": "original (fp16 storage)", **{k: m.value for k, m in base.items()},
+             **measure(bench, bench.original, [], tasks), "compress_s": 0.0}]
     print(rows[-1], flush=True)
     for preset in plans:
         rows.append(compress_and_measure(bench, layer_fn, preset, objectives, tasks))

@@ -29,6 +29,7 @@ from _common import WORK  # noqa: E402
 from _common import compress_and_measure  # noqa: E402
 from _common import load_bench  # noqa: E402
 from _common import machine  # noqa: E402
+from _common import pyplot  # noqa: E402
 from _common import task_objectives  # noqa: E402
 
 from squeezeray.spaces import CompressionPlan  # noqa: E402
@@ -87,10 +88,7 @@ def correlations(df: pd.DataFrame, task: str) -> pd.DataFrame:
 
 
 def plot(df: pd.DataFrame, task: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     searched = df["plan"].str.startswith("searched")

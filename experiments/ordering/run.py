@@ -21,16 +21,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import compress_and_measure  # noqa: E402
 from _common import load_bench  # noqa: E402
 from _common import machine  # noqa: E402
+from _common import pyplot  # noqa: E402
 from _common import task_objectives  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
 
 def plot(df: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     groups = list(dict.fromkeys(df["group"]))
     orders = list(dict.fromkeys(df["order"]))

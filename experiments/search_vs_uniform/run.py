@@ -24,10 +24,14 @@ import argparse
 import math
 import random
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import pyplot  # noqa: E402
 
 from squeezeray.objectives.latency import host_description
 from squeezeray.search import LayerCache
@@ -177,10 +181,7 @@ def main() -> None:
 
 
 def plot(front: pd.DataFrame, uniform: pd.DataFrame, base: dict[str, float], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     mib = 2**20

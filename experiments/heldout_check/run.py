@@ -10,7 +10,10 @@
    the task (``final`` in the config; ``limit: null`` scores every item): what the proxies promised vs
    what the plan delivers on the task.
 
-Usage: python experiments/heldout_check/run.py [--config experiments/heldout_check/config.yaml]
+Searched plans already scored in results.csv (same plan name, same screening task) are reused, and the
+final re-score is skipped when selected.csv already holds the selected plan; ``--fresh`` re-measures all.
+
+Usage: python experiments/heldout_check/run.py [--config experiments/heldout_check/config.yaml] [--fresh]
 Writes results.csv, correlation.csv, selected.csv and results.png beside this file.
 """
 
@@ -57,10 +60,14 @@ def searched_plans(cfg: dict) -> tuple[list[CompressionPlan], int | None]:
         int(t) for t in front[front["pareto"]].sort_values("size")["trial"] if int(t) != sel
     ]
     order += [int(t) for t in front.sort_values("size")["trial"] if int(t) not in order]
-    plans = []
-    for t in order[: cfg["max_searched"]]:
+    plans: list[CompressionPlan] = []
+    for t in order:  # trials that found the same plan (NSGA-II re-samples front members) are scored once
         plan = CompressionPlan.load(folder / f"trial-{t}.json")
+        if any(p.layers == plan.layers and p.distill == plan.distill for p in plans):
+            continue
         plans.append(CompressionPlan(plan.layers, name=f"searched #{t}", distill=plan.distill))
+        if len(plans) == cfg["max_searched"]:
+            break
     return plans, sel
 
 
@@ -74,6 +81,25 @@ def uniform_rows(cfg: dict, task: str) -> pd.DataFrame:
     if task not in df.columns:
         raise SystemExit(f"experiments/baselines/results.csv has no {task!r} column: rerun the baselines")
     return df[~df["plan"].str.startswith("original")].assign(source="experiments/baselines")
+
+
+def previous_rows(task: str) -> dict[str, dict]:
+    """Searched plans results.csv already scored on ``task``, by plan name."""
+    path = HERE / "results.csv"
+    if not path.is_file():
+        return {}
+    df = pd.read_csv(path)
+    if task not in df.columns:
+        return {}
+    df = df[df["plan"].str.startswith("searched") & df[task].notna()]
+    keep = ["plan", "compress_s", "size", "kl", "perplexity", task, f"{task}_stderr", f"{task}_delta",
+            f"{task}_delta_stderr", "machine"]
+    return {r["plan"]: {k: r[k] for k in keep if k in r} for r in df.to_dict("records")}
+
+
+def _final_done(plan_name: str) -> bool:
+    path = HERE / "selected.csv"
+    return path.is_file() and plan_name in set(pd.read_csv(path)["plan"])
 
 
 def correlations(df: pd.DataFrame, task: str) -> pd.DataFrame:
@@ -112,6 +138,7 @@ def plot(df: pd.DataFrame, task: str, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", default=str(HERE / "config.yaml"))
+    parser.add_argument("--fresh", action="store_true", help="re-measure plans already in results.csv")
     args = parser.parse_args()
     cfg = yaml.safe_load(Path(args.config).read_text())
     plans, selected = searched_plans(cfg)
@@ -130,8 +157,13 @@ def main() -> None:
     task = screen[0].spec.name
     objectives = ["size", "kl", "perplexity"]
 
+    done = {} if args.fresh else previous_rows(task)
     rows = []
     for plan in plans:
+        if plan.name in done:
+            rows.append(done[plan.name])
+            print(f"{plan.name}: reused from results.csv", flush=True)
+            continue
         row = {**compress_and_measure(bench, layer_fn, plan, objectives, screen), "machine": host}
         rows.append(row)
         print({k: row[k] for k in ("plan", "size", "kl", "perplexity", task, f"{task}_stderr")}, flush=True)
@@ -143,7 +175,7 @@ def main() -> None:
     print(corr.to_string(index=False), flush=True)
     plot(df, task, HERE / "results.png")
 
-    if selected is not None and cfg.get("final"):
+    if selected is not None and cfg.get("final") and (args.fresh or not _final_done(f"searched #{selected}")):
         final = task_objectives(bench, [cfg["final"]])
         plan = next(p for p in plans if p.name == f"searched #{selected}")
         row = compress_and_measure(bench, layer_fn, plan, ["size", "kl", "perplexity"], final)

@@ -14,7 +14,12 @@ Searched plans already scored in results.csv (same plan name, same screening tas
 final re-score is skipped when selected.csv already holds the selected plan; ``--fresh`` re-measures all.
 
 Usage: python experiments/heldout_check/run.py [--config experiments/heldout_check/config.yaml] [--fresh]
-Writes results.csv, correlation.csv, selected.csv and results.png beside this file.
+Writes results.csv, correlation.csv, equal_size.csv, selected.csv and results.png beside this file.
+
+equal_size.csv: each searched plan's task accuracy against the uniform plans' accuracy front (the
+uniform plans no other uniform plan beats at smaller or equal size) interpolated linearly in size at the
+searched plan's size. The standard error of the difference treats the two as independent samples, which
+overstates it (both are scored on the same items), so it is conservative.
 """
 
 from __future__ import annotations
@@ -113,6 +118,36 @@ def correlations(df: pd.DataFrame, task: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def uniform_front(df: pd.DataFrame, task: str) -> pd.DataFrame:
+    """Uniform plans not beaten on ``task`` by a smaller-or-equal-size uniform plan, by size."""
+    uni = df[~df["plan"].str.startswith("searched")].sort_values(["size", task], ascending=[True, False])
+    keep, best = [], -1.0
+    for _, r in uni.iterrows():
+        if r[task] > best:
+            keep.append(r)
+            best = r[task]
+    return pd.DataFrame(keep)
+
+
+def equal_size(df: pd.DataFrame, task: str) -> pd.DataFrame:
+    """Searched plans' accuracy against the uniform accuracy front interpolated at the same size."""
+    front = uniform_front(df, task).reset_index(drop=True)
+    rows = []
+    for _, r in df[df["plan"].str.startswith("searched")].sort_values("size").iterrows():
+        i = int((front["size"] <= r["size"]).sum()) - 1
+        if i < 0 or i + 1 >= len(front):
+            continue  # outside the uniform front's size range: nothing to compare at equal size
+        a, b = front.iloc[i], front.iloc[i + 1]
+        w = (r["size"] - a["size"]) / (b["size"] - a["size"])
+        acc = (1 - w) * a[task] + w * b[task]
+        se = ((1 - w) ** 2 * a[f"{task}_stderr"] ** 2 + w**2 * b[f"{task}_stderr"] ** 2) ** 0.5
+        rows.append({"plan": r["plan"], "size": r["size"], task: r[task], f"{task}_stderr": r[f"{task}_stderr"],
+                     "perplexity": r["perplexity"], "uniform_interpolated": acc, "uniform_stderr": se,
+                     "between": f"{a['plan']} .. {b['plan']}", "difference": r[task] - acc,
+                     "difference_stderr": (r[f"{task}_stderr"] ** 2 + se**2) ** 0.5})
+    return pd.DataFrame(rows)
+
+
 def plot(df: pd.DataFrame, task: str, path: Path) -> None:
     plt = pyplot()
 
@@ -122,6 +157,8 @@ def plot(df: pd.DataFrame, task: str, path: Path) -> None:
         sub = df[mask]
         axes[0].errorbar(sub["size"] / 2**20, sub[task], yerr=sub[f"{task}_stderr"], fmt=marker, label=label)
         axes[1].errorbar(sub["kl"], sub[task], yerr=sub[f"{task}_stderr"], fmt=marker, label=label)
+    front = uniform_front(df, task)
+    axes[0].plot(front["size"] / 2**20, front[task], "k--", lw=0.8, label="uniform accuracy front")
     for _, r in df.iterrows():
         axes[0].annotate(r["plan"].replace("searched ", ""), (r["size"] / 2**20, r[task]), fontsize=7)
     axes[0].set_xlabel("size (MiB)")
@@ -173,6 +210,9 @@ def main() -> None:
     corr = correlations(df, task)
     corr.to_csv(HERE / "correlation.csv", index=False)
     print(corr.to_string(index=False), flush=True)
+    eq = equal_size(df, task)
+    eq.to_csv(HERE / "equal_size.csv", index=False)
+    print(eq.to_string(index=False), flush=True)
     plot(df, task, HERE / "results.png")
 
     if selected is not None and cfg.get("final") and (args.fresh or not _final_done(f"searched #{selected}")):

@@ -486,6 +486,8 @@ class RayExecutor(BaseExecutor):
         mode = cfg.resolved_auth_mode()
         os.environ["RAY_AUTH_MODE"] = mode.value  # before ray.init: Ray reads it from the environment
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        # Ray gives a starting GCS 30 s to bind its port; a loaded 2-core machine can take longer
+        os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
         env_vars = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}
         env_vars.update(dict(self.runtime_env.get("env_vars", {})))
         # workers show no progress bars (model loading would print one per worker through Ray's log relay)

@@ -11,6 +11,8 @@ import os
 
 os.environ["RAY_AUTH_MODE"] = "disabled"  # before ray is imported: a private cluster on loopback
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+# Ray's start-up waits (GCS port 30 s, node registration 30 s) are too short on a loaded 2-core machine
+os.environ["RAY_gcs_server_port_wait_time_s"] = "180"
 
 import signal  # noqa: E402
 import subprocess  # noqa: E402
@@ -22,7 +24,7 @@ from pathlib import Path  # noqa: E402
 import optuna  # noqa: E402
 import pytest  # noqa: E402
 
-pytestmark = pytest.mark.cluster  # excluded from the default run; `pytest -m cluster`
+pytestmark = pytest.mark.cluster  # in the default run; `pytest -m cluster` runs these alone
 
 from squeezeray.search import RayConfig  # noqa: E402
 from squeezeray.search import RayExecutor  # noqa: E402
@@ -40,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
 NODE = {"num_cpus": 1, "object_store_memory": 200 * 2**20}
 N_TRIALS = 8
+STARTUP_S = 180  # how long a node may take to come up (a quiet machine: 2-5 s)
 # a node that stops answering is declared dead after ~2 s instead of ~30 s
 FAST_HEALTH_CHECKS = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
                       "health_check_timeout_ms": 500, "health_check_failure_threshold": 3}
@@ -49,12 +52,11 @@ FAST_HEALTH_CHECKS = {"health_check_initial_delay_ms": 0, "health_check_period_m
 def cluster():  # noqa: ANN201
     from ray.cluster_utils import Cluster
 
-    c = Cluster(initialize_head=True, head_node_args={
-        **NODE, "node_ip_address": HEAD_IP, "include_dashboard": False, "_system_config": FAST_HEALTH_CHECKS,
-    })
+    c = Cluster()
     try:
-        c.add_node(**NODE, node_ip_address=WORKER_IP)
-        c.wait_for_nodes()
+        _add_node(c, **NODE, node_ip_address=HEAD_IP, include_dashboard=False, _system_config=FAST_HEALTH_CHECKS)
+        _add_node(c, **NODE, node_ip_address=WORKER_IP)
+        c.wait_for_nodes(timeout=STARTUP_S)
         ray.init(address=c.address, logging_level="WARNING",
                  runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT)}})
         yield c
@@ -63,13 +65,20 @@ def cluster():  # noqa: ANN201
         c.shutdown()
 
 
+def _add_node(cluster, **args):  # noqa: ANN001, ANN003, ANN202
+    """``cluster.add_node`` with a start-up wait of STARTUP_S instead of Ray's 30 s."""
+    node = cluster.add_node(wait=False, **args)
+    cluster._wait_for_node(node, timeout=STARTUP_S)  # noqa: SLF001 - the waiting add_node does, with 30 s
+    return node
+
+
 @pytest.fixture
 def two_nodes(cluster):  # noqa: ANN001, ANN201
     """The cluster with its worker node (added again if an earlier test removed it)."""
     if not any(n.node_ip_address == WORKER_IP for n in cluster.worker_nodes):
-        cluster.add_node(**NODE, node_ip_address=WORKER_IP)
-        cluster.wait_for_nodes()
-    deadline = time.time() + 60
+        _add_node(cluster, **NODE, node_ip_address=WORKER_IP)
+        cluster.wait_for_nodes(timeout=STARTUP_S)
+    deadline = time.time() + STARTUP_S
     while time.time() < deadline:  # wait until both CPUs are free (actors of the last test released)
         if ray.available_resources().get("CPU", 0) >= 2:
             return cluster
@@ -158,7 +167,7 @@ def test_removing_a_node_mid_trial_loses_nothing(two_nodes, tiny, factory, local
     killed: list[str] = []
 
     def kill_when_busy() -> None:  # remove the worker node while it evaluates its second trial
-        deadline = time.time() + 120
+        deadline = time.time() + 300
         while time.time() < deadline:
             mine = sorted(markers.glob(f"{WORKER_IP}-*"), key=lambda p: p.stat().st_mtime)
             if len(mine) >= 2:
@@ -209,7 +218,7 @@ def test_driver_killed_mid_sweep_resumes_on_the_cluster(two_nodes, tiny, factory
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     url = f"sqlite:///{tmp_path / 's' / 'study.db'}"
-    deadline = time.time() + 150
+    deadline = time.time() + 300  # the subprocess starts a driver and two workers: slow under load
     completed, running = 0, 0
     while time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)

@@ -374,7 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default="runs", help="study database, layer cache and results (default runs/)")
     p.add_argument("--study-name", default=None)
     p.add_argument("--storage", default=None, help="RDB URL (default SQLite in the workdir; PostgreSQL works)")
-    p.add_argument("--resume", action="store_true", help="continue a study; trials in flight when it stopped are re-run")
+    r = p.add_mutually_exclusive_group()
+    r.add_argument("--resume", action="store_const", const="continue", dest="resume", default="new",
+                   help="continue a study; trials in flight when it stopped are re-run")
+    r.add_argument("--resume-if-exists", action="store_const", const="auto", dest="resume",
+                   help="continue the study if it exists, else start it (jobs a scheduler may restart)")
     p.add_argument("--save-plan", default=None, help="also write the selected plan here")
     p.add_argument("--no-progress", action="store_true")
     g = p.add_argument_group("cluster", "evaluate trials on Ray workers (needs the cluster extra and RAY_AUTH_MODE set)")

@@ -4,6 +4,7 @@ from squeezeray.search._api import search
 from squeezeray.search._api import select_from
 from squeezeray.search._cache import LayerCache
 from squeezeray.search._cache import layer_key
+from squeezeray.search._driver import Resume
 from squeezeray.search._driver import SamplerName
 from squeezeray.search._driver import SearchConfig
 from squeezeray.search._driver import SearchResult
@@ -36,6 +37,7 @@ __all__ = [
     "RayAuthMode",
     "RayConfig",
     "RayExecutor",
+    "Resume",
     "WorkerStats",
     "LayerCache",
     "RuleOutcome",

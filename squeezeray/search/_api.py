@@ -55,7 +55,7 @@ def search(
     workdir: str | Path = "runs",
     study_name: str | None = None,
     storage: str | None = None,
-    resume: bool = False,
+    resume: bool | str = False,
     allow: Sequence[str] = (),
     bench: Workbench | None = None,
     progress: bool = True,
@@ -80,7 +80,8 @@ def search(
         data: Calibration / evaluation sizes.
         workdir: Folder for the study database, layer cache and reports.
         study_name, storage: Study name and RDB URL (default SQLite in ``workdir``).
-        resume: Continue an existing study (trials in flight when it stopped are re-run).
+        resume: Continue an existing study (trials in flight when it stopped are re-run); "auto":
+            continue it if it exists, else start it.
         allow: Expert rules to lift by name.
         bench: An already loaded workbench (skips loading ``model``).
         progress: Show a progress bar.

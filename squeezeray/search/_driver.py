@@ -61,6 +61,25 @@ from squeezeray.workbench import Workbench
 INFEASIBLE_KL = 100.0  # nats/token told for a configuration that cannot exist
 
 
+class Resume(str, enum.Enum):
+    """What ``run_search`` does with a study of the same name in the storage."""
+
+    NEW = "new"  # start it; refuse if it exists
+    CONTINUE = "continue"  # continue it; refuse if it does not exist
+    AUTO = "auto"  # continue it if it exists, else start it (a job that a scheduler may restart)
+
+    @classmethod
+    def of(cls, value: bool | str | Resume) -> Resume:
+        if isinstance(value, bool):
+            return cls.CONTINUE if value else cls.NEW
+        try:
+            return cls(value)
+        except ValueError:
+            raise SqueezerayError(
+                f"resume={value!r}: expected True/False or one of {', '.join(m.value for m in cls)}"
+            ) from None
+
+
 class SamplerName(str, enum.Enum):
     NSGA2 = "nsga2"
     TPE = "tpe"
@@ -269,7 +288,7 @@ def run_search(
     config: SearchConfig,
     *,
     bench: Workbench | None = None,
-    resume: bool = False,
+    resume: bool | str | Resume = False,
     progress: bool = True,
     evaluate: EvaluateFn | None = None,
     executor: BaseExecutor | None = None,
@@ -280,7 +299,8 @@ def run_search(
         config: The search settings.
         bench: A workbench already holding the model (tests, notebooks); loaded from
             ``config.model`` otherwise.
-        resume: Continue the existing study of this name (required if it exists).
+        resume: True (or ``Resume.CONTINUE``): continue the existing study of this name;
+            False (``Resume.NEW``): start it, refused if it exists; ``Resume.AUTO``: either.
         progress: Show the progress bar.
         evaluate: Replaces the trial evaluation (plan -> measurements), run in-process;
             used by tests that inject failures.
@@ -306,12 +326,13 @@ def run_search(
     url = config.storage_url(bench.loaded.source.ref)
     storage = optuna.storages.RDBStorage(url)
     existing = study_name in {s.study_name for s in optuna.get_all_study_summaries(storage)}
-    if existing and not resume:
+    mode = Resume.of(resume)
+    if existing and mode is Resume.NEW:
         raise SqueezerayError(
             f"study {study_name!r} already exists in {url}; pass --resume to continue it "
             "or --study-name for a new one"
         )
-    if resume and not existing:
+    if mode is Resume.CONTINUE and not existing:
         raise SqueezerayError(f"--resume: no study {study_name!r} in {url}")
     study = optuna.create_study(
         study_name=study_name, storage=storage, load_if_exists=True,

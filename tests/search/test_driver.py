@@ -14,6 +14,7 @@ import pytest
 
 from squeezeray._errors import PlanError
 from squeezeray._errors import SqueezerayError
+from squeezeray.search import Resume
 from squeezeray.search import SearchConfig
 from squeezeray.search import TrialOutcome
 from squeezeray.search import run_search
@@ -105,6 +106,17 @@ def test_existing_study_needs_resume(tiny, tmp_path) -> None:  # noqa: ANN001
         run_search(_cfg(tmp_path, n_trials=3, study_name="s"), bench=tiny, progress=False)
     with pytest.raises(SqueezerayError, match="no study 'other'"):
         run_search(_cfg(tmp_path, n_trials=3, study_name="other"), bench=tiny, progress=False, resume=True)
+
+
+def test_resume_auto_starts_a_new_study_then_continues_it(tiny, tmp_path) -> None:  # noqa: ANN001
+    first = run_search(_cfg(tmp_path, n_trials=3, study_name="s"), bench=tiny, progress=False, resume="auto")
+    done = {t.number: t.values for t in first.study.trials}
+    assert len(done) == 3
+    again = run_search(_cfg(tmp_path, n_trials=5, study_name="s"), bench=tiny, progress=False, resume=Resume.AUTO)
+    trials = again.study.trials
+    assert len(trials) == 5 and {n: trials[n].values for n in done} == done
+    with pytest.raises(SqueezerayError, match="resume='maybe'"):
+        run_search(_cfg(tmp_path, n_trials=3, study_name="t"), bench=tiny, progress=False, resume="maybe")
 
 
 def test_resume_after_kill_runs_every_trial_once(tiny, tokenizer_dir, tmp_path) -> None:  # noqa: ANN001

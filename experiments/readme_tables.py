@@ -8,8 +8,9 @@ out = []
 w = out.append
 w("## Experiments on the embedded model\n")
 w("Every figure below was measured by the project on this development machine: a 2-vCPU VM (Intel Xeon @ 2.80 GHz,")
-w("torch 2.13 CPU build, 2 torch threads), 2026-11-24, **while two or three other jobs shared the same two cores**")
-w("(load average 4–6): wall times are inflated 2–4× and are given only as what we saw. Model: SmolLM2-135M-Instruct")
+w("torch 2.13 CPU build, 2 torch threads), 2026-11-24, mostly **while two or three other jobs shared the same two cores**")
+w("(load average 4–6; rows measured on a quiet machine say so): wall times are inflated 2–4× and are given only as")
+w("what we saw. Model: SmolLM2-135M-Instruct")
 w("(all 210 linear layers of the 30 blocks; the tied embeddings / `lm_head` stay in fp16). Perplexity: the first")
 w("4,096 tokens of held-out BoolQ passages in 512-token windows; KL: the search-stage proxy, KL(original ‖")
 w("candidate) per token on 4 calibration sequences of 256 tokens; calibration: 32×256 tokens; sizes exact (every")
@@ -97,10 +98,13 @@ if o.is_file():
         w(f"Not measured yet (2-core time ran out): {', '.join(missing)}; "
           "`experiments/ordering/run.py --append` adds the missing rows.\n")
     if "kd_steps" in od.columns and od["kd_steps"].notna().any():
-        k = od[od["kd_steps"].notna()].iloc[0]
-        w(f"Distillation ({int(k['kd_steps'])} steps, {int(k['kd_tokens'])} tokens, {k['kd_seconds']:.0f} s under load): KL at T=2 on the")
-        w(f"training batches {k['kd_first_kl']:.3f} → {k['kd_last_kl']:.3f}, cross-entropy {k['kd_first_ce']:.2f} → {k['kd_last_ce']:.2f}. The KL proxy")
-        w("windows are calibration text the distillation trained on, so for `kd` rows read the held-out perplexity.\n")
+        for _, k in od[od["kd_steps"].notna()].iterrows():
+            w(f"Distillation in `{k['plan']}`: {int(k['kd_steps'])} steps on {int(k['kd_tokens'])} tokens, {k['kd_seconds']:.0f} s;")
+            w(f"KL at T=2 on the training batches {k['kd_first_kl']:.3f} → {k['kd_last_kl']:.3f}, cross-entropy "
+              f"{k['kd_first_ce']:.2f} → {k['kd_last_ce']:.2f}.")
+        w("The KL proxy windows are calibration text the distillation trained on, so for `kd` rows read the held-out")
+        w("perplexity. Time is the whole compression, GPTQ and distillation included; the wanda+kd+gptq row ran on a")
+        w("quiet machine, the others under load average 4-6 (which also explains most of the spread).\n")
     if (E / "ordering/results.png").is_file():
         w("![ordering at equal size](experiments/ordering/results.png)\n")
 

@@ -6,12 +6,12 @@
    from experiments/baselines/results.csv, measured the same way (the script checks the task matches).
 2. Spearman and Kendall rank correlations between each proxy and task accuracy across the plans, with
    p-values.
-3. The plan the search selected (on proxies only) and the original re-scored on another seeded subset of
-   the task (``final`` in the config; ``limit: null`` scores every item): what the proxies promised vs
-   what the plan delivers on the task.
+3. The plan the search selected (on proxies only), the uniform plans named in ``final_reference`` and
+   the original re-scored on each ``finals`` entry: another seeded subset of the task, or every item
+   (``limit: null``): what the proxies promised vs what the plan delivers on the task.
 
-Searched plans already scored in results.csv (same plan name, same screening task) are reused, and the
-final re-score is skipped when selected.csv already holds the selected plan; ``--fresh`` re-measures all.
+Searched plans already scored in results.csv (same plan name, same screening task) are reused, and so
+are selected.csv rows (same plan, same final task); ``--fresh`` re-measures all.
 
 Usage: python experiments/heldout_check/run.py [--config experiments/heldout_check/config.yaml] [--fresh]
 Writes results.csv, correlation.csv, equal_size.csv, selected.csv and results.png beside this file.
@@ -102,11 +102,6 @@ def previous_rows(task: str) -> dict[str, dict]:
     return {r["plan"]: {k: r[k] for k in keep if k in r} for r in df.to_dict("records")}
 
 
-def _final_done(plan_name: str) -> bool:
-    path = HERE / "selected.csv"
-    return path.is_file() and plan_name in set(pd.read_csv(path)["plan"])
-
-
 def correlations(df: pd.DataFrame, task: str) -> pd.DataFrame:
     rows = []
     # lower KL / perplexity should mean higher accuracy: a good proxy has a strongly negative correlation
@@ -179,7 +174,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg = yaml.safe_load(Path(args.config).read_text())
     plans, selected = searched_plans(cfg)
-    if not plans and not cfg.get("final"):  # correlation over the baselines' rows only: no model needed
+    if not plans and not cfg.get("finals"):  # correlation over the baselines' rows only: no model needed
         task = cfg["screen"]["task"]
         df = uniform_rows(cfg, task)
         df.to_csv(HERE / "results.csv", index=False)
@@ -215,22 +210,40 @@ def main() -> None:
     print(eq.to_string(index=False), flush=True)
     plot(df, task, HERE / "results.png")
 
-    if selected is not None and cfg.get("final") and (args.fresh or not _final_done(f"searched #{selected}")):
-        final = task_objectives(bench, [cfg["final"]])
-        plan = next(p for p in plans if p.name == f"searched #{selected}")
-        row = compress_and_measure(bench, layer_fn, plan, ["size", "kl", "perplexity"], final)
-        screened = df[df["plan"] == plan.name].iloc[0]
-        out = {
-            "plan": plan.name, "size_mib": row["size"] / 2**20, "kl": row["kl"], "perplexity": row["perplexity"],
-            "screen_task": f"{task} {cfg['screen']['limit']} items seed {cfg['screen']['seed']}",
-            "screen_acc": screened[task], "screen_delta": screened[f"{task}_delta"],
-            "final_task": f"{final[0].spec.name} {cfg['final']['limit']} items seed {cfg['final']['seed']}",
-            "final_acc": row[final[0].spec.name], "final_stderr": row[f"{final[0].spec.name}_stderr"],
-            "final_delta": row[f"{final[0].spec.name}_delta"],
-            "final_delta_stderr": row[f"{final[0].spec.name}_delta_stderr"], "machine": host,
-        }
-        pd.DataFrame([out]).to_csv(HERE / "selected.csv", index=False)
-        print(out, flush=True)
+    if selected is not None and cfg.get("finals"):
+        final_rows(cfg, bench, layer_fn, df, plans, selected, task, host, args.fresh)
+
+
+def final_rows(cfg: dict, bench, layer_fn, df: pd.DataFrame, plans: list[CompressionPlan], selected: int,  # noqa: ANN001
+               task: str, host: str, fresh: bool) -> None:
+    """The selected plan and the reference uniform plans on every final task spec (selected.csv)."""
+    path = HERE / "selected.csv"
+    old = pd.read_csv(path) if path.is_file() and not fresh else pd.DataFrame(columns=["plan", "final_task"])
+    rows = old.to_dict("records")
+    candidates = [next(p for p in plans if p.name == f"searched #{selected}")]
+    candidates += [CompressionPlan.uniform(preset, bench.layers) for preset in cfg.get("final_reference", [])]
+    for spec in cfg["finals"]:
+        final = task_objectives(bench, [spec])  # one objective per spec: the original is scored once for it
+        name = final[0].spec.name
+        label = f"{name} {'all' if spec.get('limit') is None else spec['limit']} items" + (
+            f" seed {spec['seed']}" if spec.get("limit") is not None else "")
+        for plan in candidates:
+            if any(r["plan"] == plan.name and r["final_task"] == label for r in rows):
+                print(f"{plan.name} on {label}: reused from selected.csv", flush=True)
+                continue
+            row = compress_and_measure(bench, layer_fn, plan, ["size", "kl", "perplexity"], final)
+            screened = df[df["plan"] == plan.name].iloc[0]
+            out = {
+                "plan": plan.name, "size_mib": row["size"] / 2**20, "kl": row["kl"], "perplexity": row["perplexity"],
+                "screen_task": f"{task} {cfg['screen']['limit']} items seed {cfg['screen']['seed']}",
+                "screen_acc": screened[task], "screen_delta": screened[f"{task}_delta"],
+                "final_task": label, "final_acc": row[name], "final_stderr": row[f"{name}_stderr"],
+                "final_delta": row[f"{name}_delta"], "final_delta_stderr": row[f"{name}_delta_stderr"],
+                "original_acc": row[name] - row[f"{name}_delta"], "machine": host,
+            }
+            rows.append(out)
+            pd.DataFrame(rows).to_csv(path, index=False)
+            print(out, flush=True)
 
 
 if __name__ == "__main__":

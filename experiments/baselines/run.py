@@ -1,6 +1,7 @@
 """Baselines: size, perplexity, KL and task accuracy of uniform plans on the embedded model.
 
 Usage: python experiments/baselines/run.py [--config experiments/baselines/config.yaml] [--only rtn-w8,...]
+       python experiments/baselines/run.py --add-tasks   # keep results.csv, score only tasks it lacks
 Writes results.csv beside this file (one row per plan, rewritten as each finishes), plots size vs
 perplexity and size vs accuracy to results.png, and prints a markdown table for the README.
 Task accuracy is lm-eval on a seeded subset of each task (``tasks:`` in the config), with its
@@ -23,6 +24,8 @@ from _common import machine  # noqa: E402
 from _common import pyplot  # noqa: E402
 from _common import measure  # noqa: E402
 from _common import task_objectives  # noqa: E402
+
+from squeezeray.spaces import CompressionPlan  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -55,11 +58,32 @@ def _plot(df: pd.DataFrame, tasks: list[str], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _add_tasks(bench, layer_fn, tasks: list, plans: list[str], out: str) -> tuple[list[dict], str]:  # noqa: ANN001
+    """The rows of ``out`` with the tasks they lack scored (plans compressed again through the layer cache)."""
+    old = pd.read_csv(out)
+    where = str(old["eval"].iloc[0])
+    keep = [c for c in old.columns if c not in ("size_mib", "size_ratio", "machine", "eval")]
+    rows = [{k: r[k] for k in keep} for r in old.to_dict("records")]
+    for row in rows:
+        is_original = row["plan"].startswith("original")
+        missing = [t for t in tasks if pd.isna(row.get(t.spec.name))]
+        if not missing or (not is_original and row["plan"] not in plans):
+            continue
+        candidate = bench.original if is_original else bench.compress(
+            CompressionPlan.uniform(row["plan"], bench.layers), layer_fn=layer_fn)[0]
+        row.update(measure(bench, candidate, [], missing))
+        print({k: row[k] for k in row if any(k.startswith(t.spec.name) for t in missing) or k == "plan"}, flush=True)
+        _table(rows, out, machine(), where)
+    return rows, where
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", default=str(HERE / "config.yaml"))
     parser.add_argument("--out", default=str(HERE / "results.csv"))
     parser.add_argument("--only", default=None, help="comma-separated subset of the config's plans")
+    parser.add_argument("--add-tasks", action="store_true",
+                        help="keep the rows of --out and score only the config's tasks they lack")
     args = parser.parse_args()
     cfg = yaml.safe_load(Path(args.config).read_text())
     plans = cfg["plans"] if not args.only else args.only.split(",")
@@ -67,15 +91,18 @@ def main() -> None:
     tasks = task_objectives(bench, cfg.get("tasks") or [])
     objectives = ["size", "perplexity", "kl"]
     host = machine()
-    base = bench.evaluate(bench.original, objectives)  # once: its values and where perplexity was measured
-    where = base["perplexity"].where
-    rows = [{"plan": "original (fp16 storage)", **{k: m.value for k, m in base.items()},
-             **measure(bench, bench.original, [], tasks), "compress_s": 0.0}]
-    print(rows[-1], flush=True)
-    for preset in plans:
-        rows.append(compress_and_measure(bench, layer_fn, preset, objectives, tasks))
+    if args.add_tasks:
+        rows, where = _add_tasks(bench, layer_fn, tasks, plans, args.out)
+    else:
+        base = bench.evaluate(bench.original, objectives)  # once: its values and where perplexity was measured
+        where = base["perplexity"].where
+        rows = [{"plan": "original (fp16 storage)", **{k: m.value for k, m in base.items()},
+                 **measure(bench, bench.original, [], tasks), "compress_s": 0.0}]
         print(rows[-1], flush=True)
-        _table(rows, args.out, host, where)  # keep what is done if the run is stopped
+        for preset in plans:
+            rows.append(compress_and_measure(bench, layer_fn, preset, objectives, tasks))
+            print(rows[-1], flush=True)
+            _table(rows, args.out, host, where)  # keep what is done if the run is stopped
     df = _table(rows, args.out, host, where)
     names = [t.spec.name for t in tasks]
     _plot(df, names, Path(args.out).with_suffix(".png"))

@@ -38,7 +38,8 @@ if "hellaswag" in btasks:
     w("HellaSwag: the same 100-item seeded subset for every plan, 0-shot `acc_norm`; it was added to the table later")
     w("(`run.py --add-tasks`, quiet machine), from the same cached layers. On this model it separates plans poorly:")
     w("the original scores 0.38 where chance is 0.25, so even rtn-w3g128 (perplexity 314) loses only 0.03 ± 0.05;")
-    w("only the 2:4 and 50% sparse plans fall clearly. ARC-Easy and perplexity are the sharper signals here.\n")
+    w("only wanda-2:4, sparsegpt-2:4 and sparsegpt-s50 fall by two standard errors or more. ARC-Easy and perplexity")
+    w("are the sharper signals here.\n")
 w("![size vs perplexity, ARC-Easy and HellaSwag of uniform plans](experiments/baselines/results.png)\n")
 
 # ---------------------------------------------------------------- search vs uniform

@@ -12,6 +12,7 @@ from squeezeray.spaces._space import Order
 from squeezeray.spaces._space import SearchSpace
 from squeezeray.spaces._space import Tie
 from squeezeray.spaces._space import Unit
+from squeezeray.spaces._space import block_count
 from squeezeray.spaces._space import load_space
 from squeezeray.spaces._space import preset_space
 
@@ -25,6 +26,7 @@ __all__ = [
     "SearchSpace",
     "Tie",
     "Unit",
+    "block_count",
     "load_space",
     "parse_preset",
     "parse_step",

@@ -97,6 +97,9 @@ class GroupSpec:
         orders: Allowed orders when both a prune and a quantize step are chosen.
         lowrank: Residual SVD step labels or ``none``.
         tie: How layers share a choice.
+        blocks: Restrict the group to these transformer blocks (0 = first, -1 = last; resolved against
+            the model's block count, so one space fits models of any depth). Empty: any layer the
+            patterns match, in a block or not.
     """
 
     name: str
@@ -106,6 +109,7 @@ class GroupSpec:
     orders: tuple[Order, ...] = (Order.PRUNE_FIRST,)
     lowrank: tuple[str, ...] = (NONE,)
     tie: Tie = Tie.LAYER
+    blocks: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name):
@@ -127,9 +131,25 @@ class GroupSpec:
             raise SqueezerayError(f"space group {self.name!r}: orders needs at least one value")
         object.__setattr__(self, "orders", orders)
         object.__setattr__(self, "tie", tie)
+        blocks = (self.blocks,) if isinstance(self.blocks, int) else tuple(self.blocks or ())
+        for b in blocks:
+            if isinstance(b, bool) or not isinstance(b, int):
+                raise SqueezerayError(
+                    f"space group {self.name!r}: blocks={list(blocks)!r}: block indices must be integers (-1 = last)"
+                )
+        object.__setattr__(self, "blocks", blocks)
 
-    def matches(self, layer: str) -> bool:
-        return any(fnmatch.fnmatchcase(layer, p) for p in self.match)
+    def matches(self, layer: str, n_blocks: int | None = None) -> bool:
+        """Whether ``layer`` is this group's; ``n_blocks`` (the model's block count) resolves ``blocks``."""
+        if not any(fnmatch.fnmatchcase(layer, p) for p in self.match):
+            return False
+        if not self.blocks:
+            return True
+        if n_blocks is None:
+            raise SqueezerayError(f"space group {self.name!r} selects blocks {list(self.blocks)}: the model's block "
+                                  "count is needed to match it")
+        block = _block_of(layer)
+        return block is not None and int(block) in {b % n_blocks for b in self.blocks if -n_blocks <= b < n_blocks}
 
     def params(self) -> dict[str, tuple[str, ...]]:
         """Parameter suffix -> choices, for the parameters this group samples (more than one value)."""
@@ -156,7 +176,7 @@ class GroupSpec:
         return {
             "name": self.name, "match": list(self.match), "quantize": list(self.quantize), "prune": list(self.prune),
             "orders": [o.value for o in self.orders], "lowrank": list(self.lowrank), "tie": self.tie.value,
-        }
+        } | ({"blocks": list(self.blocks)} if self.blocks else {})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +192,12 @@ class Unit:
     key: str
     group: GroupSpec
     layers: tuple[str, ...]
+
+
+def block_count(layer_names: Iterable[str]) -> int:
+    """How many transformer blocks the layer names span (highest block index + 1; 0 without blocks)."""
+    indices = [int(b) for b in map(_block_of, layer_names) if b is not None]
+    return max(indices) + 1 if indices else 0
 
 
 def _block_of(layer: str) -> str | None:
@@ -201,14 +227,17 @@ class SearchSpace:
             raise SqueezerayError(f"space {self.name!r}: group names must be unique, got {names}")
 
     # ------------------------------------------------------------- structure
-    def group_of(self, layer: str) -> GroupSpec | None:
-        return next((g for g in self.groups if g.matches(layer)), None)
+    def group_of(self, layer: str, n_blocks: int | None = None) -> GroupSpec | None:
+        """The first group that matches ``layer`` (``n_blocks``: see :func:`block_count`)."""
+        return next((g for g in self.groups if g.matches(layer, n_blocks)), None)
 
     def units(self, layer_names: Iterable[str]) -> list[Unit]:
         """The sampling units of a model's layers, in first-seen order."""
+        layer_names = list(layer_names)
+        n_blocks = block_count(layer_names)
         buckets: dict[str, tuple[GroupSpec, list[str]]] = {}
         for layer in layer_names:
-            group = self.group_of(layer)
+            group = self.group_of(layer, n_blocks)
             if group is None:
                 continue
             block = _block_of(layer)
@@ -368,9 +397,22 @@ def _four_groups(**choices: Any) -> tuple[GroupSpec, ...]:
                    quantize=("rtn-w8", NONE)),)
 
 
+def _by_role() -> tuple[GroupSpec, ...]:
+    """Six tied groups: the first two blocks, the last two, then q/k/v, o, gate/up and down elsewhere."""
+    options = {"quantize": ("rtn-w8", "gptq-w4g128", "gptq-w3g128"), "tie": Tie.ALL}
+    return (
+        GroupSpec("first_blocks", ("*",), blocks=(0, 1), **options),
+        GroupSpec("last_blocks", ("*",), blocks=(-2, -1), **options),
+        *(GroupSpec(name, match, **options) for name, match in (
+            ("attn_qkv", ATTN_QKV), ("attn_o", ATTN_O), ("mlp_gate_up", MLP_GATE_UP), ("mlp_down", MLP_DOWN))),
+    )
+
+
 def preset_space(name: str) -> SearchSpace:
-    """Built-in spaces: ``weights-int``, ``prune+quant``, ``full``."""
-    if name == "weights-int":
+    """Built-in spaces: ``weights-int``, ``by-role``, ``prune+quant``, ``full``."""
+    if name == "by-role":
+        groups = _by_role()
+    elif name == "weights-int":
         groups = _four_groups(quantize=("rtn-w8", "gptq-w4g128", "gptq-w3g128"))
     elif name == "prune+quant":
         groups = _four_groups(
@@ -395,7 +437,7 @@ def preset_space(name: str) -> SearchSpace:
     return SearchSpace(name, groups)
 
 
-PRESET_SPACES = ("weights-int", "prune+quant", "full")
+PRESET_SPACES = ("weights-int", "by-role", "prune+quant", "full")
 
 
 def load_space(ref: str | SearchSpace) -> SearchSpace:

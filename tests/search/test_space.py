@@ -20,7 +20,7 @@ LAYERS = [
 ]
 
 
-@pytest.mark.parametrize("name", ["weights-int", "prune+quant", "full"])
+@pytest.mark.parametrize("name", ["weights-int", "by-role", "prune+quant", "full"])
 def test_plan_to_params_to_plan_round_trip(name: str) -> None:
     space = preset_space(name)
     rng = random.Random(0)
@@ -53,6 +53,54 @@ def test_block_and_all_ties() -> None:
     assert sorted(space.distributions(LAYERS)) == [
         "attn@0/quant", "attn@1/quant", "attn@2/quant", "mlp/quant"]
     assert space.size(LAYERS) == 16
+
+
+def _llama_layers(n_blocks: int) -> list[str]:
+    leaves = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+              "mlp.up_proj", "mlp.down_proj")
+    return [f"model.layers.{b}.{leaf}" for b in range(n_blocks) for leaf in leaves] + ["lm_head"]
+
+
+def test_by_role_preset_equals_the_benchmarked_by_type_space_on_smollm2() -> None:
+    """The built-in preset gives the 30-block model the same units as experiments/search_vs_uniform/by-type.yaml."""
+    from pathlib import Path
+
+    layers = _llama_layers(30)
+    yaml_space = SearchSpace.from_yaml(Path(__file__).parents[2] / "experiments/search_vs_uniform/by-type.yaml")
+    ours = {u.key: u.layers for u in preset_space("by-role").units(layers)}
+    theirs = {u.key: u.layers for u in yaml_space.units(layers)}
+    assert ours == theirs
+    assert ours["first_blocks"] == tuple(layers[:14]) and ours["last_blocks"] == tuple(layers[28 * 7 : 30 * 7])
+    assert not any("lm_head" in ls for ls in ours.values())  # tied to the embeddings: left alone
+
+
+def test_blocks_resolve_against_the_model_depth() -> None:
+    space = preset_space("by-role")
+    for n_blocks in (4, 12):
+        units = {u.key: u.layers for u in space.units(_llama_layers(n_blocks))}
+        assert {int(n.split(".")[2]) for n in units["last_blocks"]} == {n_blocks - 2, n_blocks - 1}
+        assert {int(n.split(".")[2]) for n in units["first_blocks"]} == {0, 1}
+        assert all(2 <= int(n.split(".")[2]) < n_blocks - 2 for n in units.get("attn_qkv", ()))
+    # three blocks: block 1 is both "second" and "second to last"; the first group listed takes it
+    units = {u.key: u.layers for u in space.units(_llama_layers(3))}
+    assert {int(n.split(".")[2]) for n in units["first_blocks"]} == {0, 1}
+    assert {int(n.split(".")[2]) for n in units["last_blocks"]} == {2}
+    assert "attn_qkv" not in units
+
+
+def test_blocks_in_yaml_round_trip_and_bad_values_are_named(tmp_path) -> None:  # noqa: ANN001
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\ngroups:\n  - {name: ends, match: ['*'], blocks: [0, -1], quantize: [rtn-w8, rtn-w4g64]}\n")
+    space = SearchSpace.from_yaml(path)
+    assert space.groups[0].blocks == (0, -1)
+    assert SearchSpace.from_dict(space.to_dict()) == space
+    assert "blocks" not in preset_space("weights-int").to_dict()["groups"][0]  # unchanged layout without blocks
+    units = {u.key: u.layers for u in space.units(_llama_layers(5))}
+    assert {int(n.split(".")[2]) for u in units.values() for n in u} == {0, 4}
+    with pytest.raises(SqueezerayError, match=r"blocks=\['last'\]"):
+        GroupSpec("g", ("*",), blocks=("last",))
+    with pytest.raises(SqueezerayError, match="block count is needed"):
+        space.group_of("model.layers.0.mlp.up_proj")
 
 
 def test_params_for_rejects_plans_outside_the_space() -> None:

@@ -54,7 +54,6 @@ from squeezeray.search._result import TrialResult
 from squeezeray.spaces import NONE
 from squeezeray.spaces import CompressionPlan
 from squeezeray.spaces import SearchSpace
-from squeezeray.spaces import block_count
 from squeezeray.spaces import load_space
 from squeezeray.workbench import DataConfig
 from squeezeray.workbench import Workbench
@@ -435,9 +434,9 @@ def _baseline_params(space: SearchSpace, layer_names: Sequence[str], config: Sea
     if config.baselines is None:
         return default_baselines(space, layer_names)
     out = []
+    covered = list(space.assign(layer_names))
     for preset in config.baselines:
-        n_blocks = block_count(layer_names)
-        plan = CompressionPlan.uniform(preset, [n for n in layer_names if space.group_of(n, n_blocks) is not None])
+        plan = CompressionPlan.uniform(preset, covered)
         try:
             out.append(space.params_for(plan, layer_names))
         except SqueezerayError as err:

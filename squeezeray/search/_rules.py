@@ -73,7 +73,6 @@ from squeezeray.spaces._plan import parse_step
 from squeezeray.spaces._space import NONE
 from squeezeray.spaces._space import GroupSpec
 from squeezeray.spaces._space import SearchSpace
-from squeezeray.spaces._space import block_count
 from squeezeray.techniques import FP8Config
 from squeezeray.techniques import IntQuantConfig
 from squeezeray.techniques import NF4Config
@@ -583,12 +582,8 @@ class RuleOutcome:
 
 def _owned_layers(space: SearchSpace, layer_names: Iterable[str] | None) -> dict[str, list[str]]:
     owned: dict[str, list[str]] = {g.name: [] for g in space.groups}
-    layer_names = list(layer_names or ())
-    n_blocks = block_count(layer_names)
-    for layer in layer_names:
-        group = space.group_of(layer, n_blocks)
-        if group is not None:
-            owned[group.name].append(layer)
+    for layer, group in space.assign(layer_names or ()).items():
+        owned[group.name].append(layer)
     return owned
 
 

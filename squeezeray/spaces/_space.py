@@ -231,15 +231,18 @@ class SearchSpace:
         """The first group that matches ``layer`` (``n_blocks``: see :func:`block_count`)."""
         return next((g for g in self.groups if g.matches(layer, n_blocks)), None)
 
-    def units(self, layer_names: Iterable[str]) -> list[Unit]:
-        """The sampling units of a model's layers, in first-seen order."""
+    def assign(self, layer_names: Iterable[str]) -> dict[str, GroupSpec]:
+        """Each of a model's layers that a group claims -> that group, in layer order (block indices
+        resolved against the model's depth)."""
         layer_names = list(layer_names)
         n_blocks = block_count(layer_names)
+        groups = ((layer, self.group_of(layer, n_blocks)) for layer in layer_names)
+        return {layer: group for layer, group in groups if group is not None}
+
+    def units(self, layer_names: Iterable[str]) -> list[Unit]:
+        """The sampling units of a model's layers, in first-seen order."""
         buckets: dict[str, tuple[GroupSpec, list[str]]] = {}
-        for layer in layer_names:
-            group = self.group_of(layer, n_blocks)
-            if group is None:
-                continue
+        for layer, group in self.assign(layer_names).items():
             block = _block_of(layer)
             if group.tie is Tie.ALL:
                 key = group.name
@@ -388,13 +391,16 @@ MLP_DOWN = ("*.mlp.down_proj",)
 HEAD = ("lm_head",)
 
 
+ROLES = (("attn_qkv", ATTN_QKV), ("attn_o", ATTN_O), ("mlp_gate_up", MLP_GATE_UP), ("mlp_down", MLP_DOWN))
+
+
+def _role_groups(**choices: Any) -> tuple[GroupSpec, ...]:
+    return tuple(GroupSpec(name, match, **choices) for name, match in ROLES)
+
+
 def _four_groups(**choices: Any) -> tuple[GroupSpec, ...]:
-    return tuple(
-        GroupSpec(name, match, **choices)
-        for name, match in (("attn_qkv", ATTN_QKV), ("attn_o", ATTN_O), ("mlp_gate_up", MLP_GATE_UP),
-                            ("mlp_down", MLP_DOWN))
-    ) + (GroupSpec("other", ("*",), **{k: v for k, v in choices.items() if k == "tie"},
-                   quantize=("rtn-w8", NONE)),)
+    return _role_groups(**choices) + (GroupSpec("other", ("*",), **{k: v for k, v in choices.items() if k == "tie"},
+                                                quantize=("rtn-w8", NONE)),)
 
 
 def _by_role() -> tuple[GroupSpec, ...]:
@@ -403,8 +409,7 @@ def _by_role() -> tuple[GroupSpec, ...]:
     return (
         GroupSpec("first_blocks", ("*",), blocks=(0, 1), **options),
         GroupSpec("last_blocks", ("*",), blocks=(-2, -1), **options),
-        *(GroupSpec(name, match, **options) for name, match in (
-            ("attn_qkv", ATTN_QKV), ("attn_o", ATTN_O), ("mlp_gate_up", MLP_GATE_UP), ("mlp_down", MLP_DOWN))),
+        *_role_groups(**options),
     )
 
 

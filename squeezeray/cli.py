@@ -144,6 +144,13 @@ def _ray_executor(args: argparse.Namespace):  # noqa: ANN202
     return RayExecutor(config)
 
 
+def _evo_config(args: argparse.Namespace):  # noqa: ANN202
+    from squeezeray.search import EvoConfig
+
+    band = {k: v for k, v in (("bits_min", args.bits_min), ("bits_max", args.bits_max)) if v is not None}
+    return EvoConfig(**band)
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -171,6 +178,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         max_size_bytes=constraints.get("max_size_bytes"), rerank=args.rerank, data=_data_config(args),
         workdir=Path(args.workdir), study_name=args.study_name, storage=args.storage,
         allow=tuple(a.strip() for a in (args.allow or "").split(",") if a.strip()),
+        evo=_evo_config(args),
     )
     weights = _weights(args.weights)
     executor = _ray_executor(args)  # before the model loads: bad cluster flags fail fast
@@ -184,6 +192,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     front = result.front.sort_values("size")
     front.to_csv(folder / "front.csv", index=False)
     result.trials.to_csv(folder / "trials.csv", index=False)
+    if result.sensitivity is not None:
+        result.sensitivity.to_csv(folder / "sensitivity.csv", index=False)
+        result.solver_front.to_csv(folder / "solver_front.csv", index=False)
     plan = result.plan()
     plan.save(folder / "selected_plan.json")
     if args.save_plan:
@@ -358,12 +369,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.set_defaults(fn=cmd_compress)
     p = sub.add_parser("search", help="search per-layer plans (Optuna, multi-objective) and select one")
-    p.add_argument("--space", default="weights-int", help="weights-int (default), by-role, prune+quant, full, or a YAML file")
+    p.add_argument("--space", default="weights-int", help="weights-int (default), per-layer, per-layer-full, by-role, prune+quant, full, or a YAML file")
     p.add_argument("--hardware", default="host", help="hardware profile name or YAML file (default host)")
     p.add_argument("--objectives", default="size,kl", help="search-stage objectives (default size,kl)")
     p.add_argument("--final-objectives", default="size,perplexity,kl,latency", help="re-measured on the front")
     p.add_argument("--trials", type=int, default=40, help="trials to finish, baselines included (default 40)")
-    p.add_argument("--sampler", default="nsga2", help="nsga2 (default), tpe, random, gp")
+    p.add_argument("--sampler", default="nsga2",
+                   help="nsga2 (default), tpe, random, gp, or evo: every unit's options measured alone, knapsack "
+                        "plans across the budget band, then evolutionary refinement (use with --space per-layer)")
+    p.add_argument("--bits-min", type=float, default=None, help="evo: lowest average bits per weight searched (2.5)")
+    p.add_argument("--bits-max", type=float, default=None, help="evo: highest average bits per weight searched (5.0)")
     p.add_argument("--rerank", type=int, default=6, help="trials re-measured on the final objectives (default 6)")
     p.add_argument("--max-accuracy-drop", type=float, default=None, help="e.g. 0.1: perplexity at most 10%% worse")
     p.add_argument("--max-latency-ms", type=float, default=None)

@@ -7,11 +7,13 @@ it) and the original model's reference results are cached across candidates.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import os
 import inspect
 import dataclasses
+from collections.abc import Iterator
 from collections.abc import Mapping
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +24,9 @@ from torch import nn
 from squeezeray.compress import LayerReport
 from squeezeray.compress import apply_plan
 from squeezeray.compress import collect_stats
+from squeezeray.compress import compress_layer
+from squeezeray.compress import swapped
+from squeezeray.compress._swap import is_swapped
 from squeezeray.data import TokenData
 from squeezeray.data import calibration_tokens
 from squeezeray.data import eval_tokens
@@ -158,6 +163,49 @@ class Workbench:
             teacher=self.original, distill_tokens=self.calibration.ids,
         )
         return candidate, reports
+
+    @contextlib.contextmanager
+    def swapped(self, plan: CompressionPlan, *, layer_fn=None) -> Iterator[nn.Module]:  # noqa: ANN001
+        """The original model with ``plan``'s layers compressed and swapped in place, restored on exit.
+
+        No copy of the model is made: the planned modules are replaced in the one model this
+        workbench holds and the original module objects are put back afterwards, so the original
+        stays bit-identical. A plan with distillation trains the whole model and needs
+        :meth:`compress` (a copy) instead.
+        """
+        from squeezeray._errors import SqueezerayError
+
+        if plan.distill is not None:
+            raise SqueezerayError(f"plan {plan.name or '(unnamed)'!r} has a distillation step: use compress(), "
+                                  "which trains a copy")
+        if is_swapped(self.original):
+            raise SqueezerayError("swapped(): a swap is already active on this model; finish it first")
+        plan.check(self.layers)
+        stats = self.stats(hessian=plan.needs_hessian())
+        fn = layer_fn or compress_layer
+        replacements = {name: fn(name, self.original.get_submodule(name), lp, stats[name])
+                        for name, lp in plan.layers.items()}
+        with swapped(self.original, replacements) as model:
+            yield model
+
+    def evaluate_plan(
+        self, plan: CompressionPlan, objectives: Sequence[str], *, layer_fn=None  # noqa: ANN001
+    ) -> dict[str, Measurement]:
+        """Measure ``plan`` on ``objectives``: swapped in place when it can be, on a copy when it trains (kd).
+
+        The original's reference results (its log-probs for KL, its outputs for loyalty) are
+        taken before the first swap, so no objective ever mistakes the swapped model for the original.
+        """
+        if plan.distill is not None:
+            candidate, _ = self.compress(plan, layer_fn=layer_fn)
+            return self.evaluate(candidate, objectives)
+        done = self.reference.setdefault("original-evaluated", set())
+        missing = [n for n in objectives if n not in done]
+        if missing:
+            self.evaluate(self.original, missing)
+            done.update(missing)
+        with self.swapped(plan, layer_fn=layer_fn) as model:
+            return self.evaluate(model, objectives)
 
     def context(self, candidate: nn.Module) -> EvalContext:
         return EvalContext(self.original, candidate, self.held_out, self.proxy, self.reference)  # type: ignore[arg-type]

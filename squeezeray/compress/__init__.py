@@ -7,6 +7,7 @@ from squeezeray.compress._apply import replace_module
 from squeezeray.compress._calibrate import collect_stats
 from squeezeray.compress._module import CompressedLinear
 from squeezeray.compress._module import LayerFormat
+from squeezeray.compress._swap import swapped
 
 __all__ = [
     "CompressedLinear",
@@ -16,4 +17,5 @@ __all__ = [
     "collect_stats",
     "compress_layer",
     "replace_module",
+    "swapped",
 ]

@@ -14,6 +14,19 @@ from squeezeray.objectives._base import Provenance
 DENSE_BYTES = 2  # uncompressed tensors are counted as float16/bfloat16
 
 
+def average_bits(compressed_bytes: float, compressed_weights: float) -> float:
+    """Average bits per weight: 8 x the stored bytes of the compressed layers (codes, scales, zero points,
+    masks, factors) over their weight count."""
+    return 8.0 * compressed_bytes / compressed_weights if compressed_weights else float("nan")
+
+
+def compressed_weights(model: nn.Module) -> int:
+    """Weights (out x in) held by the model's compressed layers."""
+    from squeezeray.compress import CompressedLinear
+
+    return sum(m.fmt.out_features * m.fmt.in_features for m in model.modules() if isinstance(m, CompressedLinear))
+
+
 def model_nbytes(model: nn.Module) -> tuple[int, int]:
     """(total bytes, bytes in compressed layers).
 
@@ -55,5 +68,5 @@ class Size(BaseObjective):
         return Measurement(
             self.name, float(total), self.unit, Provenance.COMPUTED,
             "stored tensors; uncompressed tensors at 2 bytes/element",
-            {"compressed_layer_bytes": compressed},
+            {"compressed_layer_bytes": compressed, "compressed_weights": compressed_weights(ctx.candidate)},
         )

@@ -4,12 +4,16 @@ from squeezeray.search._api import search
 from squeezeray.search._api import select_from
 from squeezeray.search._cache import LayerCache
 from squeezeray.search._cache import layer_key
+from squeezeray.search._allocate import AllocationProblem
+from squeezeray.search._allocate import solve_front
 from squeezeray.search._driver import Resume
 from squeezeray.search._driver import SamplerName
 from squeezeray.search._driver import SearchConfig
 from squeezeray.search._driver import SearchResult
 from squeezeray.search._driver import pareto_mask
 from squeezeray.search._driver import run_search
+from squeezeray.search._evo import EvoConfig
+from squeezeray.search._evo import EvoSampler
 from squeezeray.search._executor import BaseExecutor
 from squeezeray.search._executor import Evaluation
 from squeezeray.search._executor import InProcessExecutor
@@ -29,6 +33,10 @@ from squeezeray.search._select import select
 from squeezeray.search._result import TrialResult
 
 __all__ = [
+    "AllocationProblem",
+    "EvoConfig",
+    "EvoSampler",
+    "solve_front",
     "BaseExecutor",
     "Constraints",
     "Evaluation",

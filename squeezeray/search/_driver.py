@@ -44,6 +44,8 @@ from squeezeray.objectives import OBJECTIVES
 from squeezeray.objectives import Direction
 from squeezeray.objectives import Measurement
 from squeezeray.search._cache import LayerCache
+from squeezeray.search._evo import EvoConfig
+from squeezeray.search._evo import EvoSampler
 from squeezeray.search._executor import BaseExecutor
 from squeezeray.search._executor import EvalJob
 from squeezeray.search._executor import Evaluation
@@ -85,6 +87,7 @@ class SamplerName(str, enum.Enum):
     TPE = "tpe"
     RANDOM = "random"
     GP = "gp"
+    EVO = "evo"  # sensitivity + knapsack seeds + evolutionary refinement (squeezeray.search._evo)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,17 +101,20 @@ class SearchConfig:
         objectives: Search-stage objectives the sampler optimises (cheap).
         final_objectives: Objectives re-measured for trials on or near the front.
         n_trials: Trials to finish (baselines included).
-        sampler: nsga2 (default), tpe, random, gp.
+        sampler: nsga2 (default), tpe, random, gp, or evo (per-unit sensitivity, knapsack seeds across the
+            budget band, then evolutionary refinement; needs the ``size`` and ``kl`` objectives).
         seed: Sampler seed (calibration data keeps its own seed in ``data``).
         max_size_bytes: Constraint told to the sampler (None: none).
         max_kl: Constraint on the KL proxy told to the sampler (None: none).
         baselines: Uniform presets queued first; None: one per quantize option of the space.
-        rerank: How many trials (front first, then by crowding) to re-measure on the final objectives.
+        rerank: How many trials to re-measure on the final objectives: the search front first, then the
+            nearest others; a front larger than this is thinned evenly along the first objective.
         data: Calibration / evaluation sizes.
         workdir: Where studies, caches and reports go.
         study_name: Study name (default derived from model and space).
         storage: RDB URL (default ``sqlite:///<workdir>/<study>/study.db``; PostgreSQL URLs work).
         allow: Expert-rule names the user lifts.
+        evo: Settings of the ``evo`` sampler (band in average bits, seeds, mutation, sensitivity proxy).
     """
 
     model: str | None = None
@@ -128,6 +134,7 @@ class SearchConfig:
     study_name: str | None = None
     storage: str | None = None
     allow: tuple[str, ...] = ()
+    evo: EvoConfig = dataclasses.field(default_factory=EvoConfig)
 
     def __post_init__(self) -> None:
         try:
@@ -143,6 +150,10 @@ class SearchConfig:
                 raise SqueezerayError(f"{field}: needs at least one objective")
             for n in names:
                 OBJECTIVES.get(n)
+        if self.sampler is SamplerName.EVO and not {"size", "kl"} <= set(self.objectives):
+            raise SqueezerayError(f"sampler='evo' needs the objectives size and kl, got objectives={list(self.objectives)}")
+        if not isinstance(self.evo, EvoConfig):
+            raise SqueezerayError(f"evo={self.evo!r}: must be an EvoConfig")
         if not isinstance(self.n_trials, int) or self.n_trials < 1:
             raise SqueezerayError(f"n_trials={self.n_trials!r}: must be a positive integer")
         if not isinstance(self.rerank, int) or self.rerank < 1:
@@ -196,6 +207,8 @@ class SearchResult:
     selection_reason: str = ""
     rule_notes: tuple[str, ...] = ()
     layer_names: tuple[str, ...] = ()
+    sensitivity: pd.DataFrame | None = None  # evo: every unit's options measured alone (unit, option, kl, nbytes, bits)
+    solver_front: pd.DataFrame | None = None  # evo: the knapsack's predicted front across the band
 
     def plan(self, trial: int | None = None) -> CompressionPlan:
         """The plan of ``trial`` (default: the selected one)."""
@@ -206,7 +219,11 @@ class SearchResult:
         return self.space.plan_from_params(t.params, self.layer_names, name=f"{self.study.study_name}#{number}")
 
 
-def make_sampler(name: SamplerName, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    name: SamplerName, seed: int, n_trials: int, evo: EvoConfig | None = None
+) -> optuna.samplers.BaseSampler:
+    if name is SamplerName.EVO:
+        return EvoSampler(config=evo, seed=seed)
     if name is SamplerName.NSGA2:
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(20, n_trials // 3)))
     if name is SamplerName.TPE:
@@ -233,7 +250,7 @@ def default_baselines(space: SearchSpace, layer_names: Sequence[str]) -> list[di
 def _finished(study: optuna.Study) -> int:
     n = 0
     for t in study.get_trials(deepcopy=False):
-        if t.state is optuna.trial.TrialState.COMPLETE:
+        if t.state is optuna.trial.TrialState.COMPLETE and "duplicate_of" not in t.user_attrs:
             n += 1
         elif t.state is optuna.trial.TrialState.FAIL and not t.user_attrs.get("interrupted"):
             n += 1
@@ -337,7 +354,7 @@ def run_search(
     study = optuna.create_study(
         study_name=study_name, storage=storage, load_if_exists=True,
         directions=[d.value for d in directions],
-        sampler=make_sampler(config.sampler, config.seed, config.n_trials),
+        sampler=make_sampler(config.sampler, config.seed, config.n_trials, config.evo),
     )
     fingerprint = bench.loaded.fingerprint()
     if existing:
@@ -361,11 +378,16 @@ def run_search(
     cache = LayerCache(config.workdir / "cache")
     layer_fn = cache.layer_fn(fingerprint, bench.calibration.digest)
     ref_values = _reference_values(bench, names)
+    stage = None
+    if isinstance(study.sampler, EvoSampler):
+        from squeezeray.search import _evo_stage
+
+        stage = _evo_stage.prepare(study, study.sampler, bench, space, layer_names, layer_fn, names,
+                                   new_study=not existing, progress=progress)
     worst = _worst_values(names, ref_values)
 
     def default_evaluate(plan: CompressionPlan) -> dict[str, Measurement]:
-        candidate, _ = bench.compress(plan, layer_fn=layer_fn)
-        return bench.evaluate(candidate, names)
+        return bench.evaluate_plan(plan, names, layer_fn=layer_fn)
 
     executor = executor or InProcessExecutor(evaluate or default_evaluate, cache.stats)
     job = EvalJob(
@@ -378,24 +400,39 @@ def run_search(
 
     def step_done() -> None:
         done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-                if t.user_attrs.get("outcome") == TrialOutcome.OK.value]
+                if t.user_attrs.get("outcome") == TrialOutcome.OK.value and "duplicate_of" not in t.user_attrs]
         front = _pareto_numbers(done, directions)
         vals = np.array([done_t.values for done_t in done if done_t.number in front]) if front else np.empty((0, len(names)))
         hit_rate = lookups[0] / sum(lookups) if sum(lookups) else 0.0
         bar.update(len(front), hypervolume(vals, directions, worst), hit_rate, executor.progress())
 
     in_flight: dict[int, tuple[optuna.Trial, CompressionPlan, float]] = {}
+    measured = _measured_plans(study)
+    duplicates = 0
+    exhausted = ""
     try:
         executor.start(job, bench)
         while True:
             finished = _finished(study)
             # ask as many trials as the executor has room for (never more than the budget needs)
-            while finished + len(in_flight) < config.n_trials and executor.capacity() > 0:
+            while not exhausted and finished + len(in_flight) < config.n_trials and executor.capacity() > 0:
                 trial, t0 = study.ask(), time.perf_counter()
                 plan = _prepare_trial(study, trial, space, layer_names, names, worst, t0)
                 if plan is None:  # infeasible before it ran: told already
                     finished += 1
                     step_done()
+                    continue
+                key = plan_key(plan)
+                trial.set_user_attr("plan_key", key)
+                if key in measured or key in {plan_key(p) for _, p, _ in in_flight.values()}:
+                    duplicates += 1
+                    _tell_duplicate(study, trial, measured.get(key), config, names)
+                    if duplicates > 2 * config.n_trials + 20:  # the space is (nearly) exhausted
+                        exhausted = (f"stopped after {duplicates} proposals of plans already measured "
+                                     f"({_finished(study)} of {config.n_trials} trials finished)")
+                        study.set_user_attr("stopped", exhausted)
+                        rule_notes += (f"search: {exhausted}",)
+                        break
                     continue
                 in_flight[trial.number] = (trial, plan, t0)
                 executor.submit(trial.number, plan)
@@ -406,6 +443,8 @@ def run_search(
                 lookups[0] += ev.cache_hits
                 lookups[1] += ev.cache_misses
                 _finish_trial(study, trial, plan, ev, names, worst, config, t0)
+                if ev.outcome is TrialOutcome.OK:
+                    measured[plan_key(plan)] = trial.number
                 step_done()
     finally:
         executor.close()
@@ -416,7 +455,46 @@ def run_search(
     return SearchResult(
         study=study, space=space, front=final["front"], trials=trials_df, baseline=final["baseline"],
         rule_notes=rule_notes, layer_names=layer_names,
+        sensitivity=None if stage is None else stage.table.frame(),
+        solver_front=None if stage is None else stage.solver_front(),
     )
+
+
+def plan_key(plan: CompressionPlan) -> str:
+    """Content key of a plan (its layers' steps and any distillation), to find plans measured before."""
+    import hashlib
+
+    data = plan.to_dict()
+    payload = {"layers": data.get("layers"), "distill": data.get("distill")}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _measured_plans(study: optuna.Study) -> dict[str, int]:
+    """Plan key -> trial number of every plan this study has measured (ok outcome)."""
+    out: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        key = t.user_attrs.get("plan_key")
+        if key and t.user_attrs.get("outcome") == TrialOutcome.OK.value and "duplicate_of" not in t.user_attrs:
+            out.setdefault(key, t.number)
+    return out
+
+
+def _tell_duplicate(
+    study: optuna.Study, trial: optuna.Trial, original: int | None, config: SearchConfig, names: Sequence[str]
+) -> None:
+    """A plan already measured (or in flight) is not evaluated again; the trial is closed as a duplicate."""
+    if original is None:  # the same plan is still being measured: nothing to copy yet
+        trial.set_user_attr("duplicate_of", -1)
+        trial.set_user_attr("outcome", TrialOutcome.FAILED.value)
+        trial.set_user_attr("error", "duplicate of a plan still being measured")
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return
+    src = study.trials[original]
+    trial.set_user_attr("duplicate_of", original)
+    trial.set_user_attr("outcome", TrialOutcome.OK.value)
+    for k, v in src.constraints.items():
+        trial.set_constraint(k, float(v))
+    study.tell(trial, list(src.values))
 
 
 def _apply_rules(space: SearchSpace, config: SearchConfig, layer_names: Sequence[str]) -> tuple[SearchSpace, tuple[str, ...]]:
@@ -558,7 +636,7 @@ def _remeasure(
         study.set_user_attr(baseline_key, base)
     baseline = {k: float(v["value"]) for k, v in study.user_attrs[baseline_key].items()}
     ok = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-          if t.user_attrs.get("outcome") == TrialOutcome.OK.value]
+          if t.user_attrs.get("outcome") == TrialOutcome.OK.value and "duplicate_of" not in t.user_attrs]
     directions = _directions(config.objectives)
     front = _pareto_numbers(ok, directions)
     # front first (by first objective), then the rest by distance to the front in normalised objective space
@@ -568,7 +646,11 @@ def _remeasure(
         fv = np.array([t.values for t in ordered])
         scale = np.maximum(np.abs(fv).max(axis=0), 1e-12)
         rest.sort(key=lambda t: float(np.min(np.linalg.norm((fv - np.array(t.values)) / scale, axis=1))))
-    chosen = (ordered + rest)[: max(config.rerank, len(ordered))]
+    if len(ordered) > config.rerank:  # a front larger than the budget: spread evenly over the first objective
+        idx = np.unique(np.linspace(0, len(ordered) - 1, config.rerank).round().astype(int))
+        chosen = [ordered[i] for i in idx]
+    else:
+        chosen = (ordered + rest)[: config.rerank]
     rows = []
     for t in chosen:
         # finished trials are immutable in Optuna: stage-2 results live on the study, keyed by trial
@@ -576,8 +658,7 @@ def _remeasure(
         attr = study.user_attrs.get(key)
         if not attr or set(json.loads(attr)) != set(final_names):
             plan = space.plan_from_params(t.params, layer_names)
-            candidate, _ = bench.compress(plan, layer_fn=layer_fn)
-            meas = bench.evaluate(candidate, final_names)
+            meas = bench.evaluate_plan(plan, final_names, layer_fn=layer_fn)
             attr = json.dumps({k: m.to_dict() for k, m in meas.items()})
             study.set_user_attr(key, attr)
         data = json.loads(attr)
@@ -600,6 +681,7 @@ def _trials_table(study: optuna.Study, names: Sequence[str]) -> pd.DataFrame:
         row: dict[str, Any] = {
             "trial": t.number, "state": t.state.name, "outcome": t.user_attrs.get("outcome", "interrupted"),
             "baseline": bool(t.user_attrs.get("baseline", False)), "error": t.user_attrs.get("error", ""),
+            "duplicate_of": t.user_attrs.get("duplicate_of"),
         }
         if t.values is not None:
             row.update(dict(zip(names, t.values)))

@@ -333,8 +333,7 @@ def default_worker_evaluate(
     bench: Workbench, layer_fn: LayerFn, plan: CompressionPlan, objectives: Sequence[str]
 ) -> dict[str, Measurement]:
     """Compress ``plan`` through the worker's layer cache and measure the search objectives."""
-    candidate, _ = bench.compress(plan, layer_fn=layer_fn)
-    return bench.evaluate(candidate, list(objectives))
+    return bench.evaluate_plan(plan, list(objectives), layer_fn=layer_fn)
 
 
 class _TrialWorker:

@@ -413,9 +413,29 @@ def _by_role() -> tuple[GroupSpec, ...]:
     )
 
 
+PER_LAYER_QUANT = ("gptq-w2g64", "gptq-w3g64", "gptq-w3g128", "gptq-w4g64", "gptq-w4g128", "gptq-w5g128",
+                   "gptq-w6g128", "rtn-w8")
+"""The main job's per-unit options: GPTQ (act-order) 2-6 bits, RTN 8-bit per row; few enough for its
+sensitivity stage to measure every one on 2 CPU cores within minutes."""
+
+
+def per_layer_full_quant() -> tuple[str, ...]:
+    """GPTQ (act-order) and AWQ at 2/3/4/5/6/8 bits with groups of 32/64/128, and RTN 8-bit per row."""
+    return tuple(f"{t}-w{b}g{g}" for t in ("gptq", "awq") for b in (2, 3, 4, 5, 6, 8) for g in (32, 64, 128)) + (
+        "rtn-w8",)
+
+
 def preset_space(name: str) -> SearchSpace:
-    """Built-in spaces: ``weights-int``, ``by-role``, ``prune+quant``, ``full``."""
-    if name == "by-role":
+    """Built-in spaces: ``per-layer``, ``per-layer-full``, ``weights-int``, ``by-role``, ``prune+quant``, ``full``.
+
+    ``per-layer`` and ``per-layer-full`` give every unit (a block's q/k/v, o, gate/up, down) its own
+    choice, for the ``evo`` sampler: their per-unit option counts are what its sensitivity stage measures.
+    """
+    if name == "per-layer":
+        groups = _role_groups(quantize=PER_LAYER_QUANT)
+    elif name == "per-layer-full":
+        groups = _role_groups(quantize=per_layer_full_quant())
+    elif name == "by-role":
         groups = _by_role()
     elif name == "weights-int":
         groups = _four_groups(quantize=("rtn-w8", "gptq-w4g128", "gptq-w3g128"))
@@ -442,7 +462,7 @@ def preset_space(name: str) -> SearchSpace:
     return SearchSpace(name, groups)
 
 
-PRESET_SPACES = ("weights-int", "by-role", "prune+quant", "full")
+PRESET_SPACES = ("per-layer", "per-layer-full", "weights-int", "by-role", "prune+quant", "full")
 
 
 def load_space(ref: str | SearchSpace) -> SearchSpace:

@@ -176,7 +176,20 @@ def front_payload(record: StudyRecord) -> dict[str, Any]:
         "pareto": pareto_views(front, names),
         "sliders": slider_stops(checks, names),
         "recommendation": select_payload(record, {}),
+        "sensitivity": sensitivity_payload(record),
     }
+
+
+def sensitivity_payload(record: StudyRecord) -> dict[str, Any] | None:
+    """The per-layer sensitivity heat map (units x options, KL alone), or None when the study has none."""
+    from squeezeray.search._evo_stage import read_table
+
+    table = read_table(record.study)
+    if table is None or not table.rows:
+        return None
+    heat = table.heatmap()
+    return {"proxy": table.proxy, "units": [str(u) for u in heat.index], "options": [str(o) for o in heat.columns],
+            "kl": [[None if v != v else float(v) for v in row] for row in heat.to_numpy()]}
 
 
 # ----------------------------------------------------------------- trial

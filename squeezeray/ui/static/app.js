@@ -372,6 +372,21 @@
     view.addEventListener("change", draw);
   }
 
+  function drawSensitivity(sens) {
+    if (!sens) { return; }
+    el("sensitivity").hidden = false;
+    el("sensitivity-proxy").textContent = sens.proxy;
+    var z = sens.kl.map(function (row) {
+      return row.map(function (v) { return v === null ? null : Math.log10(Math.max(v, 1e-7)); });
+    });
+    var text = sens.kl.map(function (row) { return row.map(function (v) { return v === null ? "" : v.toExponential(2); }); });
+    Plotly.newPlot(el("sensitivity-plot"), [{ type: "heatmap", x: sens.options, y: sens.units, z: z, text: text,
+      hovertemplate: "%{y}<br>%{x}: KL %{text}<extra></extra>", colorscale: "Viridis",
+      colorbar: { title: { text: "log10 KL" } } }],
+      { margin: { l: 260, r: 20, t: 10, b: 90 }, height: Math.max(300, 14 * sens.units.length + 120),
+        yaxis: { autorange: "reversed", tickfont: { size: 9 } } }, { displaylogo: false, responsive: true });
+  }
+
   function init(front) {
     state.front = front;
     el("study").textContent = front.study;
@@ -382,6 +397,7 @@
     setupSliders();
     el("export-btn").addEventListener("click", onExport);
     setRecommendation(front.recommendation);
+    drawSensitivity(front.sensitivity);
     var first = front.recommendation.selected !== null ? front.recommendation.selected : front.rows[0].trial;
     return showTrial(first);
   }

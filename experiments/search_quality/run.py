@@ -1,0 +1,193 @@
+"""Search quality on one model: the engine's front against uniform presets, the solver and other samplers.
+
+Run from the repository root: ``python experiments/search_quality/run.py [--model gemma3-270m]``.
+Writes ``<model>/plans.csv`` (one row per measured plan), ``<model>/hypervolume.csv`` (hypervolume
+of the (size, KL) front against evaluations used), ``<model>/summary.csv`` and ``<model>/front.png``.
+
+Average bits = 8 x the stored bytes of the compressed layers (codes, scales, zero points) over their
+weight count. Perplexity ratios compare a plan with uniform GPTQ interpolated at equal size
+(log-perplexity linear in size between the neighbouring uniform GPTQ plans).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from experiments._common import WORK  # noqa: E402
+from experiments._common import load_bench  # noqa: E402
+from experiments._common import machine  # noqa: E402
+from experiments._common import pyplot  # noqa: E402
+from squeezeray.objectives import Direction  # noqa: E402
+from squeezeray.objectives.size import average_bits  # noqa: E402
+from squeezeray.search import SearchConfig  # noqa: E402
+from squeezeray.search import run_search  # noqa: E402
+from squeezeray.search._driver import hypervolume  # noqa: E402
+from squeezeray.search._driver import pareto_mask  # noqa: E402
+from squeezeray.search._evo import EvoConfig  # noqa: E402
+from squeezeray.spaces import CompressionPlan  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+FINAL = ["size", "perplexity", "kl"]
+
+
+def measure_plan(bench, layer_fn, plan: CompressionPlan) -> dict[str, float]:  # noqa: ANN001
+    m = bench.evaluate_plan(plan, FINAL, layer_fn=layer_fn)
+    d = m["size"].details
+    return {"size": m["size"].value, "perplexity": m["perplexity"].value, "kl": m["kl"].value,
+            "avg_bits": average_bits(d["compressed_layer_bytes"], d["compressed_weights"])}
+
+
+def interpolate_log(sizes: np.ndarray, ppls: np.ndarray, at: float) -> float:
+    """Uniform perplexity at size ``at``: log-perplexity linear in size between neighbours (nan outside)."""
+    order = np.argsort(sizes)
+    s, p = sizes[order], np.log(ppls[order])
+    if at < s[0] or at > s[-1]:
+        return float("nan")
+    return float(np.exp(np.interp(at, s, p)))
+
+
+def spread(trials: list, n: int) -> list:  # noqa: ANN001
+    """At most ``n`` trials spread evenly over size (all of them when there are fewer)."""
+    if len(trials) <= n:
+        return trials
+    idx = np.unique(np.linspace(0, len(trials) - 1, n).round().astype(int))
+    return [trials[i] for i in idx]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--trials", type=int, default=None)
+    ap.add_argument("--methods", default=None, help="comma-separated subset of the config's methods")
+    args = ap.parse_args()
+    cfg = yaml.safe_load((HERE / "config.yaml").read_text())
+    if args.model:
+        cfg["model"] = args.model
+    n_trials = args.trials or cfg["trials"]
+    methods = args.methods.split(",") if args.methods else cfg["methods"]
+    name = cfg["model"] or "smollm2-135m"
+    out = HERE / name.replace("/", "_")
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    bench, layer_fn = load_bench(cfg)
+    rows: list[dict] = []
+
+    # uniform presets on the same layers the space covers
+    for preset in cfg["uniform"]:
+        t0 = time.perf_counter()
+        r = measure_plan(bench, layer_fn, CompressionPlan.uniform(preset, bench.layers))
+        rows.append({"method": "uniform-" + preset.split("-")[0], "plan": preset, "trial": -1, **r,
+                     "seconds": time.perf_counter() - t0})
+        print(f"uniform {preset}: {r}", flush=True)
+    uni = pd.DataFrame([r for r in rows if r["method"] == "uniform-gptq"])
+    band = cfg["bits"]
+    hv_rows: list[dict] = []
+    timings: dict[str, float] = {}
+    for method in methods:
+        t0 = time.perf_counter()
+        sc = SearchConfig(
+            model=cfg["model"], space=cfg["space"], sampler=method, n_trials=n_trials, seed=cfg["seed"],
+            objectives=("size", "kl"), final_objectives=("size", "kl"), rerank=1,
+            workdir=WORK / "search_quality" / out.name, study_name=f"{method}-s{cfg['seed']}",
+            evo=EvoConfig(bits_min=band[0], bits_max=band[1]),
+        )
+        result = run_search(sc, bench=bench, resume="auto", progress=False)
+        timings[method] = time.perf_counter() - t0
+        if result.sensitivity is not None:
+            result.sensitivity.to_csv(out / "sensitivity.csv", index=False)
+            result.solver_front.to_csv(out / "solver_front.csv", index=False)
+        study = result.study
+        done = [t for t in study.get_trials(deepcopy=False)
+                if t.user_attrs.get("outcome") == "ok" and "duplicate_of" not in t.user_attrs and t.values]
+        done.sort(key=lambda t: t.number)
+        vals = np.array([t.values for t in done], dtype=float)
+        ref = np.array([1.05 * uni["size"].max(), 1.0])  # 1 nat/token: far worse than any plan in the band
+        for k in range(1, len(done) + 1):
+            hv_rows.append({"method": method, "evaluations": k,
+                            "hypervolume": hypervolume(vals[:k], [Direction.MINIMIZE] * 2, ref)})
+        searched = [t for t in done if not t.user_attrs.get("baseline")]
+        mask = pareto_mask(np.array([t.values for t in searched]), [Direction.MINIMIZE] * 2) if searched else []
+        front = sorted((t for t, m in zip(searched, mask) if m), key=lambda t: t.values[0])
+        picked = spread(front, cfg["max_front"])
+        groups = [("front", picked)]
+        if method == "evo":
+            groups.append(("solver", [t for t in done if t.user_attrs.get("solver_seed")]))
+        for kind, trials in groups:
+            for t in trials:
+                plan = result.plan(t.number)
+                r = measure_plan(bench, layer_fn, plan)
+                rows.append({"method": method if kind == "front" else "solver", "plan": json.dumps(plan.summary()),
+                             "trial": t.number, **r, "search_kl": t.values[1], "seconds": 0.0})
+                print(f"{method} {kind} #{t.number}: {r}", flush=True)
+        pd.DataFrame(rows).to_csv(out / "plans.csv", index=False)
+    df = pd.DataFrame(rows)
+    df["uniform_gptq_ppl_at_size"] = [interpolate_log(uni["size"].to_numpy(), uni["perplexity"].to_numpy(), s)
+                                      for s in df["size"]]
+    df["ppl_ratio_vs_uniform_gptq"] = df["perplexity"] / df["uniform_gptq_ppl_at_size"]
+    df.to_csv(out / "plans.csv", index=False)
+    hv = pd.DataFrame(hv_rows)
+    hv.to_csv(out / "hypervolume.csv", index=False)
+    summarize(df, hv, out, band, timings, time.time() - t_start)
+    plot(df, hv, out, name)
+
+
+def summarize(df: pd.DataFrame, hv: pd.DataFrame, out: Path, band: list, timings: dict, total: float) -> None:
+    rows = []
+    g4 = df[(df["method"] == "uniform-gptq") & (df["plan"] == "gptq-w4g128")].iloc[0]
+    for method, sub in df[~df["method"].str.startswith("uniform")].groupby("method"):
+        inb = sub[(sub["avg_bits"] >= 3.0) & (sub["avg_bits"] <= 3.5)]
+        band_all = sub[(sub["avg_bits"] >= band[0]) & (sub["avg_bits"] <= band[1])]
+        ratios = band_all["ppl_ratio_vs_uniform_gptq"].dropna()
+        last = hv[hv["method"] == method]["hypervolume"]
+        rows.append({
+            "method": method, "plans": len(sub),
+            "geo_mean_ratio_3.0_3.5_bits": float(np.exp(np.log(inb["ppl_ratio_vs_uniform_gptq"].dropna()).mean()))
+            if len(inb) else float("nan"),
+            "plans_3.0_3.5_bits": len(inb),
+            "geo_mean_ratio_band": float(np.exp(np.log(ratios).mean())) if len(ratios) else float("nan"),
+            "worst_ratio_band": float(ratios.max()) if len(ratios) else float("nan"),
+            "smaller_and_better_than_gptq_w4g128": int(((sub["size"] < g4["size"])
+                                                        & (sub["perplexity"] < g4["perplexity"])).sum()),
+            "final_hypervolume": float(last.iloc[-1]) if len(last) else float("nan"),
+            "search_seconds": timings.get(method, float("nan")),
+        })
+    s = pd.DataFrame(rows)
+    s.to_csv(out / "summary.csv", index=False)
+    (out / "machine.txt").write_text(f"{machine()}\nwall time {total:.0f} s (one process, nothing else running)\n")
+    print(s.to_string(index=False))
+
+
+def plot(df: pd.DataFrame, hv: pd.DataFrame, out: Path, name: str) -> None:
+    plt = pyplot()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 5))
+    for method, sub in df.groupby("method"):
+        sub = sub.sort_values("avg_bits")
+        style = "-o" if method.startswith("uniform") else "o"
+        a.plot(sub["avg_bits"], sub["perplexity"], style, label=method, alpha=0.8, ms=4)
+    a.set_yscale("log")
+    a.set_xlabel("average bits per weight (searched layers)")
+    a.set_ylabel("held-out perplexity")
+    a.set_xlim(2.2, 6.5)
+    a.legend()
+    a.set_title(f"{name}: front plans vs uniform")
+    for method, sub in hv.groupby("method"):
+        b.plot(sub["evaluations"], sub["hypervolume"], label=method)
+    b.set_xlabel("evaluations (trials measured)")
+    b.set_ylabel("hypervolume (size x KL)")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(out / "front.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()

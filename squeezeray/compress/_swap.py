@@ -1,0 +1,58 @@
+"""Swapping compressed layers into one working model in place, and putting the originals back.
+
+A candidate is the original model with some of its linear layers replaced. Instead of a deep
+copy per candidate, :func:`swapped` replaces the planned modules of the one model the caller
+holds, yields it, and restores the very same original module objects afterwards (also when the
+body raises), so the original's weights are kept once and stay bit-identical however many
+candidates pass through it. Only one swap may be active on a model at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from collections.abc import Mapping
+
+from torch import nn
+
+from squeezeray._errors import SqueezerayError
+
+_ACTIVE = "_squeezeray_swap_active"
+
+
+def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    parent_name, _, child = name.rpartition(".")
+    return (model.get_submodule(parent_name) if parent_name else model), child
+
+
+def is_swapped(model: nn.Module) -> bool:
+    """Whether a :func:`swapped` block is active on ``model`` (its modules are not all its own)."""
+    return bool(getattr(model, _ACTIVE, False))
+
+
+@contextlib.contextmanager
+def swapped(model: nn.Module, replacements: Mapping[str, nn.Module]) -> Iterator[nn.Module]:
+    """``model`` with ``replacements`` (module name -> new module) in place, restored on exit.
+
+    Raises:
+        SqueezerayError: a swap is already active on ``model`` (nested swaps would restore the
+            wrong modules), or a name is not a submodule of it.
+    """
+    if is_swapped(model):
+        raise SqueezerayError("swapped(): a swap is already active on this model; finish it first")
+    originals: dict[str, nn.Module] = {}
+    setattr(model, _ACTIVE, True)
+    try:
+        for name, new in replacements.items():
+            try:
+                parent, child = _parent(model, name)
+                originals[name] = getattr(parent, child)
+            except AttributeError:
+                raise SqueezerayError(f"swapped(): the model has no module {name!r}") from None
+            setattr(parent, child, new)
+        yield model
+    finally:
+        for name, old in originals.items():
+            parent, child = _parent(model, name)
+            setattr(parent, child, old)
+        setattr(model, _ACTIVE, False)

@@ -1,0 +1,135 @@
+"""The evolutionary search's first stages: sensitivity (stored in the study), solver seeds, binding.
+
+Run by :func:`~squeezeray.search.run_search` when the sampler is ``evo``, after the study is
+opened and before the first trial:
+
+1. measure every unit's options alone (:func:`measure_sensitivity`), each unit's rows written to
+   the study's user attributes as soon as they exist, so a killed run resumes with them;
+2. build the knapsack and solve it for every budget (:func:`solve_front`);
+3. on a new study, enqueue the solver's plans at ``n_seeds`` budgets across the band;
+4. bind the sampler to the units, options and band.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from squeezeray.data import TokenData
+from squeezeray.objectives.size import model_nbytes
+from squeezeray.search._allocate import SolvedFront
+from squeezeray.search._allocate import solve_front
+from squeezeray.search._evo import EvoConfig
+from squeezeray.search._evo import EvoModel
+from squeezeray.search._evo import EvoSampler
+from squeezeray.search._sensitivity import SensitivityRow
+from squeezeray.search._sensitivity import SensitivityTable
+from squeezeray.search._sensitivity import measure_sensitivity
+from squeezeray.search._sensitivity import unit_options
+from squeezeray.spaces import SearchSpace
+from squeezeray.workbench import Workbench
+
+_KEY = "sensitivity"
+
+
+@dataclasses.dataclass(frozen=True)
+class EvoStage:
+    """What the first stages produced (kept on the search result)."""
+
+    table: SensitivityTable
+    solved: SolvedFront
+    model: EvoModel
+    measured_units: int  # units this run measured (the rest came from the study)
+
+    def solver_front(self, n: int = 11) -> pd.DataFrame:
+        """The solver's predicted front at ``n`` budgets across the band: bits, bytes, predicted cost."""
+        p = self.model.problem
+        lo, hi = self.model.band
+        rows = []
+        for budget in np.linspace(lo, hi, n):
+            a = self.solved.allocate(int(budget))
+            rows.append({"budget_bytes": int(budget), "bytes": a.nbytes, "avg_bits": p.avg_bits(a.choice),
+                         "predicted_kl": a.predicted_cost, "gap_bytes": a.gap_bytes})
+        return pd.DataFrame(rows)
+
+
+def sensitivity_proxy(bench: Workbench, config: EvoConfig) -> TokenData:
+    ids = bench.calibration.ids[: config.sensitivity_seqs, : config.sensitivity_len]
+    return TokenData.of(ids.contiguous(), f"{bench.calibration.source}, first {ids.shape[0]}x{ids.shape[1]} tokens")
+
+
+def stored_rows(study: optuna.Study, digest: str) -> dict[str, list[SensitivityRow]]:
+    """Rows a study already holds for the proxy ``digest``, by unit."""
+    prefix = f"{_KEY}:{digest[:16]}:"
+    out = {}
+    for k, v in study.user_attrs.items():
+        if k.startswith(prefix):
+            out[k[len(prefix):]] = [SensitivityRow.from_dict(d) for d in json.loads(v)]
+    return out
+
+
+def read_table(study: optuna.Study) -> SensitivityTable | None:
+    """The sensitivity table a study holds (None when the study ran no sensitivity stage)."""
+    proxy = study.user_attrs.get(f"{_KEY}_proxy")
+    if not proxy:
+        return None
+    rows = stored_rows(study, proxy["digest"])
+    order = study.user_attrs.get(f"{_KEY}_units") or list(rows)
+    return SensitivityTable(tuple(r for u in order if u in rows for r in rows[u]), proxy["source"], proxy["digest"])
+
+
+def prepare(
+    study: optuna.Study, sampler: EvoSampler, bench: Workbench, space: SearchSpace, layer_names: Sequence[str],
+    layer_fn: Callable[..., Any], objectives: Sequence[str], *, new_study: bool, progress: bool,
+) -> EvoStage:
+    """Stages 1-4 of the module docstring."""
+    config = sampler.config
+    units = space.units(layer_names)
+    proxy = sensitivity_proxy(bench, config)
+    done = stored_rows(study, proxy.digest)
+    prefix = f"{_KEY}:{proxy.digest[:16]}:"
+
+    def store(unit: str, rows: list[SensitivityRow]) -> None:
+        study.set_user_attr(prefix + unit, json.dumps([r.to_dict() for r in rows]))
+
+    from squeezeray.techniques import TECHNIQUES
+
+    needs_h = any(TECHNIQUES.get(t).needs_hessian for u in units for o in unit_options(u.group)
+                  if o.plan is not None for t in o.plan.technique_names)
+    stats = bench.stats(hessian=needs_h)
+    table = measure_sensitivity(bench.original, units, stats, proxy, layer_fn=layer_fn, done=done, on_unit=store,
+                                progress=progress)
+    study.set_user_attr(f"{_KEY}_proxy", {"source": table.proxy, "digest": proxy.digest})
+    study.set_user_attr(f"{_KEY}_units", [u.key for u in units])
+    original_bytes, _ = model_nbytes(bench.original)
+    problem = table.problem(units, original_bytes)
+    solved = solve_front(problem)
+    band = (max(problem.bytes_for_bits(config.bits_min), problem.min_bytes()),
+            min(problem.bytes_for_bits(config.bits_max), problem.max_bytes()))
+    grid = [solved.allocate(int(b)) for b in np.linspace(problem.min_bytes(), problem.max_bytes(), 200)]
+    model = EvoModel(
+        units=tuple(units), options=tuple(tuple(unit_options(u.group)) for u in units), problem=problem,
+        distributions=space.distributions(layer_names), size_index=list(objectives).index("size"),
+        cost_index=list(objectives).index("kl"), band=band,
+        frontier=tuple(sorted({(a.nbytes, a.predicted_cost) for a in grid})),
+    )
+    if new_study:
+        seeded: set[tuple[int, ...]] = set()
+        for budget in np.linspace(band[0], band[1], config.n_seeds):
+            a = solved.allocate(int(budget))
+            if a.choice in seeded:
+                continue
+            seeded.add(a.choice)
+            study.enqueue_trial(model.params_of(a.choice), user_attrs={
+                "solver_seed": True, "budget_bits": round(problem.avg_bits(a.choice), 4),
+                "predicted_kl": a.predicted_cost,
+            })
+    sampler.bind(model)
+    return EvoStage(table, solved, model, len(units) - len(done))

@@ -1,0 +1,96 @@
+"""The evolutionary sampler: inside the budget band, never a plan already in the study."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+
+from squeezeray.search._allocate import AllocationProblem
+from squeezeray.search._allocate import solve_front
+from squeezeray.search._evo import EvoConfig
+from squeezeray.search._evo import EvoModel
+from squeezeray.search._evo import EvoSampler
+from squeezeray.search._sensitivity import unit_options
+from squeezeray.spaces import preset_space
+
+LAYERS = [f"model.layers.{b}.{m}" for b in range(4) for m in (
+    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
+    "mlp.down_proj")]
+
+
+def synthetic_model(seed: int = 0) -> EvoModel:
+    """The per-layer space over a 4-block layout, with sizes growing in bits and random sensitivities."""
+    space = preset_space("per-layer")
+    units = space.units(LAYERS)
+    rng = np.random.RandomState(seed)
+    options = tuple(tuple(unit_options(u.group)) for u in units)
+    nbytes, cost = [], []
+    for u, opts in zip(units, options):
+        width = 1000 * len(u.layers)
+        bits = [float(o.label.split("-w")[1].split("g")[0]) for o in opts]
+        nbytes.append(tuple(int(width * b / 8 + rng.randint(0, 20)) for b in bits))
+        scale = rng.lognormal(0, 1)
+        cost.append(tuple(scale * 2.0 ** (-2 * b) for b in bits))
+    problem = AllocationProblem(tuple(u.key for u in units), tuple(tuple(o.label for o in opts) for opts in options),
+                                tuple(nbytes), tuple(cost), fixed_bytes=5000,
+                                n_weights=sum(1000 * len(u.layers) for u in units))
+    band = (problem.bytes_for_bits(2.5), problem.bytes_for_bits(5.0))
+    return EvoModel(tuple(units), options, problem, space.distributions(LAYERS), 0, 1, band)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sampler_stays_in_band_and_never_repeats_a_plan(seed: int) -> None:
+    model = synthetic_model(seed)
+    sampler = EvoSampler(config=EvoConfig(n_seeds=4), seed=seed)
+    sampler.bind(model)
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
+    solved = solve_front(model.problem)
+    seeds = {solved.allocate(int(b)).choice for b in np.linspace(*model.band, 4)}
+    for choice in seeds:
+        study.enqueue_trial(model.params_of(choice))
+    seen = set()
+    rng = np.random.RandomState(seed)
+    for i in range(60):
+        trial = study.ask({k: optuna.distributions.CategoricalDistribution(list(v))
+                           for k, v in model.distributions.items()})
+        genome = model.genome_of(trial.params)
+        assert genome is not None
+        assert genome not in seen, f"trial {i} repeats a plan"
+        seen.add(genome)
+        if i >= len(seeds):  # proposed by the sampler, not enqueued
+            assert model.in_band(genome), f"trial {i}: {model.problem.total_bytes(genome)} outside {model.band}"
+        size = model.problem.total_bytes(genome)
+        measured = model.problem.predicted_cost(genome) * float(rng.lognormal(0, 0.1))  # not additive
+        trial.set_user_attr("outcome", "ok")
+        study.tell(trial, [float(size), measured])
+    assert sampler.proposed == 60 - len(seeds)
+
+
+def test_mutation_keeps_size_near_the_parent() -> None:
+    model = synthetic_model(3)
+    sampler = EvoSampler(config=EvoConfig(size_band=0.01, crossover_prob=0.0), seed=0)
+    sampler.bind(model)
+    parent = solve_front(model.problem).allocate(model.problem.bytes_for_bits(3.5)).choice
+    size = model.problem.total_bytes(parent)
+    children = [sampler._mutate(parent, 1) for _ in range(50)]
+    kids = [c for c in children if c is not None]
+    assert kids
+    for c in kids:
+        assert c != parent
+        assert abs(model.problem.total_bytes(c) - size) <= 0.01 * size
+
+
+def test_params_round_trip_through_the_genome() -> None:
+    model = synthetic_model(0)
+    genome = tuple(i % len(o) for i, o in enumerate(model.options))
+    assert model.genome_of(model.params_of(genome)) == genome
+
+
+def test_bad_evo_settings_name_the_field() -> None:
+    from squeezeray._errors import SqueezerayError
+
+    with pytest.raises(SqueezerayError, match="bits_min=5.0, bits_max=3.0"):
+        EvoConfig(bits_min=5.0, bits_max=3.0)
+    with pytest.raises(SqueezerayError, match="evo candidates=0"):
+        EvoConfig(candidates=0)

@@ -1,0 +1,66 @@
+"""The evo search end to end on a tiny model: seeds, ties, dedupe, sensitivity reused on resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from squeezeray._errors import SqueezerayError
+from squeezeray.search import SearchConfig
+from squeezeray.search import run_search
+from squeezeray.search._sensitivity import SensitivityProbe
+from squeezeray.spaces import GroupSpec
+from squeezeray.spaces import SearchSpace
+from squeezeray.spaces import Tie
+from tests._tiny import TINY_DATA
+
+
+def _cfg(tmp_path: Path, **kw) -> SearchConfig:  # noqa: ANN003
+    base = dict(space="per-layer", n_trials=22, sampler="evo", seed=0, data=TINY_DATA, workdir=tmp_path,
+                final_objectives=("size", "kl"), rerank=3)
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+def test_evo_search_seeds_the_solver_front_and_refines(tiny, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    result = run_search(_cfg(tmp_path), bench=tiny, progress=False)
+    study = result.study
+    trials = study.get_trials()
+    seeds = [t for t in trials if t.user_attrs.get("solver_seed")]
+    assert 2 <= len(seeds) <= 8
+    proposed = [t for t in trials if not t.user_attrs.get("solver_seed") and not t.user_attrs.get("baseline")]
+    assert proposed, "the sampler proposed nothing of its own"
+    keys = [t.user_attrs["plan_key"] for t in trials if "duplicate_of" not in t.user_attrs]
+    assert len(keys) == len(set(keys)), "a plan was measured twice"
+    for t in seeds + proposed:  # tied units (q/k/v, gate/up) keep one choice
+        plan = result.plan(t.number)
+        for block in range(2):
+            qkv = {plan.layers[f"model.layers.{block}.self_attn.{p}_proj"].label() for p in "qkv"}
+            gu = {plan.layers[f"model.layers.{block}.mlp.{p}_proj"].label() for p in ("gate", "up")}
+            assert len(qkv) == 1 and len(gu) == 1
+    assert result.sensitivity is not None and len(result.sensitivity) == 8 * 8
+    assert result.solver_front is not None and result.solver_front["predicted_kl"].is_monotonic_decreasing
+
+    # resume: the sensitivity rows come from the study, nothing is measured again
+    calls = []
+    monkeypatch.setattr(SensitivityProbe, "kl", lambda self, rep: calls.append(1) or 0.0)
+    again = run_search(_cfg(tmp_path, n_trials=26), bench=tiny, resume=True, progress=False)
+    assert calls == []
+    assert again.sensitivity.equals(result.sensitivity)
+    assert len([t for t in again.study.get_trials() if t.state is optuna.trial.TrialState.COMPLETE]) >= 26
+
+
+def test_evo_needs_size_and_kl() -> None:
+    with pytest.raises(SqueezerayError, match="sampler='evo' needs the objectives size and kl"):
+        SearchConfig(sampler="evo", objectives=("size", "perplexity"))
+
+
+def test_a_sampler_repeating_plans_is_stopped_not_looped(tiny, tmp_path) -> None:  # noqa: ANN001
+    space = SearchSpace("two", (GroupSpec("all", ("*",), quantize=("rtn-w8", "gptq-w4g128"), tie=Tie.ALL),))
+    result = run_search(_cfg(tmp_path, space=space, sampler="random", n_trials=6), bench=tiny, progress=False)
+    ok = result.trials[result.trials["duplicate_of"].isna()]
+    assert len(ok) == 2  # only two distinct plans exist; each was measured once
+    assert "stopped" in result.study.user_attrs
+    assert any("already measured" in n for n in result.rule_notes)

@@ -86,10 +86,12 @@ def main() -> None:
     for preset in cfg["uniform"]:
         t0 = time.perf_counter()
         r = measure_plan(bench, layer_fn, CompressionPlan.uniform(preset, bench.layers))
-        rows.append({"method": "uniform-" + preset.split("-")[0], "plan": preset, "trial": -1, **r,
+        tech, grid = preset.split("-")[0], preset.split("-")[1]
+        group = "" if grid.endswith("g128") else "-g" + grid.split("g")[1]  # the g128 line is "uniform-<tech>"
+        rows.append({"method": f"uniform-{tech}{group}", "plan": preset, "trial": -1, **r,
                      "seconds": time.perf_counter() - t0})
         print(f"uniform {preset}: {r}", flush=True)
-    uni = pd.DataFrame([r for r in rows if r["method"] == "uniform-gptq"])
+    uni = pd.DataFrame([r for r in rows if r["method"] == "uniform-gptq"])  # the g128 line
     band = cfg["bits"]
     hv_rows: list[dict] = []
     timings: dict[str, float] = {}

@@ -413,10 +413,11 @@ def _by_role() -> tuple[GroupSpec, ...]:
     )
 
 
-PER_LAYER_QUANT = ("gptq-w2g64", "gptq-w3g64", "gptq-w3g128", "gptq-w4g64", "gptq-w4g128", "gptq-w5g128",
-                   "gptq-w6g128", "rtn-w8")
-"""The main job's per-unit options: GPTQ (act-order) 2-6 bits, RTN 8-bit per row; few enough for its
-sensitivity stage to measure every one on 2 CPU cores within minutes."""
+PER_LAYER_QUANT = ("gptq-w2g32", "gptq-w3g32", "gptq-w3g64", "gptq-w3g128", "gptq-w4g64", "gptq-w4g128",
+                   "gptq-w5g128", "rtn-w8")
+"""The main job's per-unit options: GPTQ (act-order) at 2-5 bits with the group sizes that matter between
+2.5 and 5 average bits, RTN 8-bit per row; few enough for its sensitivity stage to measure every one
+on 2 CPU cores within minutes (``per-layer-full`` has them all)."""
 
 
 def per_layer_full_quant() -> tuple[str, ...]:

@@ -147,8 +147,8 @@ def _ray_executor(args: argparse.Namespace):  # noqa: ANN202
 def _evo_config(args: argparse.Namespace):  # noqa: ANN202
     from squeezeray.search import EvoConfig
 
-    band = {k: v for k, v in (("bits_min", args.bits_min), ("bits_max", args.bits_max)) if v is not None}
-    return EvoConfig(**band)
+    given = (("bits_min", args.bits_min), ("bits_max", args.bits_max), ("sensitivity_len", args.sensitivity_len))
+    return EvoConfig(**{k: v for k, v in given if v is not None})
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -379,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "plans across the budget band, then evolutionary refinement (use with --space per-layer)")
     p.add_argument("--bits-min", type=float, default=None, help="evo: lowest average bits per weight searched (2.5)")
     p.add_argument("--bits-max", type=float, default=None, help="evo: highest average bits per weight searched (5.0)")
+    p.add_argument("--sensitivity-len", type=int, default=None,
+                   help="evo: tokens of the one calibration sequence each unit's options are scored on (128)")
     p.add_argument("--rerank", type=int, default=6, help="trials re-measured on the final objectives (default 6)")
     p.add_argument("--max-accuracy-drop", type=float, default=None, help="e.g. 0.1: perplexity at most 10%% worse")
     p.add_argument("--max-latency-ms", type=float, default=None)

@@ -71,7 +71,7 @@ class EvoConfig:
     crossover_prob: float = 0.25
     candidates: int = 8
     sensitivity_seqs: int = 1
-    sensitivity_len: int = 192
+    sensitivity_len: int = 128
 
     def __post_init__(self) -> None:
         for f in ("bits_min", "bits_max", "size_band", "crossover_prob"):

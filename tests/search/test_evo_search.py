@@ -43,6 +43,15 @@ def test_evo_search_seeds_the_solver_front_and_refines(tiny, tmp_path, monkeypat
     assert result.sensitivity is not None and len(result.sensitivity) == 8 * 8
     assert result.solver_front is not None and result.solver_front["predicted_kl"].is_monotonic_decreasing
 
+    # the page and the report draw the table as a per-layer heat map
+    from squeezeray.export._study import StudyRecord
+    from squeezeray.ui._data import front_payload
+
+    heat = front_payload(StudyRecord.read(study))["sensitivity"]
+    assert heat["units"][0].startswith("attn_qkv@model.layers.0") and len(heat["units"]) == 8
+    assert len(heat["options"]) == 8 and all(len(row) == 8 for row in heat["kl"])
+    assert all(v is not None and v >= 0 for row in heat["kl"] for v in row)
+
     # resume: the sensitivity rows come from the study, nothing is measured again
     calls = []
     monkeypatch.setattr(SensitivityProbe, "kl", lambda self, rep: calls.append(1) or 0.0)

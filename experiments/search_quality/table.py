@@ -1,0 +1,45 @@
+"""The README's search-quality tables from the committed CSVs: ``python experiments/search_quality/table.py [model]``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+MIB = 2**20
+
+
+def markdown(model: str = "smollm2-135m") -> str:
+    folder = HERE / model
+    plans = pd.read_csv(folder / "plans.csv")
+    summary = pd.read_csv(folder / "summary.csv")
+    out = []
+    w = out.append
+    uni = plans[plans["method"].str.startswith("uniform")].sort_values("avg_bits")
+    w("| uniform plan | avg bits | size (MiB) | KL proxy | perplexity |")
+    w("|---|---:|---:|---:|---:|")
+    for _, r in uni.iterrows():
+        w(f"| {r['plan']} | {r['avg_bits']:.3f} | {r['size'] / MIB:.1f} | {r['kl']:.3f} | {r['perplexity']:.2f} |")
+    w("")
+    w("| method | plans measured | geo-mean ppl ratio, 3.0–3.5 bits (n) | geo-mean ratio, whole band | worst ratio | "
+      "smaller and better than gptq-w4g128 | final hypervolume | search time (s) |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for _, r in summary.iterrows():
+        w(f"| {r['method']} | {r['plans']} | {r['geo_mean_ratio_3.0_3.5_bits']:.3f} ({r['plans_3.0_3.5_bits']}) | "
+          f"{r['geo_mean_ratio_band']:.3f} | {r['worst_ratio_band']:.3f} | {r['smaller_and_better_than_gptq_w4g128']} | "
+          f"{r['final_hypervolume']:.4g} | {r['search_seconds']:.0f} |")
+    w("")
+    evo = plans[plans["method"] == "evo"].sort_values("avg_bits")
+    w("Front plans of the evo search (ratio: perplexity over uniform GPTQ g128 interpolated at equal size):\n")
+    w("| trial | avg bits | size (MiB) | KL proxy | perplexity | uniform GPTQ at that size | ratio |")
+    w("|---:|---:|---:|---:|---:|---:|---:|")
+    for _, r in evo.iterrows():
+        w(f"| {r['trial']} | {r['avg_bits']:.3f} | {r['size'] / MIB:.1f} | {r['kl']:.3f} | {r['perplexity']:.2f} | "
+          f"{r['uniform_gptq_ppl_at_size']:.2f} | {r['ppl_ratio_vs_uniform_gptq']:.3f} |")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown(*sys.argv[1:]))

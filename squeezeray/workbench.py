@@ -37,6 +37,7 @@ from squeezeray.objectives import BaseObjective
 from squeezeray.objectives import EvalContext
 from squeezeray.objectives import Measurement
 from squeezeray.objectives import OBJECTIVES
+from squeezeray.objectives._base import memo_key
 from squeezeray.spaces import CompressionPlan
 from squeezeray.techniques import LayerStats
 
@@ -189,23 +190,25 @@ class Workbench:
             yield model
 
     def evaluate_plan(
-        self, plan: CompressionPlan, objectives: Sequence[str], *, layer_fn=None  # noqa: ANN001
+        self, plan: CompressionPlan, objectives: Sequence[str | BaseObjective], *, layer_fn=None  # noqa: ANN001
     ) -> dict[str, Measurement]:
-        """Measure ``plan`` on ``objectives``: swapped in place when it can be, on a copy when it trains (kd).
+        """Measure ``plan`` on ``objectives``: swapped in place when every objective is ``swap_safe``, on a
+        copy otherwise (a plan that trains, kd, or an objective that compares the candidate with the original).
 
         The original's reference results (its log-probs for KL, its outputs for loyalty) are
         taken before the first swap, so no objective ever mistakes the swapped model for the original.
         """
-        if plan.distill is not None:
-            candidate, _ = self.compress(plan, layer_fn=layer_fn)
-            return self.evaluate(candidate, objectives)
+        objs = [self.objective(o) if isinstance(o, str) else o for o in objectives]
+        if plan.distill is not None or not all(o.swap_safe for o in objs):
+            candidate, _ = self.compress(plan, layer_fn=layer_fn)  # trains, or an objective reads the original
+            return self.evaluate(candidate, objs)
         done = self.reference.setdefault("original-evaluated", set())
-        missing = [n for n in objectives if n not in done]
+        missing = [o for o in objs if memo_key(o) not in done]
         if missing:
             self.evaluate(self.original, missing)
-            done.update(missing)
+            done.update(memo_key(o) for o in missing)
         with self.swapped(plan, layer_fn=layer_fn) as model:
-            return self.evaluate(model, objectives)
+            return self.evaluate(model, objs)
 
     def context(self, candidate: nn.Module) -> EvalContext:
         return EvalContext(self.original, candidate, self.held_out, self.proxy, self.reference)  # type: ignore[arg-type]

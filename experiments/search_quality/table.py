@@ -38,6 +38,18 @@ def markdown(model: str = "smollm2-135m") -> str:
     for _, r in evo.iterrows():
         w(f"| {r['trial']} | {r['avg_bits']:.3f} | {r['size'] / MIB:.1f} | {r['kl']:.3f} | {r['perplexity']:.2f} | "
           f"{r['uniform_gptq_ppl_at_size']:.2f} | {r['ppl_ratio_vs_uniform_gptq']:.3f} |")
+    arc = folder / "arc_easy.csv"
+    if arc.is_file():
+        a = pd.read_csv(arc)
+        w("")
+        w("ARC-Easy, all validation items, 0-shot `acc`, Δ paired with the original on the same items:\n")
+        w("| plan | size (MiB) | perplexity | ARC-Easy | Δ vs original |")
+        w("|---|---:|---:|---:|---:|")
+        for _, r in a.iterrows():
+            size = "" if pd.isna(r.get("size")) else f"{r['size'] / MIB:.1f}"
+            ppl = "" if pd.isna(r.get("perplexity")) else f"{r['perplexity']:.2f}"
+            d = "—" if r["plan"] == "original" else f"{r['arc_easy_delta']:+.3f} ± {r['arc_easy_delta_stderr']:.3f}"
+            w(f"| {r['plan']} | {size} | {ppl} | {r['arc_easy']:.3f} ± {r['arc_easy_stderr']:.3f} | {d} |")
     return "\n".join(out) + "\n"
 
 

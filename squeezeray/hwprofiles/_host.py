@@ -201,7 +201,11 @@ def detect_host(*, device: str | torch.device = "cpu", bench: MicrobenchConfig |
         raise SqueezerayError(f"device={str(dev)!r}: host detection supports cpu and cuda")
     info = parse_cpuinfo(_read("/proc/cpuinfo"))
     tops: dict[ComputeDtype, Figure] = {}
-    for dtype in (ComputeDtype.FP32, ComputeDtype.BF16, ComputeDtype.INT8, ComputeDtype.INT4):
+    native = _native_cpu_formats(info.flags)
+    measured = [ComputeDtype.FP32, ComputeDtype.BF16, ComputeDtype.INT8, ComputeDtype.INT4]
+    if ComputeDtype.FP16 in native:  # avx512_fp16 / amx_fp16 CPUs (Sapphire Rapids and later) compute fp16 natively
+        measured.insert(1, ComputeDtype.FP16)
+    for dtype in measured:
         try:
             rate = measure_matmul_rate(dtype, dev, size=cfg.matmul_size, repeats=cfg.repeats)
         except SqueezerayError as err:
@@ -209,6 +213,7 @@ def detect_host(*, device: str | torch.device = "cpu", bench: MicrobenchConfig |
             continue
         note = {
             ComputeDtype.FP32: "torch.mm float32",
+            ComputeDtype.FP16: "torch.mm float16 (the CPU has avx512_fp16/amx_fp16)",
             ComputeDtype.BF16: "torch.mm bfloat16 (emulated unless the CPU has avx512_bf16/amx_bf16)",
             ComputeDtype.INT8: "torch._int_mm int8 x int8 -> int32",
             ComputeDtype.INT4: "aten._weight_int4pack_mm_for_cpu: int4 weights, bf16 activations",
@@ -235,7 +240,7 @@ def detect_host(*, device: str | torch.device = "cpu", bench: MicrobenchConfig |
         ),
         tdp_w=Figure(None, "CPU power is not readable from the OS here; pass a power figure explicitly", Basis.UNAVAILABLE),
         idle_w=Figure(None, "not readable from the OS", Basis.UNAVAILABLE),
-        formats=_native_cpu_formats(info.flags),
+        formats=native,
         kernels=_cpu_kernels(),
         features=features,
     )

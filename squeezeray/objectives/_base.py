@@ -110,6 +110,11 @@ class BaseObjective(abc.ABC):
     name: ClassVar[str]
     direction: ClassVar[Direction]
     unit: ClassVar[str]
+    swap_safe: ClassVar[bool] = False
+    """True when measuring a candidate never looks at ``ctx.original`` beyond the reference results cached
+    from an earlier measurement of the original: such objectives may score a candidate swapped into the
+    original model in place (:meth:`squeezeray.workbench.Workbench.evaluate_plan`). Objectives that compare
+    ``ctx.candidate is ctx.original`` or read the original's structure keep the default (a copy)."""
 
     @abc.abstractmethod
     def measure(self, ctx: EvalContext) -> Measurement:

@@ -42,6 +42,7 @@ class KLDivergence(BaseObjective):
     """Mean per-token KL(original || candidate) on the proxy windows."""
 
     name = "kl"
+    swap_safe = True  # measures the candidate alone (reference results come from the cache)
     direction = Direction.MINIMIZE
     unit = "nats/token"
 

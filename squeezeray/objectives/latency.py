@@ -152,6 +152,7 @@ class Latency(BaseObjective):
     """
 
     name = "latency"
+    swap_safe = True  # measures the candidate alone (reference results come from the cache)
     direction = Direction.MINIMIZE
     unit = "ms"
 

@@ -43,6 +43,7 @@ class Perplexity(BaseObjective):
     """Perplexity of the candidate on the held-out windows."""
 
     name = "perplexity"
+    swap_safe = True  # measures the candidate alone (reference results come from the cache)
     direction = Direction.MINIMIZE
     unit = "ppl"
 

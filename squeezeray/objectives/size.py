@@ -60,6 +60,7 @@ class Size(BaseObjective):
     """Model size in bytes as stored (exact count, not an estimate)."""
 
     name = "size"
+    swap_safe = True  # measures the candidate alone (reference results come from the cache)
     direction = Direction.MINIMIZE
     unit = "bytes"
 

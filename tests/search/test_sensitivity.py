@@ -124,3 +124,16 @@ def test_per_layer_presets_give_every_unit_its_own_choice(tiny) -> None:  # noqa
     assert len(units) == 4 * 2  # qkv, o, gate/up, down in each of the tiny model's 2 blocks
     full = unit_options(preset_space("per-layer-full").groups[0])
     assert len(full) == 37 and {"awq-w2g32", "gptq-w8g128", "rtn-w8"} <= {o.label for o in full}
+
+
+def test_objectives_that_read_the_original_are_measured_on_a_copy(tiny, monkeypatch) -> None:  # noqa: ANN001
+    calls = []
+    compress = tiny.compress
+    monkeypatch.setattr(tiny, "compress", lambda plan, layer_fn=None: calls.append(plan) or compress(plan, layer_fn=layer_fn))
+    plan = CompressionPlan.uniform("rtn-w8", list(tiny.layers)[:2])
+    swapped_values = tiny.evaluate_plan(plan, ["size", "kl"])
+    assert calls == []  # size and KL are swap-safe: measured in place
+    copied = tiny.evaluate_plan(plan, ["size", "kl", "parameter_efficiency"])
+    assert len(calls) == 1  # parameter efficiency reads the original's parameters: a copy
+    assert copied["kl"].value == pytest.approx(swapped_values["kl"].value, rel=1e-6)
+    assert copied["size"].value == swapped_values["size"].value

@@ -56,6 +56,17 @@ if (sq / "summary.csv").is_file():
       f"{others['search_seconds'].min():.0f}–{others['search_seconds'].max():.0f} s. At these bit widths the plans the "
       "solver finds are on a par with uniform GPTQ at finer groups (gptq-w3g64, gptq-w3g32 in the first table), "
       "which the g128 line does not include.\n")
+    if (sq / "arc_easy.csv").is_file():
+        arc = pd.read_csv(sq / "arc_easy.csv").set_index("plan")
+        ev = arc[arc.index.str.startswith("evo")]
+        g3, g4 = arc.loc["uniform gptq-w3g128"], arc.loc["uniform gptq-w4g128"]
+        w(f"On ARC-Easy (all validation items) the evo plans at {ev['size'].min() / 2**20:.1f}–{ev['size'].max() / 2**20:.1f} MiB "
+          f"score {ev['arc_easy'].min():.3f}–{ev['arc_easy'].max():.3f}: above uniform gptq-w3g128 "
+          f"({g3['arc_easy']:.3f}, {g3['size'] / 2**20:.1f} MiB) by {ev['arc_easy'].min() - g3['arc_easy']:+.3f} to "
+          f"{ev['arc_easy'].max() - g3['arc_easy']:+.3f}, below uniform gptq-w4g128 ({g4['arc_easy']:.3f}, "
+          f"{g4['size'] / 2**20:.1f} MiB) by {g4['arc_easy'] - ev['arc_easy'].max():.3f} to "
+          f"{g4['arc_easy'] - ev['arc_easy'].min():.3f} (each score's SE ≈ {ev['arc_easy_stderr'].mean():.3f}): "
+          "better held-out perplexity did not buy ARC accuracy over the larger uniform 4-bit plan.\n")
     w("![front plans vs uniform, hypervolume against evaluations](experiments/search_quality/smollm2-135m/front.png)\n")
 
 # ---------------------------------------------------------------- baselines

@@ -41,8 +41,9 @@ def main() -> None:
     plans = pd.read_csv(out / "plans.csv")
     picked = plans[(plans["method"] == "evo") & plans["avg_bits"].between(lo, hi)]
     bench, layer_fn = load_bench(cfg)
-    study = optuna.load_study(study_name=f"evo-s{cfg['seed']}",
-                              storage=f"sqlite:///{WORK / 'search_quality' / out.name / f'evo-s{cfg['seed']}' / 'study.db'}")
+    study_name = f"evo-s{cfg['seed']}"
+    db = WORK / "search_quality" / out.name / study_name / "study.db"
+    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{db}")
     space = SearchSpace.from_dict(study.user_attrs["space"])
     tasks = task_objectives(bench, [{"task": "arc_easy", "limit": None}])
     rows = [{"plan": "original", "trial": -1, **measure(bench, bench.original, [], tasks)}]

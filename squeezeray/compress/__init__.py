@@ -3,6 +3,7 @@
 from squeezeray.compress._apply import LayerReport
 from squeezeray.compress._apply import apply_plan
 from squeezeray.compress._apply import compress_layer
+from squeezeray.compress._apply import dense_nbytes
 from squeezeray.compress._apply import replace_module
 from squeezeray.compress._calibrate import collect_stats
 from squeezeray.compress._module import CompressedLinear
@@ -16,6 +17,7 @@ __all__ = [
     "apply_plan",
     "collect_stats",
     "compress_layer",
+    "dense_nbytes",
     "replace_module",
     "swapped",
 ]

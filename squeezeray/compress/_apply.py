@@ -42,6 +42,12 @@ class LayerReport:
     distill: DistillReport | None = None
 
 
+def dense_nbytes(linear: nn.Module) -> int:
+    """Bytes of a layer stored uncompressed: weight and bias at 2 bytes per element."""
+    bias = getattr(linear, "bias", None)
+    return int(linear.weight.numel() * 2 + (0 if bias is None else bias.numel() * 2))
+
+
 def compress_layer(name: str, linear: nn.Linear, plan: LayerPlan, stats: LayerStats) -> CompressedLinear:
     """Run ``plan``'s steps on one linear layer and pack the result.
 
@@ -117,8 +123,7 @@ def apply_plan(
         t0 = time.perf_counter()
         compressed = fn(name, linear, lp, stats[name])
         replace_module(model, name, compressed)
-        dense = linear.weight.numel() * 2 + (0 if linear.bias is None else linear.bias.numel() * 2)
-        reports.append(LayerReport(name, lp.label(), compressed.nbytes(), dense, time.perf_counter() - t0))
+        reports.append(LayerReport(name, lp.label(), compressed.nbytes(), dense_nbytes(linear), time.perf_counter() - t0))
     return reports
 
 
@@ -172,8 +177,8 @@ def _apply_with_distill(
         compressed = CompressedLinear.from_state(state)
         replace_module(model, name, compressed)
         linear = originals[name]
-        dense = linear.weight.numel() * 2 + (0 if linear.bias is None else linear.bias.numel() * 2)
         reports.append(LayerReport(
-            name, plan.layer_label(name), compressed.nbytes(), dense, seconds[name] + time.perf_counter() - t0, report
+            name, plan.layer_label(name), compressed.nbytes(), dense_nbytes(linear), seconds[name] + time.perf_counter() - t0,
+            report,
         ))
     return reports

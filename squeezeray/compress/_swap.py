@@ -16,13 +16,9 @@ from collections.abc import Mapping
 from torch import nn
 
 from squeezeray._errors import SqueezerayError
+from squeezeray.compress._apply import replace_module
 
 _ACTIVE = "_squeezeray_swap_active"
-
-
-def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
-    parent_name, _, child = name.rpartition(".")
-    return (model.get_submodule(parent_name) if parent_name else model), child
 
 
 def is_swapped(model: nn.Module) -> bool:
@@ -45,14 +41,12 @@ def swapped(model: nn.Module, replacements: Mapping[str, nn.Module]) -> Iterator
     try:
         for name, new in replacements.items():
             try:
-                parent, child = _parent(model, name)
-                originals[name] = getattr(parent, child)
+                originals[name] = model.get_submodule(name)
             except AttributeError:
                 raise SqueezerayError(f"swapped(): the model has no module {name!r}") from None
-            setattr(parent, child, new)
+            replace_module(model, name, new)
         yield model
     finally:
         for name, old in originals.items():
-            parent, child = _parent(model, name)
-            setattr(parent, child, old)
+            replace_module(model, name, old)
         setattr(model, _ACTIVE, False)

@@ -24,17 +24,21 @@ def log_probs(model: nn.Module, windows: torch.Tensor, *, batch_size: int = 2) -
     return out
 
 
+def kl_sum(logp: torch.Tensor, logits: torch.Tensor) -> float:
+    """Sum over tokens of KL(P || Q) for reference log-probs ``logp`` and candidate ``logits`` (both (B, T, V))."""
+    logq = F.log_softmax(logits.float(), dim=-1)
+    return float((logp.exp() * (logp - logq)).sum())
+
+
 @torch.no_grad()
 def mean_kl(reference: list[torch.Tensor], model: nn.Module, windows: torch.Tensor, *, batch_size: int = 2) -> float:
     """Mean over tokens of KL(P_reference || P_model), in nats."""
     total = 0.0
     count = 0
     for i, start in enumerate(range(0, windows.shape[0], batch_size)):
-        logits = model(input_ids=windows[start : start + batch_size], use_cache=False).logits.float()
-        logq = F.log_softmax(logits, dim=-1)  # (B, T, V)
-        logp = reference[i]
-        total += float((logp.exp() * (logp - logq)).sum())
-        count += logq.shape[0] * logq.shape[1]
+        logits = model(input_ids=windows[start : start + batch_size], use_cache=False).logits  # (B, T, V)
+        total += kl_sum(reference[i], logits)
+        count += logits.shape[0] * logits.shape[1]
     return total / count
 
 

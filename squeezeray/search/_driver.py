@@ -399,8 +399,7 @@ def run_search(
     lookups = [0, 0]  # cache hits, misses of this run's evaluations
 
     def step_done() -> None:
-        done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-                if t.user_attrs.get("outcome") == TrialOutcome.OK.value and "duplicate_of" not in t.user_attrs]
+        done = _measured_trials(study)
         front = _pareto_numbers(done, directions)
         vals = np.array([done_t.values for done_t in done if done_t.number in front]) if front else np.empty((0, len(names)))
         hit_rate = lookups[0] / sum(lookups) if sum(lookups) else 0.0
@@ -426,7 +425,7 @@ def run_search(
                 trial.set_user_attr("plan_key", key)
                 if key in measured or key in {plan_key(p) for _, p, _ in in_flight.values()}:
                     duplicates += 1
-                    _tell_duplicate(study, trial, measured.get(key), config, names)
+                    _tell_duplicate(study, trial, measured.get(key))
                     if duplicates > 2 * config.n_trials + 20:  # the space is (nearly) exhausted
                         exhausted = (f"stopped after {duplicates} proposals of plans already measured "
                                      f"({_finished(study)} of {config.n_trials} trials finished)")
@@ -469,19 +468,22 @@ def plan_key(plan: CompressionPlan) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
 
+def _measured_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Trials whose plan was measured here (complete, ok, not a duplicate of an earlier trial)."""
+    return [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if t.user_attrs.get("outcome") == TrialOutcome.OK.value and "duplicate_of" not in t.user_attrs]
+
+
 def _measured_plans(study: optuna.Study) -> dict[str, int]:
-    """Plan key -> trial number of every plan this study has measured (ok outcome)."""
+    """Plan key -> trial number of every plan this study has measured."""
     out: dict[str, int] = {}
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        key = t.user_attrs.get("plan_key")
-        if key and t.user_attrs.get("outcome") == TrialOutcome.OK.value and "duplicate_of" not in t.user_attrs:
-            out.setdefault(key, t.number)
+    for t in _measured_trials(study):
+        if t.user_attrs.get("plan_key"):
+            out.setdefault(t.user_attrs["plan_key"], t.number)
     return out
 
 
-def _tell_duplicate(
-    study: optuna.Study, trial: optuna.Trial, original: int | None, config: SearchConfig, names: Sequence[str]
-) -> None:
+def _tell_duplicate(study: optuna.Study, trial: optuna.Trial, original: int | None) -> None:
     """A plan already measured (or in flight) is not evaluated again; the trial is closed as a duplicate."""
     if original is None:  # the same plan is still being measured: nothing to copy yet
         trial.set_user_attr("duplicate_of", -1)
@@ -635,8 +637,7 @@ def _remeasure(
         base = {k: m.to_dict() for k, m in bench.evaluate(bench.original, final_names).items()}
         study.set_user_attr(baseline_key, base)
     baseline = {k: float(v["value"]) for k, v in study.user_attrs[baseline_key].items()}
-    ok = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-          if t.user_attrs.get("outcome") == TrialOutcome.OK.value and "duplicate_of" not in t.user_attrs]
+    ok = _measured_trials(study)
     directions = _directions(config.objectives)
     front = _pareto_numbers(ok, directions)
     # front first (by first objective), then the rest by distance to the front in normalised objective space

@@ -99,10 +99,7 @@ def prepare(
     def store(unit: str, rows: list[SensitivityRow]) -> None:
         study.set_user_attr(prefix + unit, json.dumps([r.to_dict() for r in rows]))
 
-    from squeezeray.techniques import TECHNIQUES
-
-    needs_h = any(TECHNIQUES.get(t).needs_hessian for u in units for o in unit_options(u.group)
-                  if o.plan is not None for t in o.plan.technique_names)
+    needs_h = any(o.plan is not None and o.plan.needs_hessian() for u in units for o in unit_options(u.group))
     stats = bench.stats(hessian=needs_h)
     table = measure_sensitivity(bench.original, units, stats, proxy, layer_fn=layer_fn, done=done, on_unit=store,
                                 progress=progress)

@@ -36,9 +36,11 @@ from tqdm.auto import tqdm
 from squeezeray._errors import PlanError
 from squeezeray._errors import SqueezerayError
 from squeezeray.compress import compress_layer
+from squeezeray.compress import dense_nbytes
 from squeezeray.compress import swapped
 from squeezeray.data import TokenData
-from squeezeray.objectives.size import DENSE_BYTES
+from squeezeray.objectives._base import materialized
+from squeezeray.objectives.kl import kl_sum
 from squeezeray.search._allocate import AllocationProblem
 from squeezeray.spaces import NONE
 from squeezeray.spaces import GroupSpec
@@ -266,25 +268,10 @@ class SensitivityProbe:
             prefix = self.blocks[0]
             replays = {f"{prefix}.{i}": _Replay(self.block_outputs[i], n) for i in range(start)}
         stacked = {name: (_Stacked([c[name] for c in candidates]) if n > 1 else candidates[0][name]) for name in names}
-        modules = [c[name] for c in candidates for name in names]
-        for m in modules:
-            if hasattr(m, "materialize"):
-                m.materialize()
-        try:
-            with swapped(self.model, {**replays, **stacked}), torch.no_grad():
-                ids = self.proxy.ids.repeat(n, 1)
-                logits = self.model(input_ids=ids, use_cache=False).logits.float()
-        finally:
-            for m in modules:
-                if hasattr(m, "release"):
-                    m.release()
-        logp = self.reference
-        out = []
-        for chunk in logits.chunk(n, dim=0):
-            logq = F.log_softmax(chunk, dim=-1)
-            kl = float((logp.exp() * (logp - logq)).sum()) / (logq.shape[0] * logq.shape[1])
-            out.append(max(kl, 0.0))
-        return out
+        with swapped(self.model, {**replays, **stacked}) as model, materialized(model), torch.no_grad():
+            logits = model(input_ids=self.proxy.ids.repeat(n, 1), use_cache=False).logits
+        tokens = self.reference.shape[0] * self.reference.shape[1]
+        return [max(kl_sum(self.reference, chunk) / tokens, 0.0) for chunk in logits.chunk(n, dim=0)]
 
 
 def measure_sensitivity(
@@ -323,7 +310,7 @@ def measure_sensitivity(
             continue
         probe = probe or SensitivityProbe(model, proxy)
         linears = {name: model.get_submodule(name) for name in unit.layers}
-        dense = sum(_dense_bytes(lin) for lin in linears.values())
+        dense = sum(dense_nbytes(lin) for lin in linears.values())
         n_weights = sum(int(lin.weight.numel()) for lin in linears.values())
         unit_rows = []
         options = unit_options(unit.group)
@@ -344,7 +331,3 @@ def measure_sensitivity(
         rows.extend(unit_rows)
     return SensitivityTable(tuple(rows), f"{proxy.source} ({int(proxy.ids.numel())} tokens)", proxy.digest)
 
-
-def _dense_bytes(linear: nn.Module) -> int:
-    bias = getattr(linear, "bias", None)
-    return int(linear.weight.numel() * DENSE_BYTES + (0 if bias is None else bias.numel() * DENSE_BYTES))

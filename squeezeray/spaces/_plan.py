@@ -93,6 +93,9 @@ class LayerPlan:
     def technique_names(self) -> tuple[str, ...]:
         return tuple(s.technique for s in self.steps)
 
+    def needs_hessian(self) -> bool:
+        return any(TECHNIQUES.get(t).needs_hessian for t in self.technique_names)
+
     def check_shape(self, out_features: int, in_features: int) -> None:
         for step in self.steps:
             step.check_shape(out_features, in_features)
@@ -152,7 +155,7 @@ class CompressionPlan:
                 raise PlanError(f"layer {name!r} ({out_f}x{in_f}): {err}") from None
 
     def needs_hessian(self) -> bool:
-        return any(TECHNIQUES.get(t).needs_hessian for lp in self.layers.values() for t in lp.technique_names)
+        return any(lp.needs_hessian() for lp in self.layers.values())
 
     def summary(self) -> dict[str, int]:
         """Count of layers per step label."""

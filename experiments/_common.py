@@ -75,7 +75,7 @@ def compress_and_measure(
     bench: Workbench, layer_fn: Any, preset: str | CompressionPlan, objectives: list[str], tasks: list[Accuracy]
 ) -> dict[str, Any]:
     """One row: the plan compressed (through the cache where it can be) and measured."""
-    plan = preset if isinstance(preset, CompressionPlan) else CompressionPlan.uniform(preset, bench.layers)
+    plan = preset if isinstance(preset, CompressionPlan) else bench.uniform(preset)
     t0 = time.perf_counter()
     candidate, reports = bench.compress(plan, layer_fn=layer_fn)
     row: dict[str, Any] = {"plan": plan.name, "compress_s": time.perf_counter() - t0}

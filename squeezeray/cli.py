@@ -37,12 +37,16 @@ def _data_config(args: argparse.Namespace):  # noqa: ANN202
     )
 
 
-def _read_plan(text: str, layers: dict[str, tuple[int, int]]):  # noqa: ANN202
+def _read_plan(text: str, bench, head_steps: str | None):  # noqa: ANN001, ANN202
+    """A plan file as it is, or a preset on every layer but the output head, which takes ``head_steps``
+    (the tied token table when tied; None: it stays dense)."""
     from squeezeray.spaces import CompressionPlan
 
     if text.endswith(".json") or Path(text).is_file():
+        if head_steps is not None:
+            raise SqueezerayError(f"--head {head_steps!r}: a plan file says what the head gets; --head goes with a preset")
         return CompressionPlan.load(text)
-    return CompressionPlan.uniform(text, layers)
+    return bench.uniform(text, head=head_steps)
 
 
 def _fmt(value: float, unit: str) -> str:
@@ -64,13 +68,16 @@ def cmd_compress(args: argparse.Namespace) -> int:
     data = _data_config(args)
     if not (args.plan.endswith(".json") or Path(args.plan).is_file()):
         from squeezeray.spaces import parse_preset
+        from squeezeray.spaces import parse_steps
 
         parse_preset(args.plan)  # a bad preset fails before the model loads
+        if args.head is not None:
+            parse_steps(args.head)
     elif not Path(args.plan).is_file():
         raise SqueezerayError(f"plan file {args.plan!r} does not exist")
     print(f"loading model {args.model or 'smollm2'} ...", file=sys.stderr)
     bench = Workbench.load(args.model, data, progress=not args.no_progress)
-    plan = _read_plan(args.plan, bench.layers)
+    plan = _read_plan(args.plan, bench, args.head)
     plan.check(bench.layers)
     print(f"plan {plan.name or args.plan}: {len(plan.layers)} of {len(bench.layers)} layers", file=sys.stderr)
     base = bench.evaluate(bench.original, objectives)
@@ -363,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compress", help="apply a plan (preset or JSON file) and compare objectives with the original")
     p.add_argument("--plan", required=True, help="a preset such as gptq-w4g128 (see 'squeezeray presets') or a plan JSON file")
     p.add_argument("--objectives", default=DEFAULT_OBJECTIVES, help=f"comma-separated (default {DEFAULT_OBJECTIVES})")
+    p.add_argument("--head", default=None, metavar="STEPS",
+                   help="steps for the output head (the tied embedding table when tied), e.g. rtn-w8; "
+                        "default: a preset leaves it dense")
     p.add_argument("--save-plan", default=None, help="write the plan as JSON here")
     p.add_argument("--json", default=None, help="write the results as JSON here")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -32,6 +32,7 @@ from squeezeray.data import calibration_tokens
 from squeezeray.data import eval_tokens
 from squeezeray.models import LoadedModel
 from squeezeray.models import compressible_layers
+from squeezeray.models import head_layer
 from squeezeray.models import load_model
 from squeezeray.objectives import BaseObjective
 from squeezeray.objectives import EvalContext
@@ -91,6 +92,7 @@ class Workbench:
             self.calibration.ids[: self.data.proxy_seqs], f"{self.calibration.source} first {self.data.proxy_seqs} seqs"
         )
         self.layers = compressible_layers(loaded.model)
+        self.head = head_layer(loaded.model)  # the output head (the tied token table when tied), or None
         self._stats: dict[str, LayerStats] | None = None
         self._stats_have_hessian = False
         self.stats_passes = 0  # calibration passes this workbench ran itself (0 when it adopted statistics)
@@ -153,6 +155,21 @@ class Workbench:
             raise SqueezerayError("adopt_stats: hessian=True but some layers' statistics have no Hessian")
         self._stats = {n: stats[n] for n in self.layers}
         self._stats_have_hessian = hessian
+
+    def uniform(self, preset: str, *, head: str | None = None) -> CompressionPlan:
+        """``preset`` on every compressible layer but the output head, which takes ``head`` (steps such as
+        ``rtn-w8``; None: it stays dense). The head of a tied model is the token table the input embedding
+        shares: what a preset means for "the linear layers" should not silently reach it."""
+        from squeezeray._errors import SqueezerayError
+        from squeezeray.spaces import parse_steps
+
+        plan = CompressionPlan.uniform(preset, [n for n in self.layers if n != self.head])
+        if head is None:
+            return plan
+        if self.head is None:
+            raise SqueezerayError(f"head={head!r}: this model's output head is not a linear layer")
+        return dataclasses.replace(plan, layers={**plan.layers, self.head: parse_steps(head)},
+                                   name=f"{plan.name} head={head}")
 
     def compress(self, plan: CompressionPlan, *, layer_fn=None) -> tuple[nn.Module, list[LayerReport]]:  # noqa: ANN001
         """A compressed copy of the original model (the original is untouched)."""

@@ -109,14 +109,14 @@ def test_distill_json_with_unknown_setting_is_refused() -> None:
 def test_apply_plan_needs_the_teacher_for_kd(tiny) -> None:  # noqa: ANN001
     import copy
 
-    plan = CompressionPlan.uniform("magnitude-s50+kd-n2+rtn-w4g64", tiny.layers)
+    plan = tiny.uniform("magnitude-s50+kd-n2+rtn-w4g64")
     with pytest.raises(PlanError, match="teacher"):
         apply_plan(copy.deepcopy(tiny.original), plan, tiny.stats(hessian=False))
 
 
 def test_distillation_lowers_kl_keeps_the_mask_and_then_quantizes(tiny) -> None:  # noqa: ANN001
-    pruned, _ = tiny.compress(CompressionPlan.uniform("magnitude-s50", tiny.layers))
-    plan = CompressionPlan.uniform("magnitude-s50+kd-n6-lr0.001-a1+rtn-w4g64", tiny.layers)
+    pruned, _ = tiny.compress(tiny.uniform("magnitude-s50"))
+    plan = tiny.uniform("magnitude-s50+kd-n6-lr0.001-a1+rtn-w4g64")
     recovered, reports = tiny.compress(plan)
     kl_pruned = tiny.evaluate(pruned, ["kl"])["kl"].value
     kl_recovered = tiny.evaluate(recovered, ["kl"])["kl"].value

@@ -18,14 +18,16 @@ def test_original_against_itself(bench) -> None:  # noqa: ANN001
     assert 10 < r["perplexity"].value < 60
     n_params = sum(p.numel() for p in bench.original.parameters())  # tied head counted once
     assert r["size"].value == 2 * n_params
-    assert len(bench.layers) == 210  # every linear layer but the tied output head
+    assert len(bench.layers) == 211  # every linear layer and the tied output head (the token table)
+    assert bench.head == "lm_head" and bench.layers["lm_head"] == (49152, 576)
 
 
 def test_uniform_8bit_keeps_perplexity_within_one_percent(bench) -> None:  # noqa: ANN001
     base = bench.evaluate(bench.original, ["perplexity"])["perplexity"].value
-    candidate, reports = bench.compress(CompressionPlan.uniform("rtn-w8", bench.layers))
+    candidate, reports = bench.compress(bench.uniform("rtn-w8"))
     assert len(reports) == 210
-    assert all(isinstance(candidate.get_submodule(n), CompressedLinear) for n in bench.layers)
+    assert all(isinstance(candidate.get_submodule(n), CompressedLinear) for n in bench.layers if n != bench.head)
+    assert not isinstance(candidate.get_submodule(bench.head), CompressedLinear)  # a preset leaves the table
     r = bench.evaluate(candidate, ["perplexity", "size", "kl"])
     assert abs(r["perplexity"].value / base - 1) < 0.01
     total, compressed = model_nbytes(candidate)
@@ -37,7 +39,7 @@ def test_uniform_8bit_keeps_perplexity_within_one_percent(bench) -> None:  # noq
 def test_gptq_beats_rtn_at_4_bits(bench) -> None:  # noqa: ANN001
     ppl = {}
     for preset in ("rtn-w4g64", "gptq-w4g64"):
-        candidate, _ = bench.compress(CompressionPlan.uniform(preset, bench.layers))
+        candidate, _ = bench.compress(bench.uniform(preset))
         ppl[preset] = bench.evaluate(candidate, ["perplexity"])["perplexity"].value
     assert ppl["gptq-w4g64"] < ppl["rtn-w4g64"]
 

@@ -25,7 +25,6 @@ from _common import pyplot  # noqa: E402
 from _common import measure  # noqa: E402
 from _common import task_objectives  # noqa: E402
 
-from squeezeray.spaces import CompressionPlan  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -70,7 +69,7 @@ def _add_tasks(bench, layer_fn, tasks: list, plans: list[str], out: str) -> tupl
         if not missing or (not is_original and row["plan"] not in plans):
             continue
         candidate = bench.original if is_original else bench.compress(
-            CompressionPlan.uniform(row["plan"], bench.layers), layer_fn=layer_fn)[0]
+            bench.uniform(row["plan"]), layer_fn=layer_fn)[0]
         row.update(measure(bench, candidate, [], missing))
         print({k: row[k] for k in row if any(k.startswith(t.spec.name) for t in missing) or k == "plan"}, flush=True)
         _table(rows, out, machine(), where)

@@ -221,7 +221,7 @@ def final_rows(cfg: dict, bench, layer_fn, df: pd.DataFrame, plans: list[Compres
     old = pd.read_csv(path) if path.is_file() and not fresh else pd.DataFrame(columns=["plan", "final_task"])
     rows = old.to_dict("records")
     candidates = [next(p for p in plans if p.name == f"searched #{selected}")]
-    candidates += [CompressionPlan.uniform(preset, bench.layers) for preset in cfg.get("final_reference", [])]
+    candidates += [bench.uniform(preset) for preset in cfg.get("final_reference", [])]
     for spec in cfg["finals"]:
         final = task_objectives(bench, [spec])  # one objective per spec: the original is scored once for it
         name = final[0].spec.name

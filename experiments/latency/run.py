@@ -64,7 +64,6 @@ from squeezeray.objectives.predicted_latency import block_other_path
 from squeezeray.objectives.predicted_latency import PredictedLatency
 from squeezeray.objectives.predicted_latency import linear_cost
 from squeezeray.objectives.predicted_latency import model_costs
-from squeezeray.spaces import CompressionPlan
 from squeezeray.workbench import DataConfig
 from squeezeray.workbench import Workbench
 
@@ -118,7 +117,7 @@ def build_variant(bench: Workbench, v: Variant) -> nn.Module:
     if v.preset is None:
         model = copy.deepcopy(bench.original)
         return model.to(v.dtype)
-    plan = CompressionPlan.uniform(v.preset, bench.layers)
+    plan = bench.uniform(v.preset)
     model, _ = bench.compress(plan)
     return model
 

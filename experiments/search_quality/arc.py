@@ -21,7 +21,6 @@ from experiments._common import WORK  # noqa: E402
 from experiments._common import load_bench  # noqa: E402
 from experiments._common import measure  # noqa: E402
 from experiments._common import task_objectives  # noqa: E402
-from squeezeray.spaces import CompressionPlan  # noqa: E402
 from squeezeray.spaces import SearchSpace  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -47,7 +46,7 @@ def main() -> None:
     space = SearchSpace.from_dict(study.user_attrs["space"])
     tasks = task_objectives(bench, [{"task": "arc_easy", "limit": None}])
     rows = [{"plan": "original", "trial": -1, **measure(bench, bench.original, [], tasks)}]
-    todo = [(f"uniform {p}", -1, CompressionPlan.uniform(p, bench.layers)) for p in ("gptq-w3g128", "gptq-w4g128")]
+    todo = [(f"uniform {p}", -1, bench.uniform(p)) for p in ("gptq-w3g128", "gptq-w4g128")]
     todo += [(f"evo #{int(r.trial)}", int(r.trial), space.plan_from_params(study.trials[int(r.trial)].params, bench.layers))
              for r in picked.itertuples()]
     for label, trial, plan in todo:

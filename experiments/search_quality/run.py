@@ -89,7 +89,7 @@ def main() -> None:
     # uniform presets on the same layers the space covers
     for preset in cfg["uniform"]:
         t0 = time.perf_counter()
-        r = measure_plan(bench, layer_fn, CompressionPlan.uniform(preset, bench.layers))
+        r = measure_plan(bench, layer_fn, bench.uniform(preset))
         tech, grid = preset.split("-")[0], preset.split("-")[1]
         group = "" if grid.endswith("g128") else "-g" + grid.split("g")[1]  # the g128 line is "uniform-<tech>"
         rows.append({"method": f"uniform-{tech}{group}", "plan": preset, "trial": -1, **r,

@@ -37,7 +37,6 @@ from squeezeray.objectives.latency import host_description
 from squeezeray.search import LayerCache
 from squeezeray.search import SearchConfig
 from squeezeray.search import run_search
-from squeezeray.spaces import CompressionPlan
 from squeezeray.spaces import load_space
 from squeezeray.workbench import DataConfig
 from squeezeray.workbench import Workbench
@@ -159,7 +158,7 @@ def main() -> None:
     uniform = []
     layer_fn = LayerCache(workdir / "cache").layer_fn(bench.loaded.fingerprint(), bench.calibration.digest)
     for preset in UNIFORM:
-        candidate, _ = bench.compress(CompressionPlan.uniform(preset, bench.layers), layer_fn=layer_fn)
+        candidate, _ = bench.compress(bench.uniform(preset), layer_fn=layer_fn)
         u = bench.evaluate(candidate, ["size", "perplexity", "kl"])
         uniform.append({"plan": preset, **{k: m.value for k, m in u.items()}, "machine": machine})
         if preset not in COMPARED:

@@ -4,13 +4,17 @@ from squeezeray.compress._apply import LayerReport
 from squeezeray.compress._apply import apply_plan
 from squeezeray.compress._apply import compress_layer
 from squeezeray.compress._apply import dense_nbytes
-from squeezeray.compress._apply import replace_module
 from squeezeray.compress._calibrate import collect_stats
+from squeezeray.compress._embedding import CompressedEmbedding
+from squeezeray.compress._embedding import replace_layers
+from squeezeray.compress._embedding import replace_module
+from squeezeray.compress._embedding import with_tied
 from squeezeray.compress._module import CompressedLinear
 from squeezeray.compress._module import LayerFormat
 from squeezeray.compress._swap import swapped
 
 __all__ = [
+    "CompressedEmbedding",
     "CompressedLinear",
     "LayerFormat",
     "LayerReport",
@@ -18,6 +22,8 @@ __all__ = [
     "collect_stats",
     "compress_layer",
     "dense_nbytes",
+    "replace_layers",
     "replace_module",
     "swapped",
+    "with_tied",
 ]

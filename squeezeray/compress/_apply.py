@@ -11,6 +11,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from squeezeray._errors import PlanError
+from squeezeray.compress._embedding import replace_layers
+from squeezeray.compress._embedding import replace_module
 from squeezeray.compress._module import CompressedLinear
 from squeezeray.recovery import DistillReport
 from squeezeray.recovery import distill
@@ -72,12 +74,6 @@ def _run_steps(state: LayerState, steps: tuple, stats: LayerStats) -> None:  # n
         state.applied.append(step.label())
 
 
-def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
-
-
 def apply_plan(
     model: nn.Module,
     plan: CompressionPlan,
@@ -107,6 +103,7 @@ def apply_plan(
         One :class:`LayerReport` per compressed layer, in plan order.
     """
     from squeezeray.models import compressible_layers
+    from squeezeray.models import tied_table
 
     plan.check(compressible_layers(model))
     missing = [n for n in plan.layers if n not in stats]
@@ -115,6 +112,10 @@ def apply_plan(
     if plan.distill is not None:
         if teacher is None or distill_tokens is None:
             raise PlanError("the plan has a distillation (kd) step: apply_plan needs teacher= and distill_tokens=")
+        table = tied_table(model)
+        if table is not None and table.head in plan.layers:
+            raise PlanError(f"layer {table.head!r}: distillation (kd) trains the head apart from the input embedding "
+                            "it is tied to; leave the tied table out of a plan with kd")
         return _apply_with_distill(model, plan, stats, teacher, distill_tokens, progress=progress)
     fn = layer_fn or compress_layer
     reports = []
@@ -122,7 +123,7 @@ def apply_plan(
         linear = model.get_submodule(name)
         t0 = time.perf_counter()
         compressed = fn(name, linear, lp, stats[name])
-        replace_module(model, name, compressed)
+        replace_layers(model, {name: compressed})
         reports.append(LayerReport(name, lp.label(), compressed.nbytes(), dense_nbytes(linear), time.perf_counter() - t0))
     return reports
 

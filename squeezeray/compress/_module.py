@@ -257,6 +257,58 @@ class CompressedLinear(nn.Module):
             w = full
         return w
 
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Rows ``ids`` of the effective weight, float32 ``(*ids.shape, in)``: exactly
+        ``effective_weight()[ids]``, unpacking only those rows when the main weight is dense (a token
+        table's gather: an embedding reads a few rows of a large table per forward).
+
+        Args:
+            ids: Integer row indices, any shape, in ``[0, out_features)``.
+        """
+        f = self.fmt
+        flat = ids.reshape(-1).long()
+        if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= f.out_features):
+            raise IndexError(f"row index out of range for a table of {f.out_features} rows")
+        if self._dense is not None and f.act_bits != 8:  # materialized: already the effective weight
+            return self._dense[flat].reshape(*ids.shape, f.in_features)
+        main: torch.Tensor | None
+        if f.lowrank_only:
+            main = None
+        elif self._dense is not None:  # act_bits 8 caches the main weight, smoothing not undone
+            main = self._dense[flat]
+        elif f.pattern is None:
+            main = self._main_rows(flat)
+        else:  # sparse layouts store kept weights only: rows have no fixed offsets
+            main = self.main_weight()[flat]  # type: ignore[index]
+        if main is not None and f.act_bits:
+            main = main / self.smooth.float()
+        if f.rank:
+            lr = self.lr_u.float()[flat] @ self.lr_v.float()
+            main = lr if main is None else main + lr
+        assert main is not None
+        return main.reshape(*ids.shape, f.in_features)
+
+    def _main_rows(self, flat: torch.Tensor) -> torch.Tensor:
+        """Rows of a dense (unpruned) main weight, unpacked alone."""
+        f = self.fmt
+        n = f.in_features
+        if f.quant_format is None:
+            return self.values.view(f.out_features, n)[flat].float()
+        b = f.bits
+        if b == 8:
+            codes = self.codes.view(f.out_features, n)[flat]
+        elif (n * b) % 8 == 0:  # every row starts on a byte: its bytes are a stream of its own
+            per_row = n * b // 8
+            raw = self.codes.view(f.out_features, per_row)[flat].reshape(-1)
+            codes = unpack_bits(raw, b, flat.numel() * n).view(-1, n)
+        else:  # rows share bytes: read each code's bits where they lie in the stream
+            pos = (flat.unsqueeze(1) * n + torch.arange(n)).unsqueeze(-1) * b + torch.arange(b)  # (k, n, b)
+            bits = (self.codes[pos // 8].to(torch.int64) >> (pos % 8)) & 1
+            codes = (bits << torch.arange(b)).sum(-1).to(torch.uint8)
+        grid = self._grid(f.out_features)
+        zeros = None if grid.zeros is None else grid.zeros[flat]
+        return dataclasses.replace(grid, scales=grid.scales[flat], zeros=zeros).dequantize(codes)
+
     def effective_weight(self) -> torch.Tensor:
         """The dense (out, in) float32 weight this layer is equivalent to (before activation quantization)."""
         w = self.main_weight()

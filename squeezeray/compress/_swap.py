@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from torch import nn
 
 from squeezeray._errors import SqueezerayError
-from squeezeray.compress._apply import replace_module
+from squeezeray.compress._embedding import replace_module
+from squeezeray.compress._embedding import with_tied
 
 _ACTIVE = "_squeezeray_swap_active"
 
@@ -30,6 +31,9 @@ def is_swapped(model: nn.Module) -> bool:
 def swapped(model: nn.Module, replacements: Mapping[str, nn.Module]) -> Iterator[nn.Module]:
     """``model`` with ``replacements`` (module name -> new module) in place, restored on exit.
 
+    A compressed head of a tied table brings the input embedding that gathers from it
+    (:func:`~squeezeray.compress.with_tied`); both are restored.
+
     Raises:
         SqueezerayError: a swap is already active on ``model`` (nested swaps would restore the
             wrong modules), or a name is not a submodule of it.
@@ -37,6 +41,7 @@ def swapped(model: nn.Module, replacements: Mapping[str, nn.Module]) -> Iterator
     if is_swapped(model):
         raise SqueezerayError("swapped(): a swap is already active on this model; finish it first")
     originals: dict[str, nn.Module] = {}
+    replacements = with_tied(model, replacements)  # a compressed tied head brings its embedding along
     setattr(model, _ACTIVE, True)
     try:
         for name, new in replacements.items():

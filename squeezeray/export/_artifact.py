@@ -28,7 +28,8 @@ key                          value
 
 Loading (:func:`build_model`) rebuilds the architecture from ``config.json``
 (``AutoModelForCausalLM.from_config``), swaps every listed layer for a
-:class:`CompressedLinear` over its stored buffers, loads the dense tensors and
+:class:`CompressedLinear` over its stored buffers (a compressed tied head also gives the input
+embedding a :class:`~squeezeray.compress.CompressedEmbedding` over the same table), loads the dense tensors and
 checks that the tied tensors are tied again.
 """
 
@@ -218,7 +219,7 @@ def build_model(folder: Path, *, dtype: torch.dtype = torch.float32) -> nn.Modul
 
     from squeezeray.compress import CompressedLinear
     from squeezeray.compress import LayerFormat
-    from squeezeray.compress import replace_module
+    from squeezeray.compress import replace_layers
 
     meta = read_weights_metadata(folder)
     layers = json.loads(meta[_META_LAYERS])
@@ -252,7 +253,7 @@ def build_model(folder: Path, *, dtype: torch.dtype = torch.float32) -> nn.Modul
         buffers = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         if not buffers:
             raise SqueezerayError(f"{folder / WEIGHTS_FILE}: layer {name!r} has no stored buffers")
-        replace_module(model, name, CompressedLinear(fmt, buffers))
+        replace_layers(model, {name: CompressedLinear(fmt, buffers)})  # a tied head brings its embedding
     state = {k: (v.to(dtype) if v.is_floating_point() and k.rpartition(".")[0] not in layers else v)
              for k, v in tensors.items()}
     result = model.load_state_dict(state, strict=False)

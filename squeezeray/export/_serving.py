@@ -101,6 +101,7 @@ def compressed_tensors_plan(model: nn.Module) -> tuple[dict[str, Any], list[str]
 
     Each reason names the layers it applies to (the first three, then a count).
     """
+    from squeezeray.compress import CompressedEmbedding
     from squeezeray.compress import CompressedLinear
 
     schemes: dict[str, dict[str, Any]] = {}
@@ -108,7 +109,12 @@ def compressed_tensors_plan(model: nn.Module) -> tuple[dict[str, Any], list[str]
     reasons: list[str] = []
     ignore: list[str] = []
     for name, module in model.named_modules():
-        if isinstance(module, CompressedLinear):
+        if isinstance(module, CompressedEmbedding):
+            reasons.append(
+                f"{name}: the tied token table is compressed, and compressed-tensors stores the input embedding "
+                "dense (vLLM gathers from an unquantized embed_tokens); keep the head's table dense for this export"
+            )
+        elif isinstance(module, CompressedLinear):
             args, why = _ct_weights(module)
             if args is None:
                 misfits.setdefault(why, []).append(name)

@@ -5,9 +5,12 @@ from squeezeray.models._load import EMBEDDED
 from squeezeray.models._load import LoadedModel
 from squeezeray.models._load import ModelSource
 from squeezeray.models._load import compressible_layers
+from squeezeray.models._load import head_layer
 from squeezeray.models._load import load_model
 from squeezeray.models._load import model_fingerprint
+from squeezeray.models._load import TiedTable
 from squeezeray.models._load import resolve_model
+from squeezeray.models._load import tied_table
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -15,7 +18,10 @@ __all__ = [
     "LoadedModel",
     "ModelSource",
     "compressible_layers",
+    "head_layer",
     "load_model",
     "model_fingerprint",
+    "TiedTable",
     "resolve_model",
+    "tied_table",
 ]

@@ -169,28 +169,52 @@ def load_model(ref: str | None = None, *, dtype: torch.dtype = torch.float32) ->
 
 
 def compressible_layers(model: nn.Module) -> dict[str, tuple[int, int]]:
-    """Names and (out, in) shapes of the linear layers a plan may compress.
+    """Names and (out, in) shapes of the layers a plan may compress.
 
-    The output head is left out when it shares its weight with the input
-    embedding (compressing it would also have to change the embedding).
+    Every linear layer, the output head included. When the head shares its weight with the
+    input embedding (tied), the entry under the head's name (e.g. ``lm_head``) stands for the one
+    shared table: compressing it stores the table once, and the input embedding gathers its rows
+    from the compressed table (:class:`squeezeray.compress.CompressedEmbedding`).
     """
-    tied = _tied_head_name(model)
     return {
         name: (int(mod.out_features), int(mod.in_features))
         for name, mod in model.named_modules()
-        if isinstance(mod, nn.Linear) and name != tied
+        if isinstance(mod, nn.Linear)
     }
 
 
-def _tied_head_name(model: nn.Module) -> str | None:
+@dataclasses.dataclass(frozen=True)
+class TiedTable:
+    """A token table shared by the input embedding and the output head.
+
+    Attributes:
+        head: Module name of the output head (the plan entry that stands for the table).
+        embedding: Module name of the input embedding that gathers rows from it.
+    """
+
+    head: str
+    embedding: str
+
+
+def head_layer(model: nn.Module) -> str | None:
+    """Module name of the output head when it is a linear layer (tied to the embedding or not), else None."""
+    get_out = getattr(model, "get_output_embeddings", None)
+    out = get_out() if get_out is not None else None
+    if not isinstance(out, nn.Linear):
+        return None
+    return next((name for name, mod in model.named_modules() if mod is out), None)
+
+
+def tied_table(model: nn.Module) -> TiedTable | None:
+    """The model's tied embedding / head table, or None when the head has its own weight."""
     get_out = getattr(model, "get_output_embeddings", None)
     get_in = getattr(model, "get_input_embeddings", None)
     if get_out is None or get_in is None:
         return None
     out, inp = get_out(), get_in()
-    if out is None or inp is None or out.weight is not inp.weight:
+    if out is None or inp is None or getattr(out, "weight", None) is None or out.weight is not getattr(inp, "weight", None):
         return None
-    for name, mod in model.named_modules():
-        if mod is out:
-            return name
-    return None
+    names = {id(mod): name for name, mod in model.named_modules(remove_duplicate=False)}
+    if id(out) not in names or id(inp) not in names:
+        return None
+    return TiedTable(names[id(out)], names[id(inp)])

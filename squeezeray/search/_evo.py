@@ -53,7 +53,9 @@ class EvoConfig:
 
     Attributes:
         bits_min, bits_max: The budget band, in average bits per weight over the searched layers
-            (8 x their stored bytes / their weight count). Proposals never leave it.
+            (8 x their stored bytes / their weight count; the token table counts when the space holds it).
+            Proposals never leave it. Clamped to what the space can reach; a band wholly outside it
+            becomes the space's whole range.
         n_seeds: Solver plans seeded at evenly spaced budgets across the band.
         mutation_units: At most this many units switch option in one mutation (before size repair).
         size_band: A mutated child stays within this fraction of its parent's size.

@@ -108,8 +108,11 @@ def prepare(
     original_bytes, _ = model_nbytes(bench.original)
     problem = table.problem(units, original_bytes)
     solved = solve_front(problem)
-    band = (max(problem.bytes_for_bits(config.bits_min), problem.min_bytes()),
-            min(problem.bytes_for_bits(config.bits_max), problem.max_bytes()))
+    lo = max(problem.bytes_for_bits(config.bits_min), problem.min_bytes())
+    hi = min(problem.bytes_for_bits(config.bits_max), problem.max_bytes())
+    # a band the space cannot reach (e.g. the token table's 8-bit floor lifts the smallest plan above
+    # bits_max on a model whose table dominates) becomes the space's whole range, not an empty search
+    band = (lo, hi) if hi > lo else (problem.min_bytes(), problem.max_bytes())
     grid = [solved.allocate(int(b)) for b in np.linspace(problem.min_bytes(), problem.max_bytes(), 200)]
     model = EvoModel(
         units=tuple(units), options=tuple(tuple(unit_options(u.group)) for u in units), problem=problem,

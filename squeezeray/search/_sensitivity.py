@@ -39,6 +39,7 @@ from squeezeray.compress import compress_layer
 from squeezeray.compress import dense_nbytes
 from squeezeray.compress import swapped
 from squeezeray.data import TokenData
+from squeezeray.models import tied_table
 from squeezeray.objectives._base import materialized
 from squeezeray.objectives.kl import kl_sum
 from squeezeray.search._allocate import AllocationProblem
@@ -247,6 +248,7 @@ class SensitivityProbe:
                 h.remove()
         self.reference = F.log_softmax(logits, dim=-1)
         self.block_outputs = outputs
+        self.table = tied_table(model)
 
     def kl(self, replacements: Mapping[str, nn.Module]) -> float:
         """KL(original || original with ``replacements`` swapped in), nats/token, on the proxy."""
@@ -262,6 +264,9 @@ class SensitivityProbe:
         names = list(candidates[0])
         if any(list(c) != names for c in candidates):
             raise SqueezerayError("kl_many: every candidate must replace the same layers")
+        if n > 1 and self.table is not None and self.table.head in names:
+            # a tied table's candidates each bring their own embedding too: one forward per candidate
+            return [self.kl_many([c])[0] for c in candidates]
         start = first_block(names)
         replays: dict[str, nn.Module] = {}
         if self.blocks is not None and start and len(self.block_outputs) == len(self.blocks[1]):

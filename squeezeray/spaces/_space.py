@@ -388,7 +388,16 @@ ATTN_QKV = ("*.self_attn.q_proj", "*.self_attn.k_proj", "*.self_attn.v_proj")
 ATTN_O = ("*.self_attn.o_proj",)
 MLP_GATE_UP = ("*.mlp.gate_proj", "*.mlp.up_proj")
 MLP_DOWN = ("*.mlp.down_proj",)
-HEAD = ("lm_head",)
+HEAD = ("lm_head", "*.lm_head", "embed_out", "*.embed_out")
+HEAD_QUANT = ("rtn-w8", "gptq-w6g64", "gptq-w5g64", "gptq-w4g64", NONE)
+"""The output head's options (the tied token table when tied). The expert rule
+``head-and-embeddings-at-8-bits`` removes those below 8 bits unless it is lifted."""
+
+
+def _head_group() -> GroupSpec:
+    """The output head / tied token table: a group (and one unit) of its own in every preset, first so no
+    catch-all group claims it."""
+    return GroupSpec("head", HEAD, quantize=HEAD_QUANT)
 
 
 ROLES = (("attn_qkv", ATTN_QKV), ("attn_o", ATTN_O), ("mlp_gate_up", MLP_GATE_UP), ("mlp_down", MLP_DOWN))
@@ -429,6 +438,9 @@ def per_layer_full_quant() -> tuple[str, ...]:
 def preset_space(name: str) -> SearchSpace:
     """Built-in spaces: ``per-layer``, ``per-layer-full``, ``weights-int``, ``by-role``, ``prune+quant``, ``full``.
 
+    Every preset starts with the group ``head``: the output head, which on a tied model is the token
+    table the input embedding shares (:data:`HEAD_QUANT`).
+
     ``per-layer`` and ``per-layer-full`` give every unit (a block's q/k/v, o, gate/up, down) its own
     choice, for the ``evo`` sampler: their per-unit option counts are what its sensitivity stage measures.
     """
@@ -460,7 +472,7 @@ def preset_space(name: str) -> SearchSpace:
         close = difflib.get_close_matches(name, PRESET_SPACES, n=1)
         hint = f" Did you mean: {close[0]}?" if close else ""
         raise SqueezerayError(f"unknown search space {name!r}.{hint} Presets: {', '.join(PRESET_SPACES)}")
-    return SearchSpace(name, groups)
+    return SearchSpace(name, (_head_group(), *groups))
 
 
 PRESET_SPACES = ("per-layer", "per-layer-full", "weights-int", "by-role", "prune+quant", "full")

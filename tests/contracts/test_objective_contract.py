@@ -10,7 +10,6 @@ from squeezeray.objectives import OBJECTIVES
 from squeezeray.objectives import Direction
 from squeezeray.objectives import Measurement
 from squeezeray.objectives import Provenance
-from squeezeray.spaces import CompressionPlan
 
 # Objectives that need lm-eval task data and a real model are covered in tests/evaluation.
 TASK_BASED = {"accuracy", "label_loyalty", "probability_loyalty", "robustness"}
@@ -26,7 +25,7 @@ def test_declares_name_direction_unit(name: str) -> None:
 
 @pytest.fixture(scope="module")
 def candidate(tiny):  # noqa: ANN001, ANN201
-    model, _ = tiny.compress(CompressionPlan.uniform("rtn-w4g32", tiny.layers))
+    model, _ = tiny.compress(tiny.uniform("rtn-w4g32"))
     return model
 
 

@@ -88,7 +88,7 @@ def test_cache_makes_repeated_layers_free(tiny, tmp_path) -> None:  # noqa: ANN0
 
     cache = LayerCache(tmp_path / "cache")
     fn = cache.layer_fn(tiny.loaded.fingerprint(), tiny.calibration.digest)
-    plan = CompressionPlan.uniform("gptq-w4g32", tiny.layers)
+    plan = CompressionPlan.uniform("gptq-w4g32", tiny.layers)  # the tied table included
     a, _ = tiny.compress(plan, layer_fn=fn)
     assert cache.stats.misses == len(tiny.layers) and cache.stats.hits == 0
     b, _ = tiny.compress(plan, layer_fn=fn)

@@ -40,7 +40,8 @@ def test_evo_search_seeds_the_solver_front_and_refines(tiny, tmp_path, monkeypat
             qkv = {plan.layers[f"model.layers.{block}.self_attn.{p}_proj"].label() for p in "qkv"}
             gu = {plan.layers[f"model.layers.{block}.mlp.{p}_proj"].label() for p in ("gate", "up")}
             assert len(qkv) == 1 and len(gu) == 1
-    assert result.sensitivity is not None and len(result.sensitivity) == 8 * 8
+    # 8 block units x 8 options, and the token table's unit with the options the 8-bit floor leaves (rtn-w8, none)
+    assert result.sensitivity is not None and len(result.sensitivity) == 8 * 8 + 2
     assert result.solver_front is not None and result.solver_front["predicted_kl"].is_monotonic_decreasing
 
     # the page and the report draw the table as a per-layer heat map
@@ -48,9 +49,9 @@ def test_evo_search_seeds_the_solver_front_and_refines(tiny, tmp_path, monkeypat
     from squeezeray.ui._data import front_payload
 
     heat = front_payload(StudyRecord.read(study))["sensitivity"]
-    assert heat["units"][0].startswith("attn_qkv@model.layers.0") and len(heat["units"]) == 8
-    assert len(heat["options"]) == 8 and all(len(row) == 8 for row in heat["kl"])
-    assert all(v is not None and v >= 0 for row in heat["kl"] for v in row)
+    assert heat["units"][0].startswith("attn_qkv@model.layers.0") and heat["units"][-1] == "head@lm_head"
+    assert len(heat["units"]) == 9 and len(heat["options"]) == 9 and all(len(row) == 9 for row in heat["kl"])
+    assert all(v is not None and v >= 0 for row in heat["kl"][:-1] for v, o in zip(row, heat["options"]) if o != "none")
 
     # resume: the sensitivity rows come from the study, nothing is measured again
     calls = []
@@ -67,7 +68,7 @@ def test_evo_needs_size_and_kl() -> None:
 
 
 def test_a_sampler_repeating_plans_is_stopped_not_looped(tiny, tmp_path) -> None:  # noqa: ANN001
-    space = SearchSpace("two", (GroupSpec("all", ("*",), quantize=("rtn-w8", "gptq-w4g128"), tie=Tie.ALL),))
+    space = SearchSpace("two", (GroupSpec("all", ("model.layers.*",), quantize=("rtn-w8", "gptq-w4g128"), tie=Tie.ALL),))
     result = run_search(_cfg(tmp_path, space=space, sampler="random", n_trials=6), bench=tiny, progress=False)
     ok = result.trials[result.trials["duplicate_of"].isna()]
     assert len(ok) == 2  # only two distinct plans exist; each was measured once

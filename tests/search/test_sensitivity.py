@@ -104,7 +104,7 @@ def test_in_place_swap_leaves_the_original_bit_identical(tiny) -> None:  # noqa:
         plan = CompressionPlan.uniform(preset, list(tiny.layers)[: 5])
         m = tiny.evaluate_plan(plan, ["size", "kl"])
         assert m["kl"].value > 0
-    with pytest.raises(RuntimeError, match="boom"), tiny.swapped(CompressionPlan.uniform("rtn-w8", tiny.layers)):
+    with pytest.raises(RuntimeError, match="boom"), tiny.swapped(tiny.uniform("rtn-w8")):
         raise RuntimeError("boom")  # an evaluation that crashes mid-way still restores the original
     assert _same(model, snap)
     assert all(model.get_submodule(n) is mod for n, mod in modules.items())
@@ -121,8 +121,9 @@ def test_nested_swap_is_refused(tiny) -> None:  # noqa: ANN001
 
 def test_per_layer_presets_give_every_unit_its_own_choice(tiny) -> None:  # noqa: ANN001
     units = preset_space("per-layer").units(tiny.layers)
-    assert len(units) == 4 * 2  # qkv, o, gate/up, down in each of the tiny model's 2 blocks
-    full = unit_options(preset_space("per-layer-full").groups[0])
+    assert len(units) == 4 * 2 + 1  # qkv, o, gate/up, down in each of the 2 blocks, then the token table
+    assert units[-1].layers == ("lm_head",) and units[-1].group.name == "head"
+    full = unit_options(preset_space("per-layer-full").groups[1])
     assert len(full) == 37 and {"awq-w2g32", "gptq-w8g128", "rtn-w8"} <= {o.label for o in full}
 
 

@@ -11,7 +11,8 @@ w("Every figure below was measured by the project on this development machine: a
 w("torch 2.13 CPU build, 2 torch threads), 2026-11-24, mostly **while two or three other jobs shared the same two cores**")
 w("(load average 4–6; rows measured on a quiet machine say so): wall times are inflated 2–4× and are given only as")
 w("what we saw. Model: SmolLM2-135M-Instruct")
-w("(all 210 linear layers of the 30 blocks; the tied embeddings / `lm_head` stay in fp16). Perplexity: the first")
+w("(all 210 linear layers of the 30 blocks; the tied embeddings / `lm_head` stay in fp16 except in the token-table")
+w("section, which compresses them too). Perplexity: the first")
 w("4,096 tokens of held-out BoolQ passages in 512-token windows; KL: the search-stage proxy, KL(original ‖")
 w("candidate) per token on 4 calibration sequences of 256 tokens; calibration: 32×256 tokens; sizes exact (every")
 w("stored byte). ARC-Easy: lm-eval 0-shot `acc` on a seeded 100-item subset of the validation set (the same items")
@@ -68,6 +69,28 @@ if (sq / "summary.csv").is_file():
           f"{g4['arc_easy'] - ev['arc_easy'].min():.3f} (each score's SE ≈ {ev['arc_easy_stderr'].mean():.3f}): "
           "better held-out perplexity did not buy ARC accuracy over the larger uniform 4-bit plan.\n")
     w("![front plans vs uniform, hypervolume against evaluations](experiments/search_quality/smollm2-135m/front.png)\n")
+
+# ---------------------------------------------------------------- token table
+emb = E / "embedding/results.csv"
+if emb.is_file():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("emb_table", E / "embedding/run.py")
+    emb_mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(emb_mod)  # type: ignore[union-attr]
+    ed = pd.read_csv(emb)
+    w("### Compressing the token table (tied embedding + output head)\n")
+    w("```bash\n.venv/bin/python experiments/embedding/run.py     # config.yaml; results.csv, results.png\n```\n")
+    w("The tied table is one plan entry (`lm_head`), stored once: the head's matmul runs on it like any compressed")
+    w("linear layer and the input embedding gathers its rows from it. Table bits = 8 × its stored bytes / its weights;")
+    w("the last two columns compare with the same linear plan and a 16-bit table. One run, nothing else running.\n")
+    w(emb_mod.table(ed))
+    sm = ed[ed["model"] == "smollm2"].set_index(["linear", "head"])
+    if ("gptq-w4g128", "rtn-w8") in sm.index and ("rtn-w8", "rtn-w8") in sm.index:
+        g4, r8 = sm.loc[("gptq-w4g128", "rtn-w8")], sm.loc[("rtn-w8", "rtn-w8")]
+        w(f"\nOn SmolLM2 the 8-bit table costs {r8['ppl_vs_dense_table']:+.2%} perplexity beside 8-bit linear layers and "
+          f"{g4['ppl_vs_dense_table']:+.2%} beside GPTQ 4-bit (goal: under 0.5%), and shrinks the uniform GPTQ 4-bit "
+          f"model by {g4['shrink_vs_dense_table']:.1%} (goal: at least 24%), to {g4['size_ratio']:.1%} of the original.\n")
 
 # ---------------------------------------------------------------- baselines
 b = pd.read_csv(E / "baselines/results.csv")

@@ -61,10 +61,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
     from squeezeray.workbench import Workbench
 
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
-    from squeezeray.objectives import OBJECTIVES
+    from squeezeray.objectives import objective_class
 
     for o in objectives:
-        OBJECTIVES.get(o)  # fail before loading the model
+        objective_class(o)  # fail before loading the model
     data = _data_config(args)
     if not (args.plan.endswith(".json") or Path(args.plan).is_file()):
         from squeezeray.spaces import parse_preset
@@ -158,6 +158,18 @@ def _evo_config(args: argparse.Namespace):  # noqa: ANN202
     return EvoConfig(**{k: v for k, v in given if v is not None})
 
 
+def _final_objectives(args: argparse.Namespace) -> tuple[str, ...]:
+    """``--final-objectives`` plus ``accuracy:<task>[@<limit>]`` for each ``--final-task``."""
+    names = [o.strip() for o in args.final_objectives.split(",") if o.strip()]
+    if args.final_limit is not None and not args.final_task:
+        raise SqueezerayError(f"--final-limit {args.final_limit}: give the task with --final-task")
+    if args.final_limit is not None and args.final_limit < 1:
+        raise SqueezerayError(f"--final-limit {args.final_limit}: must be a positive number of items")
+    for task in (t.strip() for t in (args.final_task or "").split(",") if t.strip()):
+        names.append(f"accuracy:{task}" + ("" if args.final_limit is None else f"@{args.final_limit}"))
+    return tuple(names)
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -180,7 +192,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     cfg = SearchConfig(
         model=args.model, hardware=args.hardware, space=args.space,
         objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()),
-        final_objectives=tuple(o.strip() for o in args.final_objectives.split(",") if o.strip()),
+        final_objectives=_final_objectives(args),
         n_trials=args.trials, sampler=args.sampler, seed=args.seed,
         max_size_bytes=constraints.get("max_size_bytes"), rerank=args.rerank, data=_data_config(args),
         workdir=Path(args.workdir), study_name=args.study_name, storage=args.storage,
@@ -392,7 +404,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sensitivity-len", type=int, default=None,
                    help="evo: tokens of the one calibration sequence each unit's options are scored on (128)")
     p.add_argument("--rerank", type=int, default=6, help="trials re-measured on the final objectives (default 6)")
-    p.add_argument("--max-accuracy-drop", type=float, default=None, help="e.g. 0.1: perplexity at most 10%% worse")
+    p.add_argument("--final-task", default=None, metavar="TASK[,TASK]",
+                   help="also re-measure the front on lm-eval tasks (arc_easy, hellaswag, a task YAML ...), paired "
+                        "with the original; columns accuracy:<task>")
+    p.add_argument("--final-limit", type=int, default=None, metavar="N",
+                   help="items of each --final-task (a seeded subset; default all)")
+    p.add_argument("--max-accuracy-drop", type=float, default=None,
+                   help="e.g. 0.1: perplexity at most 10%% worse and each --final-task's accuracy at most 10%% lower")
     p.add_argument("--max-latency-ms", type=float, default=None)
     p.add_argument("--max-size-mb", type=float, default=None, help="also told to the sampler as a constraint")
     p.add_argument("--max-energy-j", type=float, default=None)

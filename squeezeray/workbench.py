@@ -38,6 +38,8 @@ from squeezeray.objectives import BaseObjective
 from squeezeray.objectives import EvalContext
 from squeezeray.objectives import Measurement
 from squeezeray.objectives import OBJECTIVES
+from squeezeray.objectives import objective_key
+from squeezeray.objectives import split_objective_name
 from squeezeray.objectives._base import memo_key
 from squeezeray.spaces import CompressionPlan
 from squeezeray.techniques import LayerStats
@@ -120,9 +122,13 @@ class Workbench:
             with_h = self._stats_path(True)
             path = with_h if with_h is not None and with_h.is_file() else path
         if path is not None and path.is_file():
-            self._stats = _load_stats(path)
-            self._stats_have_hessian = all(st.hessian is not None for st in self._stats.values())
-            return self._stats
+            loaded = _load_stats(path)
+            if set(self.layers) <= set(loaded):  # else a file from code that observed fewer layers: collect anew
+                self._stats = {n: loaded[n] for n in self.layers}
+                self._stats_have_hessian = all(st.hessian is not None for st in self._stats.values())
+                return self._stats
+            if not hessian and path != self._stats_path(False):
+                path = self._stats_path(False)
         self._stats = collect_stats(
             self.original, list(self.layers), self.calibration.ids, hessian=hessian, progress=self.progress
         )
@@ -136,7 +142,8 @@ class Workbench:
         if self.cache_dir is None:
             return None
         key = hashlib.sha256(
-            f"{self.loaded.fingerprint()}|{self.calibration.digest}|hessian={hessian}|v1".encode()
+            f"{self.loaded.fingerprint()}|{self.calibration.digest}|hessian={hessian}|"
+            f"layers={hashlib.sha256(' '.join(sorted(self.layers)).encode()).hexdigest()[:16]}|v1".encode()
         ).hexdigest()
         return Path(self.cache_dir) / "stats" / f"{key}.pt"
 
@@ -231,10 +238,19 @@ class Workbench:
         return EvalContext(self.original, candidate, self.held_out, self.proxy, self.reference)  # type: ignore[arg-type]
 
     def objective(self, name: str) -> BaseObjective:
-        """The registered objective ``name``, given this workbench's hardware profile and tokenizer if it takes them."""
-        cls = OBJECTIVES.get(name)
+        """The registered objective ``name``, given this workbench's hardware profile and tokenizer if it takes them.
+
+        A task-keyed name (``accuracy:arc_easy@570``) is that task on a seeded subset of that many items (all
+        without ``@``), scored paired with the original and keyed ``accuracy:arc_easy``.
+        """
+        base, task, limit = split_objective_name(name)
+        cls = OBJECTIVES.get(base)
         params = inspect.signature(cls.__init__).parameters
         kwargs: dict[str, object] = {}
+        if task is not None:
+            kwargs.update(task=task, limit=limit, paired=True, key=objective_key(name))
+            if self.cache_dir is not None:
+                kwargs["run_dir"] = Path(self.cache_dir) / "tasks"
         if "profile" in params:
             kwargs["profile"] = self.hardware
         if "tokenizer" in params:

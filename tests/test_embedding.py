@@ -79,6 +79,9 @@ def test_swapping_the_tied_head_brings_the_embedding_and_restores_both(tiny) -> 
         with tiny.swapped(_head_plan(steps)) as m:
             assert isinstance(m.get_input_embeddings(), CompressedEmbedding)
             assert m.get_input_embeddings().table is m.lm_head
+            m.tie_weights()  # lm-eval calls it: tied by construction, nothing to re-tie
+            assert m.get_input_embeddings().table is m.lm_head
+    assert "tie_weights" not in vars(model)  # the class's own method again
     assert model.lm_head is head and model.get_input_embeddings() is emb
     assert model.lm_head.weight is emb.weight
     after = model.state_dict()

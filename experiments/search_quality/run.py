@@ -35,6 +35,7 @@ from squeezeray.search._driver import hypervolume  # noqa: E402
 from squeezeray.search._driver import pareto_mask  # noqa: E402
 from squeezeray.search._evo import EvoConfig  # noqa: E402
 from squeezeray.spaces import CompressionPlan  # noqa: E402
+from squeezeray.spaces import load_space  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 FINAL = ["size", "perplexity", "kl"]
@@ -96,13 +97,16 @@ def main() -> None:
                      "seconds": time.perf_counter() - t0})
         print(f"uniform {preset}: {r}", flush=True)
     uni = pd.DataFrame([r for r in rows if r["method"] == "uniform-gptq"])  # the g128 line
+    space = load_space(cfg["space"])
+    if cfg.get("table", "dense") == "dense":  # the token table 16-bit for every method, as the uniform plans keep it
+        space = space.with_groups([g for g in space.groups if g.name != "head"])
     band = cfg["bits"]
     hv_rows: list[dict] = []
     timings: dict[str, float] = {}
     for method in methods:
         t0 = time.perf_counter()
         sc = SearchConfig(
-            model=cfg["model"], space=cfg["space"], sampler=method, n_trials=n_trials, seed=cfg["seed"],
+            model=cfg["model"], space=space, sampler=method, n_trials=n_trials, seed=cfg["seed"],
             objectives=("size", "kl"), final_objectives=("size", "kl"), rerank=1,
             workdir=WORK / "search_quality" / out.name, study_name=f"{method}-s{cfg['seed']}",
             evo=EvoConfig(bits_min=band[0], bits_max=band[1], sensitivity_seqs=cfg["sensitivity"]["seqs"],

@@ -106,6 +106,22 @@ def with_tied(model: nn.Module, replacements: Mapping[str, nn.Module]) -> dict[s
     return out
 
 
+def _tied_by_construction(*args: object, **kwargs: object) -> None:  # noqa: ARG001 - tie_weights' signature
+    """Stands in for ``tie_weights`` on a model whose table is compressed: the embedding gathers from the head's
+    table, so they are tied by construction, and transformers' tie_weights (which lm-eval calls) would look for
+    ``embed_tokens.weight`` and fail."""
+
+
+def mark_tied(model: nn.Module) -> None:
+    """Give ``model`` the no-op ``tie_weights`` while its input embedding is a :class:`CompressedEmbedding`, and
+    take it away once it is not (the class's own method applies again)."""
+    compressed = any(isinstance(m, CompressedEmbedding) for m in model.modules())
+    if compressed:
+        model.__dict__["tie_weights"] = _tied_by_construction
+    else:
+        model.__dict__.pop("tie_weights", None)
+
+
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     """Set submodule ``name`` of ``model`` to ``new`` (nothing else follows; see :func:`replace_layers`)."""
     parent_name, _, child = name.rpartition(".")
@@ -117,3 +133,4 @@ def replace_layers(model: nn.Module, replacements: Mapping[str, nn.Module]) -> N
     """Put ``replacements`` (module name -> module) into ``model``, the tied embedding following its head."""
     for name, module in with_tied(model, replacements).items():
         replace_module(model, name, module)
+    mark_tied(model)

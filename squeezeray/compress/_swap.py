@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from torch import nn
 
 from squeezeray._errors import SqueezerayError
+from squeezeray.compress._embedding import mark_tied
 from squeezeray.compress._embedding import replace_module
 from squeezeray.compress._embedding import with_tied
 
@@ -50,8 +51,10 @@ def swapped(model: nn.Module, replacements: Mapping[str, nn.Module]) -> Iterator
             except AttributeError:
                 raise SqueezerayError(f"swapped(): the model has no module {name!r}") from None
             replace_module(model, name, new)
+        mark_tied(model)
         yield model
     finally:
         for name, old in originals.items():
             replace_module(model, name, old)
+        mark_tied(model)
         setattr(model, _ACTIVE, False)

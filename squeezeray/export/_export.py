@@ -56,7 +56,7 @@ from squeezeray.export._serving import ServingFormat
 from squeezeray.export._serving import serving_formats
 from squeezeray.export._serving import write_compressed_tensors
 from squeezeray.export._study import StudyRecord
-from squeezeray.objectives import OBJECTIVES
+from squeezeray.objectives import objective_class
 from squeezeray.objectives import Measurement
 from squeezeray.spaces import CompressionPlan
 
@@ -89,7 +89,7 @@ class ExportConfig:
         if not names:
             raise SqueezerayError("measure: needs at least one objective")
         for n in names:
-            OBJECTIVES.get(n)
+            objective_class(n)
         object.__setattr__(self, "measure", names)
         if self.registry is not None:
             object.__setattr__(self, "registry", Path(self.registry))

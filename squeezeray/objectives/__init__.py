@@ -8,6 +8,10 @@ from squeezeray.objectives._base import Provenance
 from squeezeray.objectives._base import materialized
 from squeezeray.objectives._registry import OBJECTIVES
 from squeezeray.objectives._registry import get_objective
+from squeezeray.objectives._registry import is_objective
+from squeezeray.objectives._registry import objective_class
+from squeezeray.objectives._registry import objective_key
+from squeezeray.objectives._registry import split_objective_name
 
 __all__ = [
     "BaseObjective",
@@ -17,5 +21,9 @@ __all__ = [
     "OBJECTIVES",
     "Provenance",
     "get_objective",
+    "is_objective",
+    "objective_class",
+    "objective_key",
+    "split_objective_name",
     "materialized",
 ]

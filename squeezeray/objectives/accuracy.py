@@ -71,6 +71,7 @@ class Accuracy(BaseObjective):
         tokenizer: The model's tokenizer (``Workbench.evaluate`` passes the model's).
         paired: Also score the original on the same items (once per context cache)
             and report ``delta_vs_original`` with its paired standard error.
+        key: Result key instead of ``accuracy`` (the search names task objectives ``accuracy:<task>``).
     """
 
     name = "accuracy"
@@ -88,8 +89,11 @@ class Accuracy(BaseObjective):
         run_dir: str | Path | None = None,
         tokenizer: object | None = None,
         paired: bool = False,
+        key: str | None = None,
     ) -> None:
         check_settings(limit=limit, batch_size=batch_size)
+        if key is not None:
+            self.name = key  # results keyed by task (accuracy:arc_easy), so two tasks are two columns
         self.spec = resolve_task(task, metric=metric)
         self.limit, self.seed, self.batch_size = limit, seed, batch_size
         self.run_dir, self.tokenizer, self.paired = run_dir, tokenizer, paired

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from squeezeray._errors import SqueezerayError
-from squeezeray.objectives import OBJECTIVES
+from squeezeray.objectives import is_objective
+from squeezeray.objectives import objective_class
 from squeezeray.search._driver import SearchConfig
 from squeezeray.search._driver import SearchResult
 from squeezeray.search._driver import run_search
@@ -27,8 +28,8 @@ def select_from(result: SearchResult, constraints: Mapping[str, float] | None, w
 
     if result.front.empty:
         raise SqueezerayError("no trial finished successfully; nothing to select")
-    names = [c for c in result.front.columns if c in OBJECTIVES]
-    directions = {n: OBJECTIVES.get(n).direction for n in names}
+    names = [c for c in result.front.columns if is_objective(c)]
+    directions = {n: objective_class(n).direction for n in names}
     w = dict(weights) if weights is not None else {k: v for k, v in DEFAULT_WEIGHTS.items() if k in names}
     sel = select(
         result.front, baseline=result.baseline, directions=directions,

@@ -40,7 +40,8 @@ from tqdm.auto import tqdm
 
 from squeezeray._errors import PlanError
 from squeezeray._errors import SqueezerayError
-from squeezeray.objectives import OBJECTIVES
+from squeezeray.objectives import objective_class
+from squeezeray.objectives import objective_key
 from squeezeray.objectives import Direction
 from squeezeray.objectives import Measurement
 from squeezeray.search._cache import LayerCache
@@ -149,7 +150,7 @@ class SearchConfig:
             if not names:
                 raise SqueezerayError(f"{field}: needs at least one objective")
             for n in names:
-                OBJECTIVES.get(n)
+                objective_class(n)
         if self.sampler is SamplerName.EVO and not {"size", "kl"} <= set(self.objectives):
             raise SqueezerayError(f"sampler='evo' needs the objectives size and kl, got objectives={list(self.objectives)}")
         if not isinstance(self.evo, EvoConfig):
@@ -298,7 +299,7 @@ class _Progress:
 
 
 def _directions(names: Sequence[str]) -> list[Direction]:
-    return [OBJECTIVES.get(n).direction for n in names]
+    return [objective_class(n).direction for n in names]
 
 
 def run_search(
@@ -532,7 +533,7 @@ def _worst_values(names: Sequence[str], ref: Mapping[str, float]) -> np.ndarray:
     """Values told for an infeasible configuration: worse than anything real."""
     out = []
     for n in names:
-        d = OBJECTIVES.get(n).direction
+        d = objective_class(n).direction
         if n == "kl":
             out.append(INFEASIBLE_KL)
         elif d is Direction.MINIMIZE:
@@ -632,8 +633,9 @@ def _remeasure(
 ) -> dict[str, Any]:
     """Re-measure the search-stage front (and the next best by crowding) on the final objectives."""
     final_names = list(config.final_objectives)
+    final_keys = [objective_key(n) for n in final_names]  # result columns (accuracy:arc_easy@570 -> accuracy:arc_easy)
     baseline_key = "baseline_final"
-    if baseline_key not in study.user_attrs or set(study.user_attrs[baseline_key]) != set(final_names):
+    if baseline_key not in study.user_attrs or set(study.user_attrs[baseline_key]) != set(final_keys):
         base = {k: m.to_dict() for k, m in bench.evaluate(bench.original, final_names).items()}
         study.set_user_attr(baseline_key, base)
     baseline = {k: float(v["value"]) for k, v in study.user_attrs[baseline_key].items()}
@@ -657,7 +659,7 @@ def _remeasure(
         # finished trials are immutable in Optuna: stage-2 results live on the study, keyed by trial
         key = f"final:{t.number}"
         attr = study.user_attrs.get(key)
-        if not attr or set(json.loads(attr)) != set(final_names):
+        if not attr or set(json.loads(attr)) != set(final_keys):
             plan = space.plan_from_params(t.params, layer_names)
             meas = bench.evaluate_plan(plan, final_names, layer_fn=layer_fn)
             attr = json.dumps({k: m.to_dict() for k, m in meas.items()})
@@ -665,12 +667,17 @@ def _remeasure(
         data = json.loads(attr)
         row: dict[str, Any] = {"trial": t.number, "baseline": bool(t.user_attrs.get("baseline", False))}
         row.update({k: float(v["value"]) for k, v in data.items()})
+        for k, v in data.items():  # a task scored paired with the original: its difference and standard error
+            details = v.get("details") or {}
+            if "delta_vs_original" in details:
+                row[f"delta:{k}"] = float(details["delta_vs_original"])
+                row[f"delta_stderr:{k}"] = float(details["delta_stderr"])
         row["plan"] = " | ".join(f"{n}x {lbl}" for lbl, n in sorted(t.user_attrs.get("plan_summary", {}).items()))
         rows.append(row)
     df = pd.DataFrame(rows)
     if not df.empty:
-        fdirs = _directions(final_names)
-        df["pareto"] = pareto_mask(df[final_names].to_numpy(dtype=float), fdirs)
+        fdirs = _directions(final_keys)
+        df["pareto"] = pareto_mask(df[final_keys].to_numpy(dtype=float), fdirs)
     return {"front": df, "baseline": baseline}
 
 

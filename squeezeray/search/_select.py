@@ -53,7 +53,8 @@ class Constraints:
         max_accuracy_drop: Largest relative quality loss, in (0, 1): 0.05 lets perplexity
             rise at most 5% over the baseline, or task accuracy fall at most 5% of the
             baseline's. It applies to every column of ``accuracy_objectives`` that the
-            front has (all must hold); at least one must be there.
+            front has (all must hold; ``accuracy`` also names every task column ``accuracy:<task>``);
+            at least one must be there.
         max_latency_ms: Largest value of the ``latency_objective`` column, in ms.
         max_size_bytes: Largest value of the ``size_objective`` column, in bytes.
         max_size_ratio: Largest size relative to the baseline's size (0.3 = at most 30%
@@ -218,7 +219,8 @@ def _checks(c: Constraints, data: _Inputs) -> list[_Check]:
     checks: list[_Check] = []
     limits = c.active()
     if "max_accuracy_drop" in limits:
-        cols = [a for a in c.accuracy_objectives if a in data.columns]
+        # "accuracy" also covers task-keyed columns (accuracy:arc_easy)
+        cols = [col for col in data.columns for a in c.accuracy_objectives if col == a or col.startswith(f"{a}:")]
         if not cols:
             raise SqueezerayError(
                 f"constraints.max_accuracy_drop needs one of the columns {', '.join(c.accuracy_objectives)}; "

@@ -23,7 +23,7 @@ import pandas as pd
 
 from squeezeray._errors import SqueezerayError
 from squeezeray.export._study import StudyRecord
-from squeezeray.objectives import OBJECTIVES
+from squeezeray.objectives import objective_class
 from squeezeray.objectives import Direction
 from squeezeray.objectives.tradeoff import relative_cost
 from squeezeray.spaces import CompressionPlan
@@ -36,7 +36,7 @@ _FIXED_BITS = {"nf4": 4, "fp8": 8, "w8a8": 8}  # quantize techniques whose bit w
 
 
 def _directions(names: Sequence[str]) -> dict[str, Direction]:
-    return {n: OBJECTIVES.get(n).direction for n in names}
+    return {n: objective_class(n).direction for n in names}
 
 
 def pareto_mask(values: list[list[float]], directions: Sequence[Direction]) -> list[bool]:
@@ -152,7 +152,7 @@ def front_payload(record: StudyRecord) -> dict[str, Any]:
         raise SqueezerayError(f"study {record.name!r}: no re-measured trials to show")
     baseline = {k: float(m.value) for k, m in record.baseline.items()}
     meta = {
-        n: {"direction": OBJECTIVES.get(n).direction.value, "unit": record.baseline[n].unit,
+        n: {"direction": objective_class(n).direction.value, "unit": record.baseline[n].unit,
             "where": record.baseline[n].where, "provenance": record.baseline[n].provenance.value}
         for n in names
     }
@@ -246,7 +246,7 @@ def trial_payload(record: StudyRecord, trial: int, layer_names: Sequence[str]) -
             change = (m.value - b.value) / abs(b.value)
         objectives.append({
             "name": n, "value": _clean(m.value), "original": _clean(b.value), "unit": m.unit, "change": change,
-            "direction": OBJECTIVES.get(n).direction.value, "provenance": m.provenance.value, "where": m.where,
+            "direction": objective_class(n).direction.value, "provenance": m.provenance.value, "where": m.where,
         })
     t = record.study.trials[trial]
     return {

@@ -172,3 +172,13 @@ def test_an_8_bit_table_keeps_the_embedded_model_close(bench) -> None:  # noqa: 
     original = bench.evaluate(bench.original, ["size"])["size"].value
     vocab, hidden = bench.layers["lm_head"]
     assert original - result["size"].value > 0.49 * vocab * hidden * DENSE_BYTES
+
+
+def test_a_preset_leaves_the_table_dense_unless_the_head_is_named(tiny) -> None:  # noqa: ANN001
+    plain = tiny.uniform("gptq-w4g64")
+    assert "lm_head" not in plain.layers and len(plain.layers) == len(tiny.layers) - 1
+    with_head = tiny.uniform("gptq-w4g64", head="rtn-w8")
+    assert with_head.layers["lm_head"].label() == "rtn-w8"
+    assert {lp.label() for n, lp in with_head.layers.items() if n != "lm_head"} == {"gptq-w4g64"}
+    with pytest.raises(PlanError):
+        tiny.uniform("gptq-w4g64", head="rtn-w99")

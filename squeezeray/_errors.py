@@ -16,6 +16,13 @@ class PlanError(SqueezerayError):
     """A compression plan (or one of its steps) is invalid."""
 
 
+class InfeasibleStepError(PlanError, ValueError):
+    """A technique step that cannot exist on this layer by its nature (a composition the step does not
+    allow, a shape it does not fit). Raised by techniques; a search tells such a plan as infeasible.
+    Any other error inside a technique (a numerical failure, a bug) is not this: the trial fails with its
+    traceback instead."""
+
+
 class UnknownNameError(SqueezerayError, KeyError):
     """A registry lookup missed; the message lists close matches."""
 

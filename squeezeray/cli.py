@@ -82,6 +82,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
     print(f"plan {plan.name or args.plan}: {len(plan.layers)} of {len(bench.layers)} layers", file=sys.stderr)
     base = bench.evaluate(bench.original, objectives)
     candidate, reports = bench.compress(plan)
+    for r in reports:
+        for note in r.notes:  # a step that did other than asked says so
+            print(f"note: layer {r.name}: {note}", file=sys.stderr)
     comp = bench.evaluate(candidate, objectives)
     rows = []
     print(f"\n{'objective':<12} {'original':>16} {'compressed':>16} {'ratio':>8}  how")

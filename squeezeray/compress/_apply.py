@@ -34,6 +34,7 @@ class LayerReport:
         dense_nbytes: Its size as a float16 dense layer.
         seconds: Wall time spent compressing it (the shared distillation not included).
         distill: The model-level distillation this layer took part in, if the plan had one.
+        notes: What a step did other than asked (e.g. Hessian damping raised), from the stored format.
     """
 
     name: str
@@ -42,6 +43,7 @@ class LayerReport:
     dense_nbytes: int
     seconds: float
     distill: DistillReport | None = None
+    notes: tuple[str, ...] = ()
 
 
 def dense_nbytes(linear: nn.Module) -> int:
@@ -69,7 +71,8 @@ def _run_steps(state: LayerState, steps: tuple, stats: LayerStats) -> None:  # n
         technique = get_technique(step.technique)
         try:
             technique.apply(state, step, stats)
-        except ValueError as err:
+        except PlanError as err:  # impossible by nature (InfeasibleStepError); a numerical failure or bug
+            # (any other error) propagates with its traceback and a search records the trial as failed
             raise PlanError(f"layer {state.name!r}, step {step.label()!r}: {err}") from None
         state.applied.append(step.label())
 
@@ -124,7 +127,8 @@ def apply_plan(
         t0 = time.perf_counter()
         compressed = fn(name, linear, lp, stats[name])
         replace_layers(model, {name: compressed})
-        reports.append(LayerReport(name, lp.label(), compressed.nbytes(), dense_nbytes(linear), time.perf_counter() - t0))
+        reports.append(LayerReport(name, lp.label(), compressed.nbytes(), dense_nbytes(linear), time.perf_counter() - t0,
+                                   notes=compressed.fmt.notes))
     return reports
 
 
@@ -170,7 +174,7 @@ def _apply_with_distill(
         trained = model.get_submodule(name).weight.detach().float()
         state = LayerState(
             name=name, original=pruned.original, weight=trained.clone(), bias=pruned.bias,
-            sparsity=pruned.sparsity, applied=[*pruned.applied, plan.distill.label()],
+            sparsity=pruned.sparsity, applied=[*pruned.applied, plan.distill.label()], notes=list(pruned.notes),
         )
         state.refresh_weight()  # re-apply the mask exactly
         _, after = lp.split_for_distill()
@@ -180,6 +184,6 @@ def _apply_with_distill(
         linear = originals[name]
         reports.append(LayerReport(
             name, plan.layer_label(name), compressed.nbytes(), dense_nbytes(linear), seconds[name] + time.perf_counter() - t0,
-            report,
+            report, compressed.fmt.notes,
         ))
     return reports

@@ -65,6 +65,8 @@ class LayerFormat:
         act_bits: 8 = dynamic per-token INT8 activations after ``smooth``;
             16 = only the per-channel ``smooth`` scale (AWQ); 0 = no smoothing.
         steps: Labels of the technique steps that produced this layer.
+        notes: What a step did other than asked (e.g. ``gptq: Hessian damping raised from 0.01 to 0.1``);
+            written to JSON only when there are any.
     """
 
     out_features: int
@@ -83,12 +85,17 @@ class LayerFormat:
     has_bias: bool
     steps: tuple[str, ...]
     version: int = FORMAT_VERSION
+    notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["quant_format"] = None if self.quant_format is None else self.quant_format.value
         d["pattern"] = None if self.pattern is None else self.pattern.value
         d["steps"] = list(self.steps)
+        if self.notes:
+            d["notes"] = list(self.notes)
+        else:
+            d.pop("notes")
         return d
 
     @classmethod
@@ -99,6 +106,7 @@ class LayerFormat:
         d["quant_format"] = None if d["quant_format"] is None else QuantFormat(d["quant_format"])
         d["pattern"] = None if d["pattern"] is None else SparsityPattern(d["pattern"])
         d["steps"] = tuple(d["steps"])
+        d["notes"] = tuple(d.get("notes", ()))
         return cls(**d)
 
     @property
@@ -194,6 +202,7 @@ class CompressedLinear(nn.Module):
             act_bits=act_bits,
             has_bias=state.bias is not None,
             steps=tuple(state.applied),
+            notes=tuple(state.notes),
         )
         return cls(fmt, buffers)
 

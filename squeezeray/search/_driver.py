@@ -251,7 +251,9 @@ def default_baselines(space: SearchSpace, layer_names: Sequence[str]) -> list[di
 def _finished(study: optuna.Study) -> int:
     n = 0
     for t in study.get_trials(deepcopy=False):
-        if t.state is optuna.trial.TrialState.COMPLETE and "duplicate_of" not in t.user_attrs:
+        if "duplicate_of" in t.user_attrs:  # closed without an evaluation (also one of a plan still in flight)
+            continue
+        if t.state is optuna.trial.TrialState.COMPLETE:
             n += 1
         elif t.state is optuna.trial.TrialState.FAIL and not t.user_attrs.get("interrupted"):
             n += 1

@@ -14,6 +14,7 @@ FP8: code is the E4M3 bit pattern of w / scale with scale = absmax / 448.
 
 from __future__ import annotations
 
+from squeezeray._errors import InfeasibleStepError
 import dataclasses
 import enum
 
@@ -154,7 +155,7 @@ def minmax_grid(
     out_f, in_f = w.shape
     gs = in_f if group_size is None else group_size
     if gs > in_f:
-        raise ValueError(f"group_size={gs} exceeds in_features={in_f}")
+        raise InfeasibleStepError(f"group_size={gs} exceeds in_features={in_f}")
     wf = w.float()
     if in_f % gs:  # ragged last group (e.g. 576 = 4 x 128 + 64): zero padding moves no min/max
         wf = torch.nn.functional.pad(wf, (0, gs - in_f % gs))

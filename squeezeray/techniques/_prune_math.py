@@ -21,6 +21,7 @@ deterministic.
 
 from __future__ import annotations
 
+from squeezeray._errors import InfeasibleStepError
 import torch
 
 from squeezeray.techniques._configs import PruneConfig
@@ -89,9 +90,9 @@ def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     _check_scores(scores)
     out_f, in_f = scores.shape
     if not 0 < n < m:
-        raise ValueError(f"n:m = {n}:{m}: needs 0 < n < m")
+        raise InfeasibleStepError(f"n:m = {n}:{m}: needs 0 < n < m")
     if in_f % m:
-        raise ValueError(f"m={m} does not divide the input width {in_f}")
+        raise InfeasibleStepError(f"m={m} does not divide the input width {in_f}")
     groups = scores.float().reshape(out_f, in_f // m, m)  # (out, in/m, m)
     return _lowest_mask(groups, m - n).reshape(out_f, in_f)
 
@@ -127,7 +128,7 @@ def heads_mask(scores: torch.Tensor, sparsity: float, head_dim: int) -> torch.Te
     _check_scores(scores)
     out_f, in_f = scores.shape
     if head_dim < 1 or out_f % head_dim:
-        raise ValueError(f"head_dim={head_dim} does not divide the output width {out_f}")
+        raise InfeasibleStepError(f"head_dim={head_dim} does not divide the output width {out_f}")
     n_heads = out_f // head_dim
     head_score = scores.double().reshape(n_heads, head_dim * in_f).sum(dim=1)  # (n_heads,)
     keep = _lowest_mask(head_score, removed_count(sparsity, n_heads))  # (n_heads,)

@@ -124,6 +124,7 @@ class LayerState:
         bias: (out,) or None; kept in float16 when stored.
         quant, sparsity, lowrank, act: Set by the steps that produce them.
         applied: Labels of the steps applied so far, in order.
+        notes: What a step did other than asked (e.g. Hessian damping raised), carried into the stored format.
     """
 
     name: str
@@ -135,6 +136,7 @@ class LayerState:
     lowrank: LowRankState | None = None
     act: ActQuantState | None = None
     applied: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     @classmethod
     def from_weight(cls, name: str, weight: torch.Tensor, bias: torch.Tensor | None = None) -> LayerState:

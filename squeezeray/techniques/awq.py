@@ -24,6 +24,7 @@ search because that is how it is stored. When the search picks ``alpha = 0``
 
 from __future__ import annotations
 
+from squeezeray._errors import InfeasibleStepError
 import dataclasses
 
 import torch
@@ -235,7 +236,7 @@ class AWQ(BaseTechnique[AWQConfig]):
         require_unquantized(state, self.name)
         hessian = stats.require_hessian(self.name)
         if state.act is not None:
-            raise ValueError(f"{state.name}: awq cannot apply to a layer that already has an activation scale")
+            raise InfeasibleStepError(f"{state.name}: awq cannot apply to a layer that already has an activation scale")
         res = awq_quantize(
             state.weight,
             hessian,

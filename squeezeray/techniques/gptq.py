@@ -21,6 +21,7 @@ Either way the result is exactly one :class:`QuantGrid` plus uint8 codes:
 
 from __future__ import annotations
 
+from squeezeray._errors import InfeasibleStepError
 import dataclasses
 
 import torch
@@ -28,6 +29,7 @@ import torch
 from squeezeray.techniques._base import BaseTechnique
 from squeezeray.techniques._configs import GPTQConfig
 from squeezeray.techniques._hessian import damped_inverse_cholesky
+from squeezeray.techniques._hessian import note_damping
 from squeezeray.techniques._formats import QuantFormat
 from squeezeray.techniques._formats import QuantGrid
 from squeezeray.techniques._formats import minmax_grid
@@ -47,11 +49,13 @@ class GPTQSolution:
         grid: Integer grid; scales/zeros per (row, group) in original column order.
         qweight: (out, in) float32 quantized weight the solver settled on (zero where
             masked); equals ``grid.dequantize(codes)`` (times the mask) exactly.
+        damp: The Hessian damping it solved with (the asked one unless it had to be raised).
     """
 
     codes: torch.Tensor
     grid: QuantGrid
     qweight: torch.Tensor
+    damp: float
 
 
 def _aligned_block_size(block_size: int, group_size: int) -> int:
@@ -103,7 +107,7 @@ def gptq_solve(
     out_f, in_f = weight.shape
     gs = in_f if group_size is None else group_size
     if gs > in_f:
-        raise ValueError(f"group_size={gs} exceeds in_features={in_f}")
+        raise InfeasibleStepError(f"group_size={gs} exceeds in_features={in_f}")
     if hessian.shape != (in_f, in_f):
         raise ValueError(f"hessian shape {tuple(hessian.shape)} does not match in_features={in_f}")
     maxq = (1 << bits) - 1
@@ -139,7 +143,7 @@ def gptq_solve(
     keep_p = None if keep is None else keep[:, perm]  # (out, in) permuted
     group_of = (perm // gs).tolist()  # permuted column -> group of its original column
 
-    hinv = damped_inverse_cholesky(h, damp, retries=_MAX_DAMP_RETRIES, technique="GPTQ")  # (in, in) upper
+    hinv, damp_used = damped_inverse_cholesky(h, damp, retries=_MAX_DAMP_RETRIES, technique="GPTQ")  # (in, in) upper
 
     codes_p = torch.empty(out_f, in_f, dtype=torch.uint8, device=dev)  # (out, in) permuted
     q_p = torch.zeros(out_f, in_f, dtype=torch.float64, device=dev)  # (out, in) permuted
@@ -178,7 +182,7 @@ def gptq_solve(
 
     inv = torch.argsort(perm)  # (in,)
     grid = QuantGrid(QuantFormat.INT, bits, gs, symmetric, scales, None if symmetric else zeros)
-    return GPTQSolution(codes=codes_p[:, inv].contiguous(), grid=grid, qweight=q_p[:, inv].float())
+    return GPTQSolution(codes=codes_p[:, inv].contiguous(), grid=grid, qweight=q_p[:, inv].float(), damp=damp_used)
 
 
 def gptq_quantize(
@@ -218,7 +222,7 @@ class GPTQ(BaseTechnique[GPTQConfig]):
     def apply(self, state: LayerState, config: GPTQConfig, stats: LayerStats) -> None:
         require_unquantized(state, self.name)
         hessian = stats.require_hessian(self.name)
-        codes, grid = gptq_quantize(
+        sol = gptq_solve(
             state.weight,
             hessian,
             bits=config.bits,
@@ -229,4 +233,5 @@ class GPTQ(BaseTechnique[GPTQConfig]):
             block_size=config.block_size,
             mask=state.mask,
         )
-        state.set_quantized(grid, codes)
+        note_damping(state, self.name, float(config.damp), sol.damp)
+        state.set_quantized(sol.grid, sol.codes)

@@ -37,6 +37,7 @@ outputs.
 
 from __future__ import annotations
 
+from squeezeray._errors import InfeasibleStepError
 import dataclasses
 
 import torch
@@ -44,6 +45,7 @@ import torch
 from squeezeray.techniques._base import BaseTechnique
 from squeezeray.techniques._configs import SparseGPTConfig
 from squeezeray.techniques._hessian import damped_inverse_cholesky
+from squeezeray.techniques._hessian import note_damping
 from squeezeray.techniques._formats import QuantGrid
 from squeezeray.techniques._formats import SparsityPattern
 from squeezeray.techniques._prune_math import removed_count
@@ -55,13 +57,16 @@ from squeezeray.techniques.magnitude import commit_mask
 _DAMP_RETRIES = (1.0, 10.0, 100.0)  # damping factors tried, x10 apart
 
 
-def inverse_hessian_cholesky(hessian: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
+def inverse_hessian_cholesky(
+    hessian: torch.Tensor, damp: float, damp_used: list[float] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Upper Cholesky factor of the damped inverse Hessian.
 
     Args:
         hessian: (in, in) symmetric positive semi-definite ``X^T X / n``.
         damp: Added to the diagonal as a fraction of its mean (retried x10, x100 if the
             damped matrix is still not positive definite).
+        damp_used: If given, the damping the factorisation succeeded with is appended to it.
 
     Returns:
         ``(u, dead)``: ``u`` (in, in) float32 upper triangular with ``u^T u = (H + damp)^-1``;
@@ -71,7 +76,9 @@ def inverse_hessian_cholesky(hessian: torch.Tensor, damp: float) -> tuple[torch.
     diag = torch.diagonal(h)
     dead = diag == 0
     h[dead, dead] = 1.0
-    upper = damped_inverse_cholesky(h, damp, retries=len(_DAMP_RETRIES), technique="SparseGPT")  # (in, in)
+    upper, used = damped_inverse_cholesky(h, damp, retries=len(_DAMP_RETRIES), technique="SparseGPT")  # (in, in)
+    if damp_used is not None:
+        damp_used.append(used)
     return upper.float(), dead
 
 
@@ -91,6 +98,7 @@ def sparsegpt_solve(
     block_size: int = 128,
     damp: float = 0.01,
     grid: QuantGrid | None = None,
+    damp_used: list[float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Prune (and optionally keep on a quantization grid) one weight matrix with OBS updates.
 
@@ -103,6 +111,7 @@ def sparsegpt_solve(
         block_size: Columns per block.
         damp: Hessian dampening, as a fraction of its mean diagonal.
         grid: A fixed (out, in) quantization grid the kept weights must lie on, or None.
+        damp_used: If given, the Hessian damping actually used is appended to it.
 
     Returns:
         ``(new_weight, mask)``: (out, in) float32 weight, zero where pruned and (with a
@@ -113,10 +122,10 @@ def sparsegpt_solve(
         raise ValueError(f"hessian has shape {tuple(hessian.shape)}, expected ({in_f}, {in_f})")
     if m:
         if not 0 < n < m or in_f % m:
-            raise ValueError(f"n:m = {n}:{m} does not fit the input width {in_f}")
+            raise InfeasibleStepError(f"n:m = {n}:{m} does not fit the input width {in_f}")
         block_size = max(m, (block_size // m) * m)
     w = weight.detach().float().clone()  # (out, in)
-    hinv, dead = inverse_hessian_cholesky(hessian.to(w.device), damp)  # (in, in), (in,)
+    hinv, dead = inverse_hessian_cholesky(hessian.to(w.device), damp, damp_used)  # (in, in), (in,)
     w[:, dead] = 0.0
     keep = torch.ones(out_f, in_f, dtype=torch.bool, device=w.device)  # (out, in)
     total_removed = removed_count(sparsity, out_f * in_f)
@@ -172,7 +181,7 @@ class SparseGPT(BaseTechnique[SparseGPTConfig]):
         require_unpruned(state, self.name)
         pattern = SparsityPattern(config.pattern)
         if pattern not in (SparsityPattern.UNSTRUCTURED, SparsityPattern.NM):
-            raise ValueError(f"{state.name}: sparsegpt supports unstructured and nm only, got {pattern.value}")
+            raise InfeasibleStepError(f"{state.name}: sparsegpt supports unstructured and nm only, got {pattern.value}")
         hessian = stats.require_hessian(self.name)  # (in, in)
         # The target is the original layer; with a fixed grid the quantization error is
         # compensated jointly with the pruning error.
@@ -182,6 +191,7 @@ class SparseGPT(BaseTechnique[SparseGPTConfig]):
             target = target * smooth.unsqueeze(0)  # stored scale
             hessian = hessian / (smooth.unsqueeze(1) * smooth.unsqueeze(0))
         nm = pattern is SparsityPattern.NM
+        used: list[float] = []
         new_w, mask = sparsegpt_solve(
             target,
             hessian,
@@ -191,7 +201,9 @@ class SparseGPT(BaseTechnique[SparseGPTConfig]):
             block_size=config.block_size,
             damp=float(config.damp),
             grid=None if state.quant is None else state.quant.grid,
+            damp_used=used,
         )
+        note_damping(state, self.name, float(config.damp), used[0])
         if state.quant is not None:
             state.quant.codes = state.quant.grid.quantize(new_w)
         else:

@@ -14,6 +14,7 @@ The factorisation is plain (weight-space) SVD; it is not activation-aware.
 
 from __future__ import annotations
 
+from squeezeray._errors import InfeasibleStepError
 import torch
 
 from squeezeray.techniques._base import BaseTechnique
@@ -38,7 +39,7 @@ def truncated_svd(w: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tenso
     if w.dim() != 2:
         raise ValueError(f"expected a 2-D (out, in) matrix, got shape {tuple(w.shape)}")
     if not 1 <= rank <= min(w.shape):
-        raise ValueError(f"rank={rank} must be in [1, {min(w.shape)}] for a matrix of shape {tuple(w.shape)}")
+        raise InfeasibleStepError(f"rank={rank} must be in [1, {min(w.shape)}] for a matrix of shape {tuple(w.shape)}")
     u_full, s, vh = torch.linalg.svd(w.float(), full_matrices=False)  # (out, k), (k,), (k, in)
     u = (u_full[:, :rank] * s[:rank].unsqueeze(0)).contiguous()  # (out, rank)
     v = vh[:rank].contiguous()  # (rank, in)
@@ -53,10 +54,10 @@ class SVD(BaseTechnique[SVDConfig]):
 
     def apply(self, state: LayerState, config: SVDConfig, stats: LayerStats) -> None:
         if state.lowrank is not None:
-            raise ValueError(f"{state.name}: svd cannot follow another low-rank step")
+            raise InfeasibleStepError(f"{state.name}: svd cannot follow another low-rank step")
         if config.residual:
             if state.quant is None and state.sparsity is None:
-                raise ValueError(
+                raise InfeasibleStepError(
                     f"{state.name}: residual svd needs an earlier quantize or prune step whose error it corrects"
                 )
             error = state.original - state.weight  # (out, in)
@@ -64,7 +65,7 @@ class SVD(BaseTechnique[SVDConfig]):
             state.lowrank = LowRankState(u, v, replaces_main=False)
             return
         if state.quant is not None or state.sparsity is not None or state.act is not None:
-            raise ValueError(
+            raise InfeasibleStepError(
                 f"{state.name}: plain svd replaces the whole weight and must be the layer's first and only "
                 "step (use residual=true to correct an earlier quantize/prune step)"
             )

@@ -12,6 +12,7 @@ records ``state.act = ActQuantState(smooth, bits=8)`` and the codes.
 
 from __future__ import annotations
 
+from squeezeray._errors import InfeasibleStepError
 import torch
 
 from squeezeray.techniques._actquant import to_float16_scale
@@ -79,7 +80,7 @@ class W8A8(BaseTechnique[W8A8Config]):
     def apply(self, state: LayerState, config: W8A8Config, stats: LayerStats) -> None:
         require_unquantized(state, self.name)
         if state.act is not None:
-            raise ValueError(f"{state.name}: w8a8 cannot apply to a layer that already has an activation scale")
+            raise InfeasibleStepError(f"{state.name}: w8a8 cannot apply to a layer that already has an activation scale")
         smooth, codes, grid = w8a8_quantize(state.weight, stats.abs_max, float(config.alpha))
         # Must precede set_quantized: refresh_weight divides the codes by smooth.
         state.act = ActQuantState(smooth=smooth, bits=ACT_BITS)

@@ -44,36 +44,66 @@ def host_description() -> str:
     return f"host CPU {cpu}, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
+def device_description(device: torch.device) -> str:
+    """Where a latency was measured: the GPU by name on CUDA, else the host CPU."""
+    if device.type == "cuda":
+        return f"GPU {torch.cuda.get_device_name(device)} (cuda:{device.index or 0}), torch {torch.__version__}, " \
+               f"CUDA {torch.version.cuda}"
+    return host_description()
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's first parameter or buffer (CPU for a model with neither)."""
+    t = next(iter(model.parameters()), None)
+    if t is None:
+        t = next(iter(model.buffers()), None)
+    return torch.device("cpu") if t is None else t.device
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":  # kernels run asynchronously: the clock is read after they finish
+        torch.cuda.synchronize(device)
+
+
 @torch.no_grad()
-def time_forward(model: nn.Module, ids: torch.Tensor, *, warmup: int = 1, repeats: int = 5) -> list[float]:
-    """Seconds per forward pass of ``ids`` (B, T), after ``warmup`` untimed passes."""
+def time_forward(
+    model: nn.Module, ids: torch.Tensor, *, warmup: int = 1, repeats: int = 5, device: torch.device | None = None
+) -> list[float]:
+    """Seconds per forward pass of ``ids`` (B, T), after ``warmup`` untimed passes (CUDA synchronised)."""
+    device = device or model_device(model)
     for _ in range(warmup):
         model(input_ids=ids, use_cache=False)
     times = []
     for _ in range(repeats):
+        _sync(device)
         t0 = time.perf_counter()
         model(input_ids=ids, use_cache=False)
+        _sync(device)
         times.append(time.perf_counter() - t0)
     return times
 
 
 @torch.no_grad()
 def time_decode(
-    model: nn.Module, ids: torch.Tensor, *, new_tokens: int = 16, warmup: int = 1, repeats: int = 3
+    model: nn.Module, ids: torch.Tensor, *, new_tokens: int = 16, warmup: int = 1, repeats: int = 3,
+    device: torch.device | None = None,
 ) -> list[float]:
     """Seconds per decode step (one new token per sequence, KV cache on) after prefilling ``ids``.
 
     Each repetition prefills ``ids`` (B, T) untimed and then times ``new_tokens`` single-token
     steps; the first ``warmup`` repetitions are discarded.
     """
+    device = device or model_device(model)
     steps: list[float] = []
     for r in range(warmup + repeats):
         out = model(input_ids=ids, use_cache=True)
         past = out.past_key_values
         tok = ids[:, -1:]  # (B, 1)
         for _ in range(new_tokens):
+            _sync(device)
             t0 = time.perf_counter()
             out = model(input_ids=tok, past_key_values=past, use_cache=True)
+            _sync(device)
             dt = time.perf_counter() - t0
             past = out.past_key_values
             if r >= warmup:
@@ -183,15 +213,17 @@ class Latency(BaseObjective):
             self._selector.select_model(model)
 
     def measure(self, ctx: EvalContext) -> Measurement:
-        ids = ctx.eval_data.ids.reshape(-1)[: self.batch * self.seq_len].view(self.batch, self.seq_len)
+        device = model_device(ctx.candidate)
+        ids = ctx.eval_data.ids.reshape(-1)[: self.batch * self.seq_len].view(self.batch, self.seq_len).to(device)
         self._prepare(ctx.candidate)
         if self.phase is Phase.PREFILL:
-            times = time_forward(ctx.candidate, ids, warmup=self.warmup, repeats=self.repeats)
+            times = time_forward(ctx.candidate, ids, warmup=self.warmup, repeats=self.repeats, device=device)
         else:
-            times = time_decode(ctx.candidate, ids, new_tokens=self.new_tokens, warmup=self.warmup, repeats=self.repeats)
+            times = time_decode(ctx.candidate, ids, new_tokens=self.new_tokens, warmup=self.warmup, repeats=self.repeats,
+                                device=device)
         ms = [1000 * t for t in times]
         return Measurement(
-            self.name, statistics.median(ms), self.unit, Provenance.MEASURED, host_description(),
+            self.name, statistics.median(ms), self.unit, Provenance.MEASURED, device_description(device),
             {
                 "phase": self.phase.value, "shape": [self.batch, self.seq_len], "repeats": self.repeats,
                 "min_ms": min(ms), "max_ms": max(ms), "kernels": self.kernels.value,

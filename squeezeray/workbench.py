@@ -112,7 +112,7 @@ class Workbench:
         """Calibration statistics of every compressible layer.
 
         Collected once per workbench (with the Hessian on demand) and, when ``cache_dir`` is set,
-        kept on disk under a content key (model fingerprint, calibration digest, Hessian or not), so
+        kept on disk under a content key (model fingerprint, calibration digest, layer set, Hessian or not), so
         other processes and later runs load them instead of recomputing.
         """
         if self._stats is not None and (self._stats_have_hessian or not hessian):
@@ -122,13 +122,9 @@ class Workbench:
             with_h = self._stats_path(True)
             path = with_h if with_h is not None and with_h.is_file() else path
         if path is not None and path.is_file():
-            loaded = _load_stats(path)
-            if set(self.layers) <= set(loaded):  # else a file from code that observed fewer layers: collect anew
-                self._stats = {n: loaded[n] for n in self.layers}
-                self._stats_have_hessian = all(st.hessian is not None for st in self._stats.values())
-                return self._stats
-            if not hessian and path != self._stats_path(False):
-                path = self._stats_path(False)
+            self._stats = _load_stats(path)  # its key names the layer set, so it holds every layer
+            self._stats_have_hessian = all(st.hessian is not None for st in self._stats.values())
+            return self._stats
         self._stats = collect_stats(
             self.original, list(self.layers), self.calibration.ids, hessian=hessian, progress=self.progress
         )

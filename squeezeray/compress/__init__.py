@@ -1,5 +1,6 @@
 """Calibration, plan application and the stored form of compressed layers."""
 
+from squeezeray.compress._apply import DENSE_BYTES
 from squeezeray.compress._apply import LayerReport
 from squeezeray.compress._apply import apply_plan
 from squeezeray.compress._apply import compress_layer
@@ -14,6 +15,7 @@ from squeezeray.compress._module import LayerFormat
 from squeezeray.compress._swap import swapped
 
 __all__ = [
+    "DENSE_BYTES",
     "CompressedEmbedding",
     "CompressedLinear",
     "LayerFormat",

@@ -46,10 +46,14 @@ class LayerReport:
     notes: tuple[str, ...] = ()
 
 
+DENSE_BYTES = 2
+"""Bytes per element of a tensor stored uncompressed (float16 / bfloat16): what every size counts."""
+
+
 def dense_nbytes(linear: nn.Module) -> int:
-    """Bytes of a layer stored uncompressed: weight and bias at 2 bytes per element."""
+    """Bytes of a layer stored uncompressed: weight and bias at :data:`DENSE_BYTES` per element."""
     bias = getattr(linear, "bias", None)
-    return int(linear.weight.numel() * 2 + (0 if bias is None else bias.numel() * 2))
+    return int(linear.weight.numel() * DENSE_BYTES + (0 if bias is None else bias.numel() * DENSE_BYTES))
 
 
 def compress_layer(name: str, linear: nn.Linear, plan: LayerPlan, stats: LayerStats) -> CompressedLinear:

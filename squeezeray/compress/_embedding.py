@@ -131,6 +131,8 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
 
 def replace_layers(model: nn.Module, replacements: Mapping[str, nn.Module]) -> None:
     """Put ``replacements`` (module name -> module) into ``model``, the tied embedding following its head."""
-    for name, module in with_tied(model, replacements).items():
+    full = with_tied(model, replacements)
+    for name, module in full.items():
         replace_module(model, name, module)
-    mark_tied(model)
+    if len(full) > len(replacements):  # the embedding came along: tie_weights must leave it be
+        mark_tied(model)

@@ -200,9 +200,11 @@ def head_layer(model: nn.Module) -> str | None:
     """Module name of the output head when it is a linear layer (tied to the embedding or not), else None."""
     get_out = getattr(model, "get_output_embeddings", None)
     out = get_out() if get_out is not None else None
-    if not isinstance(out, nn.Linear):
-        return None
-    return next((name for name, mod in model.named_modules() if mod is out), None)
+    return _name_of(model, out) if isinstance(out, nn.Linear) else None
+
+
+def _name_of(model: nn.Module, module: nn.Module) -> str | None:
+    return next((name for name, mod in model.named_modules() if mod is module), None)
 
 
 def tied_table(model: nn.Module) -> TiedTable | None:
@@ -214,7 +216,5 @@ def tied_table(model: nn.Module) -> TiedTable | None:
     out, inp = get_out(), get_in()
     if out is None or inp is None or getattr(out, "weight", None) is None or out.weight is not getattr(inp, "weight", None):
         return None
-    names = {id(mod): name for name, mod in model.named_modules(remove_duplicate=False)}
-    if id(out) not in names or id(inp) not in names:
-        return None
-    return TiedTable(names[id(out)], names[id(inp)])
+    head, embedding = _name_of(model, out), _name_of(model, inp)
+    return None if head is None or embedding is None else TiedTable(head, embedding)

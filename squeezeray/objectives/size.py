@@ -5,13 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from squeezeray.compress import DENSE_BYTES  # uncompressed tensors are counted as float16/bfloat16
 from squeezeray.objectives._base import BaseObjective
 from squeezeray.objectives._base import Direction
 from squeezeray.objectives._base import EvalContext
 from squeezeray.objectives._base import Measurement
 from squeezeray.objectives._base import Provenance
-
-DENSE_BYTES = 2  # uncompressed tensors are counted as float16/bfloat16
 
 
 def average_bits(compressed_bytes: float, compressed_weights: float) -> float:

@@ -14,11 +14,12 @@ FP8: code is the E4M3 bit pattern of w / scale with scale = absmax / 448.
 
 from __future__ import annotations
 
-from squeezeray._errors import InfeasibleStepError
 import dataclasses
 import enum
 
 import torch
+
+from squeezeray._errors import InfeasibleStepError
 
 FP8_E4M3_MAX = 448.0
 

@@ -21,9 +21,9 @@ deterministic.
 
 from __future__ import annotations
 
-from squeezeray._errors import InfeasibleStepError
 import torch
 
+from squeezeray._errors import InfeasibleStepError
 from squeezeray.techniques._configs import PruneConfig
 from squeezeray.techniques._formats import SparsityPattern
 

@@ -24,11 +24,11 @@ search because that is how it is stored. When the search picks ``alpha = 0``
 
 from __future__ import annotations
 
-from squeezeray._errors import InfeasibleStepError
 import dataclasses
 
 import torch
 
+from squeezeray._errors import InfeasibleStepError
 from squeezeray.techniques._actquant import SCALE_ONLY_BITS
 from squeezeray.techniques._actquant import to_float16_scale
 from squeezeray.techniques._base import BaseTechnique

@@ -21,11 +21,11 @@ Either way the result is exactly one :class:`QuantGrid` plus uint8 codes:
 
 from __future__ import annotations
 
-from squeezeray._errors import InfeasibleStepError
 import dataclasses
 
 import torch
 
+from squeezeray._errors import InfeasibleStepError
 from squeezeray.techniques._base import BaseTechnique
 from squeezeray.techniques._configs import GPTQConfig
 from squeezeray.techniques._hessian import damped_inverse_cholesky

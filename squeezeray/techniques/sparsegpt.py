@@ -37,11 +37,11 @@ outputs.
 
 from __future__ import annotations
 
-from squeezeray._errors import InfeasibleStepError
 import dataclasses
 
 import torch
 
+from squeezeray._errors import InfeasibleStepError
 from squeezeray.techniques._base import BaseTechnique
 from squeezeray.techniques._configs import SparseGPTConfig
 from squeezeray.techniques._hessian import damped_inverse_cholesky

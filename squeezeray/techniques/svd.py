@@ -14,9 +14,9 @@ The factorisation is plain (weight-space) SVD; it is not activation-aware.
 
 from __future__ import annotations
 
-from squeezeray._errors import InfeasibleStepError
 import torch
 
+from squeezeray._errors import InfeasibleStepError
 from squeezeray.techniques._base import BaseTechnique
 from squeezeray.techniques._configs import SVDConfig
 from squeezeray.techniques._state import LayerState

@@ -12,9 +12,9 @@ records ``state.act = ActQuantState(smooth, bits=8)`` and the codes.
 
 from __future__ import annotations
 
-from squeezeray._errors import InfeasibleStepError
 import torch
 
+from squeezeray._errors import InfeasibleStepError
 from squeezeray.techniques._actquant import to_float16_scale
 from squeezeray.techniques._base import BaseTechnique
 from squeezeray.techniques._configs import W8A8Config

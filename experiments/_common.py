@@ -45,7 +45,7 @@ def machine() -> str:
 
 def load_bench(cfg: dict[str, Any]) -> tuple[Workbench, Any]:
     """The workbench a config names (``model``, ``data``) and a layer function backed by the shared cache."""
-    bench = Workbench.load(cfg.get("model"), DataConfig(**cfg.get("data", {})), progress=False)
+    bench = Workbench.load(cfg.get("model"), DataConfig.from_dict(cfg.get("data", {})), progress=False)
     bench.cache_dir = WORK / "cache"
     layer_fn = LayerCache(WORK / "cache").layer_fn(bench.loaded.fingerprint(), bench.calibration.digest)
     return bench, layer_fn

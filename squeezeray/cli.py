@@ -23,18 +23,51 @@ def _quiet_env() -> None:
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="smollm2 (default, embedded), a local HF folder, a .gguf file or a hub id")
-    p.add_argument("--calib-seqs", type=int, default=32, help="calibration sequences (default 32)")
-    p.add_argument("--calib-len", type=int, default=256, help="tokens per calibration sequence (default 256)")
-    p.add_argument("--eval-tokens", type=int, default=4096, help="held-out tokens for perplexity (default 4096)")
-    p.add_argument("--seed", type=int, default=0, help="calibration sampling seed (default 0)")
+    from squeezeray.data import DataConfig
+
+    d = DataConfig()
+    p.add_argument("--calib-seqs", type=int, default=d.calib_seqs, help=f"calibration sequences (default {d.calib_seqs})")
+    p.add_argument("--calib-len", type=int, default=d.calib_len,
+                   help=f"tokens per calibration sequence (default {d.calib_len})")
+    p.add_argument("--eval-tokens", type=int, default=d.eval_tokens,
+                   help=f"held-out tokens for perplexity (default {d.eval_tokens})")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"calibration sampling seed (default {d.seed})")
+    src = ("a text file or folder, .jsonl/.csv/.parquet (:field=NAME, or :prompt=P:response=R for the chat "
+           "template), a datasets.save_to_disk folder, hf:<name>, or boolq (the packaged passages, default)")
+    p.add_argument("--calib-data", action="append", metavar="SOURCE",
+                   help=f"calibration text: {src}; repeat with :weight=W for a mixture")
+    p.add_argument("--proxy-data", action="append", metavar="SOURCE",
+                   help="text the KL proxy scores on (same forms; default: drawn like the calibration)")
+    p.add_argument("--eval-data", metavar="SOURCE", help="held-out perplexity text (same forms; default boolq)")
 
 
 def _data_config(args: argparse.Namespace):  # noqa: ANN202
-    from squeezeray.workbench import DataConfig
+    """The data options as a DataConfig; every source is read and split here, before any model loads."""
+    from squeezeray.data import DataConfig
+    from squeezeray.data import split_data
 
-    return DataConfig(
-        calib_seqs=args.calib_seqs, calib_len=args.calib_len, eval_tokens=args.eval_tokens, seed=args.seed
+    data = DataConfig(
+        calib_seqs=args.calib_seqs, calib_len=args.calib_len, eval_tokens=args.eval_tokens, seed=args.seed,
+        **({"calib_data": tuple(args.calib_data)} if args.calib_data else {}),
+        **({"proxy_data": tuple(args.proxy_data)} if args.proxy_data else {}),
+        **({"eval_data": args.eval_data} if args.eval_data else {}),
     )
+    split_data(data)
+    return data
+
+
+def _data_flags_untouched(args: argparse.Namespace) -> bool:
+    """True when no data option differs from its default (a study's recorded data then applies)."""
+    from squeezeray.data import DataConfig
+
+    d = DataConfig()
+    sizes = all(getattr(args, k) == getattr(d, k) for k in ("calib_seqs", "calib_len", "eval_tokens", "seed"))
+    return sizes and args.calib_data is None and args.proxy_data is None and args.eval_data is None
+
+
+def _print_data_notes(notes: Sequence[str]) -> None:
+    for line in notes:
+        print(f"data: {line}", file=sys.stderr)
 
 
 def _read_plan(text: str, bench, head_steps: str | None):  # noqa: ANN001, ANN202
@@ -77,6 +110,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         raise SqueezerayError(f"plan file {args.plan!r} does not exist")
     print(f"loading model {args.model or 'smollm2'} ...", file=sys.stderr)
     bench = Workbench.load(args.model, data, progress=not args.no_progress)
+    _print_data_notes(bench.data_notes)
     plan = _read_plan(args.plan, bench, args.head)
     plan.check(bench.layers)
     print(f"plan {plan.name or args.plan}: {len(plan.layers)} of {len(bench.layers)} layers", file=sys.stderr)
@@ -168,7 +202,10 @@ def _final_objectives(args: argparse.Namespace) -> tuple[str, ...]:
         raise SqueezerayError(f"--final-limit {args.final_limit}: give the task with --final-task")
     if args.final_limit is not None and args.final_limit < 1:
         raise SqueezerayError(f"--final-limit {args.final_limit}: must be a positive number of items")
+    from squeezeray.evaluation import resolve_task
+
     for task in (t.strip() for t in (args.final_task or "").split(",") if t.strip()):
+        resolve_task(task)  # an unknown task or a bad labelled file fails before the model loads
         names.append(f"accuracy:{task}" + ("" if args.final_limit is None else f"@{args.final_limit}"))
     return tuple(names)
 
@@ -206,6 +243,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     executor = _ray_executor(args)  # before the model loads: bad cluster flags fail fast
     print(f"loading model {args.model or 'smollm2'} ...", file=sys.stderr)
     result = run_search(cfg, resume=args.resume, progress=not args.no_progress, executor=executor)
+    _print_data_notes(result.data_notes)
     for line in result.rule_notes:
         print(line)
     result = select_from(result, constraints, weights)
@@ -251,9 +289,15 @@ def _study_and_bench(args: argparse.Namespace):  # noqa: ANN202
 
     record = StudyRecord.read(open_study(args.study, args.study_name))
     data = _data_config(args)
+    recorded = record.attrs.get("data")
+    if isinstance(recorded, dict) and _data_flags_untouched(args):
+        from squeezeray.data import DataConfig
+
+        data = DataConfig.from_dict(recorded["config"])  # the data the search used, unless flags say otherwise
     model = args.model or record.attrs["model"]
     print(f"loading model {model} ...", file=sys.stderr)
     bench = Workbench.load(model, data)
+    _print_data_notes(bench.data_notes)
     record.check_bench(bench)
     return record, bench
 

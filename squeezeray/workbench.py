@@ -27,13 +27,16 @@ from squeezeray.compress import collect_stats
 from squeezeray.compress import compress_layer
 from squeezeray.compress import swapped
 from squeezeray.compress._swap import is_swapped
+from squeezeray.data import DataConfig
+from squeezeray.data import PreparedData
 from squeezeray.data import TokenData
-from squeezeray.data import calibration_tokens
-from squeezeray.data import eval_tokens
+from squeezeray.data import prepare_data
+from squeezeray.data import split_data
 from squeezeray.models import LoadedModel
 from squeezeray.models import compressible_layers
 from squeezeray.models import head_layer
 from squeezeray.models import load_model
+from squeezeray.models import load_tokenizer
 from squeezeray.objectives import BaseObjective
 from squeezeray.objectives import EvalContext
 from squeezeray.objectives import Measurement
@@ -45,54 +48,23 @@ from squeezeray.spaces import CompressionPlan
 from squeezeray.techniques import LayerStats
 
 
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-    """How much data calibration and evaluation use.
-
-    Attributes:
-        calib_seqs, calib_len: Calibration sequences and their length in tokens.
-        eval_tokens, eval_len: Held-out perplexity tokens and window length.
-        proxy_seqs: Calibration sequences reused for the KL proxy.
-        seed: Order of calibration passages.
-    """
-
-    calib_seqs: int = 32
-    calib_len: int = 256
-    eval_tokens: int = 4096
-    eval_len: int = 512
-    proxy_seqs: int = 4
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        from squeezeray._errors import SqueezerayError
-
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if not isinstance(value, int) or value < (0 if field.name == "seed" else 1):
-                raise SqueezerayError(f"{field.name}={value!r}: must be a positive integer")
-        if self.proxy_seqs > self.calib_seqs:
-            raise SqueezerayError(f"proxy_seqs={self.proxy_seqs}: cannot exceed calib_seqs={self.calib_seqs}")
-
-
 class Workbench:
     """Holds the original model and everything derived from it once."""
 
     def __init__(
-        self, loaded: LoadedModel, data: DataConfig | None = None, *, progress: bool = False, hardware: str = "host"
+        self, loaded: LoadedModel, data: DataConfig | None = None, *, progress: bool = False, hardware: str = "host",
+        prepared: PreparedData | None = None,
     ) -> None:
         self.loaded = loaded
         self.hardware = hardware  # profile handed to objectives that take one (energy, predicted latency)
         self.cache_dir: Path | None = None  # where calibration statistics persist (set by the search)
         self.data = data or DataConfig()
         self.progress = progress
-        tok = loaded.tokenizer
-        self.calibration: TokenData = calibration_tokens(
-            tok, n_seqs=self.data.calib_seqs, seq_len=self.data.calib_len, seed=self.data.seed
-        )
-        self.held_out: TokenData = eval_tokens(tok, n_tokens=self.data.eval_tokens, seq_len=self.data.eval_len)
-        self.proxy = TokenData.of(
-            self.calibration.ids[: self.data.proxy_seqs], f"{self.calibration.source} first {self.data.proxy_seqs} seqs"
-        )
+        ready = prepared or prepare_data(loaded.tokenizer, self.data)
+        self.calibration: TokenData = ready.calibration
+        self.held_out: TokenData = ready.held_out
+        self.proxy: TokenData = ready.proxy
+        self.data_notes = ready.notes  # what the split did (a user source held out in part, overlaps dropped)
         self.layers = compressible_layers(loaded.model)
         self.head = head_layer(loaded.model)  # the output head (the tied token table when tied), or None
         self._stats: dict[str, LayerStats] | None = None
@@ -101,8 +73,29 @@ class Workbench:
         self.reference: dict[str, object] = {}
 
     @classmethod
-    def load(cls, model: str | None = None, data: DataConfig | None = None, *, progress: bool = False) -> Workbench:
-        return cls(load_model(model), data, progress=progress)
+    def load(
+        cls, model: str | None = None, data: DataConfig | None = None, *, progress: bool = False,
+        prepared: PreparedData | None = None, tokenizer: object | None = None,
+    ) -> Workbench:
+        """Load ``model`` and draw ``data``: every data source is read and split first, and the token sets are drawn
+        with the tokenizer alone, so bad data (an unreadable file, a missing field, too little text) fails before the
+        weights load. ``prepared`` (with its ``tokenizer``): token sets already drawn."""
+        data = data or DataConfig()
+        if prepared is None:
+            split = split_data(data)
+            tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model)
+            prepared = prepare_data(tokenizer, data, split)
+        return cls(load_model(model, tokenizer=tokenizer), data, progress=progress, prepared=prepared)
+
+    def data_record(self) -> dict[str, object]:
+        """What the study and the model card record of the data: the config (sources, sizes) and each token set's
+        description (sources with their content digests) and SHA-256."""
+        return {
+            "config": self.data.to_dict(),
+            **{role: {"source": t.source, "digest": t.digest}
+               for role, t in (("calibration", self.calibration), ("proxy", self.proxy), ("held_out", self.held_out))},
+            "notes": list(self.data_notes),
+        }
 
     @property
     def original(self) -> nn.Module:

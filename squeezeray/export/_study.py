@@ -65,7 +65,7 @@ class StudyRecord:
         final_objectives: Objectives the front was re-measured on.
         baseline: The original model's final-objective measurements.
         finals: Trial number -> its final-objective measurements (re-measured trials only).
-        attrs: The study's other records (model, model_fingerprint, calibration, hardware, seed).
+        attrs: The study's other records (model, model_fingerprint, calibration, hardware, seed; data when recorded).
     """
 
     study: optuna.Study
@@ -105,7 +105,7 @@ class StudyRecord:
             final_objectives=names,
             baseline=MappingProxyType(baseline),
             finals=MappingProxyType(dict(sorted(finals.items()))),
-            attrs=MappingProxyType({k: attrs[k] for k in _REQUIRED_ATTRS}),
+            attrs=MappingProxyType({k: attrs[k] for k in (*_REQUIRED_ATTRS, "data") if k in attrs}),
         )
 
     @property
@@ -155,5 +155,5 @@ class StudyRecord:
         if bench.calibration.source != self.attrs["calibration"]:
             raise SqueezerayError(
                 f"calibration: the study used {self.attrs['calibration']!r}, this workbench has "
-                f"{bench.calibration.source!r}; pass the same --calib-seqs / --calib-len / --seed as the search"
+                f"{bench.calibration.source!r}; pass the same data options (--calib-data, --calib-seqs, --calib-len, --seed) as the search"
             )

@@ -7,6 +7,7 @@ from squeezeray.models._load import ModelSource
 from squeezeray.models._load import compressible_layers
 from squeezeray.models._load import head_layer
 from squeezeray.models._load import load_model
+from squeezeray.models._load import load_tokenizer
 from squeezeray.models._load import model_fingerprint
 from squeezeray.models._load import TiedTable
 from squeezeray.models._load import resolve_model
@@ -20,6 +21,7 @@ __all__ = [
     "compressible_layers",
     "head_layer",
     "load_model",
+    "load_tokenizer",
     "model_fingerprint",
     "TiedTable",
     "resolve_model",

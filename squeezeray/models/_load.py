@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib.util
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -133,13 +135,45 @@ def resolve_model(ref: str | None) -> ModelSource:
     return ModelSource(ref, ref, None)
 
 
-def load_model(ref: str | None = None, *, dtype: torch.dtype = torch.float32) -> LoadedModel:
+def load_tokenizer(ref: str | None = None) -> object:
+    """The tokenizer of ``ref`` alone (seconds, no weights): data can be checked against it before a model loads."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    src = resolve_model(ref)
+    kwargs = {"gguf_file": src.gguf_file} if src.gguf_file else {}
+    try:
+        with _no_tqdm():
+            return transformers.AutoTokenizer.from_pretrained(src.path, **kwargs)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"model {src.ref!r}: tokenizer could not be loaded: {_first_line(err)}") from None
+
+
+@contextlib.contextmanager
+def _no_tqdm() -> Iterator[None]:
+    previous = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # the GGUF reader's per-tensor progress bar
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = previous
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def load_model(ref: str | None = None, *, dtype: torch.dtype = torch.float32, tokenizer: object | None = None) -> LoadedModel:
     """Load a causal LM and its tokenizer in eval mode on the CPU.
 
     Args:
         ref: ``smollm2`` (default), a local HF folder, a ``.gguf`` file, or a hub id
             (needs network access to the hub).
         dtype: Parameter dtype (GGUF weights are dequantized to it).
+        tokenizer: Its tokenizer, already loaded (:func:`load_tokenizer`); None: load it too.
     """
     import transformers
 
@@ -149,19 +183,12 @@ def load_model(ref: str | None = None, *, dtype: torch.dtype = torch.float32) ->
     kwargs: dict[str, object] = {}
     if src.gguf_file:
         kwargs["gguf_file"] = src.gguf_file
-    previous = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"  # the GGUF reader's per-tensor progress bar
     try:
-        tok = transformers.AutoTokenizer.from_pretrained(src.path, **kwargs)
-        model = transformers.AutoModelForCausalLM.from_pretrained(src.path, dtype=dtype, **kwargs)
+        with _no_tqdm():
+            tok = tokenizer if tokenizer is not None else transformers.AutoTokenizer.from_pretrained(src.path, **kwargs)
+            model = transformers.AutoModelForCausalLM.from_pretrained(src.path, dtype=dtype, **kwargs)
     except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelLoadError(f"model {src.ref!r}: could not be loaded: {first}") from None
-    finally:
-        if previous is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = previous
+        raise ModelLoadError(f"model {src.ref!r}: could not be loaded: {_first_line(err)}") from None
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

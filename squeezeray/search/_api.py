@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +16,8 @@ from squeezeray.search._driver import SearchResult
 from squeezeray.search._driver import run_search
 from squeezeray.search._executor import BaseExecutor
 from squeezeray.spaces import SearchSpace
-from squeezeray.workbench import DataConfig
+from squeezeray.data import DataConfig
+from squeezeray.data import SourcesLike
 from squeezeray.workbench import Workbench
 
 DEFAULT_WEIGHTS = {"size": 1.0, "perplexity": 1.0, "latency": 0.5}
@@ -53,6 +55,9 @@ def search(
     constraints: Mapping[str, float] | None = None,
     weights: Mapping[str, float] | None = None,
     data: DataConfig | None = None,
+    calib_data: SourcesLike | None = None,
+    proxy_data: SourcesLike | None = None,
+    eval_data: SourcesLike | None = None,
     workdir: str | Path = "runs",
     study_name: str | None = None,
     storage: str | None = None,
@@ -78,7 +83,9 @@ def search(
             ``max_size_bytes``, ``max_energy_j``); ``max_size_bytes`` and ``max_kl`` are
             also told to the sampler.
         weights: Objective weights for the selection (default size 1, perplexity 1, latency 0.5).
-        data: Calibration / evaluation sizes.
+        data: Calibration / evaluation sources and sizes.
+        calib_data, proxy_data, eval_data: Sources replacing ``data``'s (a path, ``path:field=NAME``, a
+            :class:`~squeezeray.data.DataSource`, or a list of them for a weighted mixture).
         workdir: Folder for the study database, layer cache and reports.
         study_name, storage: Study name and RDB URL (default SQLite in ``workdir``).
         resume: Continue an existing study (trials in flight when it stopped are re-run); "auto":
@@ -94,10 +101,13 @@ def search(
         A :class:`SearchResult` with ``front`` (DataFrame), ``selected`` and ``plan()``.
     """
     cons = dict(constraints or {})
+    sources = {k: v for k, v in (("calib_data", calib_data), ("proxy_data", proxy_data), ("eval_data", eval_data))
+               if v is not None}
+    data = dataclasses.replace(data or DataConfig(), **sources)
     cfg = SearchConfig(
         model=model, hardware=hardware, space=space, objectives=tuple(objectives),
         final_objectives=tuple(final_objectives), n_trials=n_trials, sampler=sampler, seed=seed,
-        max_size_bytes=cons.get("max_size_bytes"), max_kl=cons.pop("max_kl", None), data=data or DataConfig(),
+        max_size_bytes=cons.get("max_size_bytes"), max_kl=cons.pop("max_kl", None), data=data,
         workdir=Path(workdir), study_name=study_name, storage=storage, allow=tuple(allow), **extra,
     )
     result = run_search(cfg, bench=bench, resume=resume, progress=progress, executor=executor)

@@ -197,6 +197,7 @@ class SearchResult:
         selected: The recommended trial number (None if no selector ran).
         selection_reason: Why it was picked.
         rule_notes: What the expert rules removed or noted, one line each.
+        data_notes: What the split of the data sources did, one line each.
     """
 
     study: optuna.Study
@@ -208,6 +209,7 @@ class SearchResult:
     selection_reason: str = ""
     rule_notes: tuple[str, ...] = ()
     layer_names: tuple[str, ...] = ()
+    data_notes: tuple[str, ...] = ()  # what the data split did (a source held out in part, overlaps dropped)
     sensitivity: pd.DataFrame | None = None  # evo: every unit's options measured alone (unit, option, kl, nbytes, bits)
     solver_front: pd.DataFrame | None = None  # evo: the knapsack's predicted front across the band
 
@@ -366,6 +368,11 @@ def run_search(
             raise SqueezerayError(f"--resume: study optimises {saved}, not {names}")
         if study.user_attrs.get("model_fingerprint") != fingerprint:
             raise SqueezerayError("--resume: the study was run on a different model (fingerprint differs)")
+        if study.user_attrs.get("calibration") != bench.calibration.source:
+            raise SqueezerayError(
+                f"--resume: the study calibrated on {study.user_attrs.get('calibration')!r}, this run on "
+                f"{bench.calibration.source!r}; give the same data options as the search"
+            )
         requeue_interrupted(study)
     else:
         study.set_user_attr("objectives", names)
@@ -373,6 +380,7 @@ def run_search(
         study.set_user_attr("model", bench.loaded.source.ref)
         study.set_user_attr("model_fingerprint", fingerprint)
         study.set_user_attr("calibration", bench.calibration.source)
+        study.set_user_attr("data", bench.data_record())
         study.set_user_attr("hardware", config.hardware)
         study.set_user_attr("seed", config.seed)
         for params in _baseline_params(space, layer_names, config):
@@ -456,7 +464,7 @@ def run_search(
     trials_df = _trials_table(study, names)
     return SearchResult(
         study=study, space=space, front=final["front"], trials=trials_df, baseline=final["baseline"],
-        rule_notes=rule_notes, layer_names=layer_names,
+        rule_notes=rule_notes, layer_names=layer_names, data_notes=bench.data_notes,
         sensitivity=None if stage is None else stage.table.frame(),
         solver_front=None if stage is None else stage.solver_front(),
     )

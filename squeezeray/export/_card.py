@@ -435,7 +435,12 @@ def render_markdown(card: ModelCard) -> str:
         f"layers, other tensors in {a.get('dense_dtype')}; load with `squeezeray.load(path)`"
     )
     for sv in a.get("serving", []):
-        lines.append(f"- `{sv['path']}/`: {sv['format']} checkpoint for {sv['runtime']} (the same weights, repacked)")
+        if sv["format"] == "gguf":
+            counts = ", ".join(f"{n} {t}" for t, n in sv.get("type_counts", {}).items())
+            lines.append(f"- `{sv['path']}`: GGUF for {sv['runtime']} ({counts} tensors; SHA-256 `{sv['sha256'][:16]}…`; "
+                         "the same codes and scales, repacked into GGUF blocks; per-tensor types in `card.json`)")
+        else:
+            lines.append(f"- `{sv['path']}/`: {sv['format']} checkpoint for {sv['runtime']} (the same weights, repacked)")
     lines.append("- `manifest.json`: SHA-256 of every file; checked on every load")
     lines += ["", "## Approvals", ""]
     if not card.approvals:

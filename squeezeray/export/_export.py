@@ -51,6 +51,8 @@ from squeezeray.export._card import utc_now
 from squeezeray.export._registry import RegistryEntry
 from squeezeray.export._registry import find_entry
 from squeezeray.export._registry import upsert_entry
+from squeezeray.export._gguf import GGUF_FILE
+from squeezeray.export._gguf import write_gguf
 from squeezeray.export._serving import CT_FOLDER
 from squeezeray.export._serving import ServingFormat
 from squeezeray.export._serving import serving_formats
@@ -73,7 +75,8 @@ class ExportConfig:
             search's final objectives are copied from the study, marked ``measured_on: search``).
         registry: Registry file to add the export to (None: none).
         overwrite: Replace an existing export folder at ``out`` (never another kind of folder).
-        serving: Serving layouts to add in subfolders (``compressed-tensors`` for vLLM); a plan
+        serving: Serving layouts to add (``compressed-tensors`` for vLLM in a subfolder, ``gguf`` for
+            llama.cpp as ``model.gguf``); a plan
             that does not map exactly is refused with the reasons.
     """
 
@@ -230,6 +233,10 @@ def export_model(
         if ServingFormat.COMPRESSED_TENSORS in cfg.serving:
             info["serving"].append(write_compressed_tensors(candidate, bench.loaded.tokenizer, tmp / CT_FOLDER,
                                                             cfg.dense_dtype))
+        if ServingFormat.GGUF in cfg.serving:
+            src = bench.loaded.source
+            source_gguf = Path(src.path) / src.gguf_file if src.gguf_file else None
+            info["serving"].append(write_gguf(candidate, bench.original, source_gguf, tmp / GGUF_FILE))
         del candidate
         reloaded = build_model(tmp)
         measured = bench.evaluate(reloaded, list(cfg.measure))

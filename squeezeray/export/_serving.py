@@ -49,6 +49,7 @@ class ServingFormat(str, enum.Enum):
     """Serving layouts an export can add beside squeezeray's own."""
 
     COMPRESSED_TENSORS = "compressed-tensors"
+    GGUF = "gguf"  # llama.cpp: one model.gguf, each tensor in its block type (see squeezeray.export._gguf)
 
 
 def serving_formats(values: Any) -> tuple[ServingFormat, ...]:

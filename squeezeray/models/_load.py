@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import os
@@ -151,15 +152,20 @@ def load_tokenizer(ref: str | None = None) -> object:
 
 @contextlib.contextmanager
 def _no_tqdm() -> Iterator[None]:
-    previous = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"  # the GGUF reader's per-tensor progress bar
+    """Silence the GGUF reader's per-tensor progress bar (272 lines of it on stderr per load).
+
+    tqdm reads ``TQDM_DISABLE`` when it is imported, not when a bar starts, so the bar that transformers'
+    GGUF loader creates is replaced by a disabled one for the duration of the load."""
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is not None:
+        gguf_utils.tqdm = functools.partial(bar, disable=True)  # type: ignore[attr-defined]
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = previous
+        if bar is not None:
+            gguf_utils.tqdm = bar  # type: ignore[attr-defined]
 
 
 def _first_line(err: BaseException) -> str:

@@ -22,6 +22,8 @@ for _name, _path in (
     OBJECTIVES.register(_name, _path)
 OBJECTIVES.register("predicted_latency", "squeezeray.objectives.predicted_latency:PredictedLatency")
 OBJECTIVES.register("energy", "squeezeray.objectives.energy:Energy")
+OBJECTIVES.register("llamacpp_perplexity", "squeezeray.objectives.llamacpp:LlamaCppPerplexity")
+OBJECTIVES.register("llamacpp_latency", "squeezeray.objectives.llamacpp:LlamaCppLatency")
 
 
 def get_objective(name: str, **kwargs: object) -> BaseObjective:

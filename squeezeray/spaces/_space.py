@@ -429,6 +429,12 @@ PER_LAYER_QUANT = ("gptq-w2g32", "gptq-w3g32", "gptq-w3g64", "gptq-w3g128", "gpt
 on 2 CPU cores within minutes (``per-layer-full`` has them all)."""
 
 
+GGUF_QUANT = ("gptq-q4_0", "gptq-q5_0", "gptq-q8_0")
+"""The ``gguf`` space's per-unit options: GPTQ solved on llama.cpp's Q4_0 / Q5_0 / Q8_0 block grids, so every
+plan exports to GGUF exactly (``squeezeray export --serving gguf``)."""
+GGUF_HEAD = ("rtn-q8_0", "gptq-q5_0", "gptq-q4_0", NONE)
+
+
 def per_layer_full_quant() -> tuple[str, ...]:
     """GPTQ (act-order) and AWQ at 2/3/4/5/6/8 bits with groups of 32/64/128, and RTN 8-bit per row."""
     return tuple(f"{t}-w{b}g{g}" for t in ("gptq", "awq") for b in (2, 3, 4, 5, 6, 8) for g in (32, 64, 128)) + (
@@ -436,18 +442,22 @@ def per_layer_full_quant() -> tuple[str, ...]:
 
 
 def preset_space(name: str) -> SearchSpace:
-    """Built-in spaces: ``per-layer``, ``per-layer-full``, ``weights-int``, ``by-role``, ``prune+quant``, ``full``.
+    """Built-in spaces: ``per-layer``, ``per-layer-full``, ``gguf``, ``weights-int``, ``by-role``, ``prune+quant``, ``full``.
 
     Every preset starts with the group ``head``: the output head, which on a tied model is the token
     table the input embedding shares (:data:`HEAD_QUANT`).
 
     ``per-layer`` and ``per-layer-full`` give every unit (a block's q/k/v, o, gate/up, down) its own
     choice, for the ``evo`` sampler: their per-unit option counts are what its sensitivity stage measures.
+    ``gguf`` does the same with llama.cpp's block types only (:data:`GGUF_QUANT`; the head: Q8_0, Q5_0, Q4_0
+    or dense), so every plan it finds is a GGUF file.
     """
     if name == "per-layer":
         groups = _role_groups(quantize=PER_LAYER_QUANT)
     elif name == "per-layer-full":
         groups = _role_groups(quantize=per_layer_full_quant())
+    elif name == "gguf":
+        return SearchSpace(name, (GroupSpec("head", HEAD, quantize=GGUF_HEAD), *_role_groups(quantize=GGUF_QUANT)))
     elif name == "by-role":
         groups = _by_role()
     elif name == "weights-int":
@@ -475,7 +485,7 @@ def preset_space(name: str) -> SearchSpace:
     return SearchSpace(name, (_head_group(), *groups))
 
 
-PRESET_SPACES = ("per-layer", "per-layer-full", "weights-int", "by-role", "prune+quant", "full")
+PRESET_SPACES = ("per-layer", "per-layer-full", "gguf", "weights-int", "by-role", "prune+quant", "full")
 
 
 def load_space(ref: str | SearchSpace) -> SearchSpace:

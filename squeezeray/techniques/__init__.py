@@ -24,6 +24,10 @@ from squeezeray.techniques._formats import QuantGrid
 from squeezeray.techniques._formats import SparsityPattern
 from squeezeray.techniques._formats import minmax_grid
 from squeezeray.techniques._formats import sqnr_db
+from squeezeray.techniques._gguf import BLOCK as GGUF_BLOCK
+from squeezeray.techniques._gguf import GGUFType
+from squeezeray.techniques._gguf import gguf_grid
+from squeezeray.techniques._gguf import pack_blocks
 from squeezeray.techniques._registry import TECHNIQUES
 from squeezeray.techniques._registry import config_from_dict
 from squeezeray.techniques._registry import get_technique
@@ -34,6 +38,8 @@ __all__ = [
     "AWQConfig",
     "BaseTechnique",
     "FP8Config",
+    "GGUFType",
+    "GGUF_BLOCK",
     "GPTQConfig",
     "IntQuantConfig",
     "LayerState",
@@ -54,6 +60,8 @@ __all__ = [
     "WandaConfig",
     "config_from_dict",
     "get_technique",
+    "gguf_grid",
     "minmax_grid",
+    "pack_blocks",
     "sqnr_db",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 from typing import ClassVar
 
 from squeezeray.techniques._config import StepKind
@@ -12,6 +13,8 @@ from squeezeray.techniques._config import check_group_divides
 from squeezeray.techniques._config import check_group_size
 from squeezeray.techniques._config import check_int_choice
 from squeezeray.techniques._formats import SparsityPattern
+from squeezeray.techniques._gguf import BLOCK as GGUF_BLOCK
+from squeezeray.techniques._gguf import GGUFType
 
 INT_BITS = (2, 3, 4, 5, 6, 7, 8)
 
@@ -34,6 +37,7 @@ class IntQuantConfig(TechniqueConfig):
     bits: int = 4
     group_size: int | None = 128
     symmetric: bool = True
+    gguf: GGUFType | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -41,11 +45,31 @@ class IntQuantConfig(TechniqueConfig):
         check_group_size(self, self.group_size)
         if not isinstance(self.symmetric, bool):
             self._fail("symmetric", self.symmetric, "must be true or false")
+        if self.gguf is not None:
+            try:
+                object.__setattr__(self, "gguf", GGUFType(self.gguf))
+            except ValueError:
+                self._fail("gguf", self.gguf, f"must be one of {', '.join(repr(t.value) for t in GGUFType)} or null")
+            t = GGUFType(self.gguf)
+            if (self.bits, self.group_size, self.symmetric) != (t.bits, GGUF_BLOCK, True):
+                self._fail("gguf", t.value, f"is {t.bits}-bit symmetric in blocks of {GGUF_BLOCK}; got bits={self.bits}, "
+                           f"group_size={self.group_size}, symmetric={self.symmetric}")
 
     def check_shape(self, out_features: int, in_features: int) -> None:
         check_group_divides(self, self.group_size, in_features)
+        if self.gguf is not None and in_features % GGUF_BLOCK:
+            self._fail("gguf", GGUFType(self.gguf).value, f"needs rows of whole {GGUF_BLOCK}-input blocks; this layer has "
+                       f"{in_features} inputs")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        if data.get("gguf") is None:
+            data.pop("gguf", None)  # plans (and cache keys) without a GGUF type read as before the field existed
+        return data
 
     def label(self) -> str:
+        if self.gguf is not None:
+            return f"{self.technique}-{GGUFType(self.gguf).value}"
         sym = "" if self.symmetric else "-asym"
         return f"{self.technique}-w{self.bits}{_gs_label(self.group_size)}{sym}"
 
@@ -103,6 +127,8 @@ class AWQConfig(IntQuantConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.gguf is not None:
+            self._fail("gguf", GGUFType(self.gguf).value, "AWQ's scaled grid is not a GGUF block format; use rtn or gptq")
         if not isinstance(self.grid_points, int) or self.grid_points < 1:
             self._fail("grid_points", self.grid_points, "must be a positive integer")
 

@@ -33,6 +33,7 @@ from squeezeray.techniques._hessian import note_damping
 from squeezeray.techniques._formats import QuantFormat
 from squeezeray.techniques._formats import QuantGrid
 from squeezeray.techniques._formats import minmax_grid
+from squeezeray.techniques._gguf import gguf_grid
 from squeezeray.techniques._state import LayerState
 from squeezeray.techniques._state import LayerStats
 from squeezeray.techniques._steps import require_unquantized
@@ -82,6 +83,7 @@ def gptq_solve(
     damp: float = 0.01,
     block_size: int = 128,
     mask: torch.Tensor | None = None,
+    grid: QuantGrid | None = None,
 ) -> GPTQSolution:
     """Quantize ``weight`` with GPTQ on an integer min/max grid.
 
@@ -100,6 +102,8 @@ def gptq_solve(
         damp: Diagonal dampening as a fraction of the mean diagonal.
         block_size: Columns per lazy-update block.
         mask: (out, in) bool, True where the weight is kept; None for dense.
+        grid: A fixed integer grid to solve on (static groups; e.g. a GGUF block grid) instead of the
+            min/max grid; its bits, group size and symmetry must be the ones given.
 
     Returns:
         The codes, the grid and the solver's quantized weight.
@@ -123,9 +127,12 @@ def gptq_solve(
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
 
-    static = group_size is None or act_order
+    if grid is not None and (grid.fmt, grid.bits, grid.group_size, grid.symmetric) != (QuantFormat.INT, bits, gs, symmetric):
+        raise ValueError(f"grid ({grid.fmt.value}, {grid.bits} bits, groups of {grid.group_size}) does not match "
+                         f"bits={bits}, group_size={gs}, symmetric={symmetric}")
+    static = group_size is None or act_order or grid is not None
     if static:
-        grid0 = minmax_grid(w.float(), bits=bits, group_size=gs, symmetric=symmetric)
+        grid0 = grid if grid is not None else minmax_grid(w.float(), bits=bits, group_size=gs, symmetric=symmetric)
         scales = grid0.scales.clone()  # (out, n_groups) float32
         zeros = grid0.zero_points().clone()  # (out, n_groups) float32
         bs = block_size
@@ -181,8 +188,8 @@ def gptq_solve(
         w[:, i2:] -= err1 @ hinv[i1:i2, i2:]  # (out, in - i2)
 
     inv = torch.argsort(perm)  # (in,)
-    grid = QuantGrid(QuantFormat.INT, bits, gs, symmetric, scales, None if symmetric else zeros)
-    return GPTQSolution(codes=codes_p[:, inv].contiguous(), grid=grid, qweight=q_p[:, inv].float(), damp=damp_used)
+    solved = QuantGrid(QuantFormat.INT, bits, gs, symmetric, scales, None if symmetric else zeros)
+    return GPTQSolution(codes=codes_p[:, inv].contiguous(), grid=solved, qweight=q_p[:, inv].float(), damp=damp_used)
 
 
 def gptq_quantize(
@@ -232,6 +239,7 @@ class GPTQ(BaseTechnique[GPTQConfig]):
             damp=float(config.damp),
             block_size=config.block_size,
             mask=state.mask,
+            grid=None if config.gguf is None else gguf_grid(state.weight, config.gguf),
         )
         note_damping(state, self.name, float(config.damp), sol.damp)
         state.set_quantized(sol.grid, sol.codes)

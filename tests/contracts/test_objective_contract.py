@@ -13,6 +13,8 @@ from squeezeray.objectives import Provenance
 
 # Objectives that need lm-eval task data and a real model are covered in tests/evaluation.
 TASK_BASED = {"accuracy", "label_loyalty", "probability_loyalty", "robustness"}
+# Objectives run by llama.cpp need a model loaded from a GGUF file: covered in tests/objectives/test_llamacpp.py.
+RUNTIME_BASED = {"llamacpp_perplexity", "llamacpp_latency"}
 
 
 @pytest.mark.parametrize("name", OBJECTIVES.names())
@@ -29,7 +31,7 @@ def candidate(tiny):  # noqa: ANN001, ANN201
     return model
 
 
-@pytest.mark.parametrize("name", [n for n in OBJECTIVES.names() if n not in TASK_BASED])
+@pytest.mark.parametrize("name", [n for n in OBJECTIVES.names() if n not in TASK_BASED | RUNTIME_BASED])
 def test_measures_a_labelled_finite_value(name: str, tiny, candidate, monkeypatch) -> None:  # noqa: ANN001
     if name == "energy":  # this host exposes no energy counter and no power figure: model it on a profiled CPU
         monkeypatch.setattr(tiny, "hardware", "xeon-8480plus")

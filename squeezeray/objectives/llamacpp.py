@@ -1,0 +1,170 @@
+"""llama.cpp as the runtime that measures: the candidate exported to GGUF, then loaded and run by llama.cpp.
+
+``llamacpp_perplexity`` scores the held-out windows from llama.cpp's own logits (its quantized matmuls
+quantize activations too, so it differs a little from squeezeray's float computation of the same
+weights; the original's F16 file shows the runtime's own offset). ``llamacpp_latency`` times prefill
+and decode with a stated thread count, warm-up and repeats, and reports tokens per second.
+
+Both need ``llama-cpp-python`` (``scripts/setup.sh`` builds it) and a model loaded from a GGUF file
+(its metadata and tokenizer are copied into every candidate's file; see ``squeezeray.export._gguf``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from squeezeray._errors import SqueezerayError
+from squeezeray.objectives._base import BaseObjective
+from squeezeray.objectives._base import Direction
+from squeezeray.objectives._base import EvalContext
+from squeezeray.objectives._base import Measurement
+from squeezeray.objectives._base import Provenance
+
+
+def _llama_cpp() -> Any:
+    try:
+        import llama_cpp
+    except ImportError:
+        raise SqueezerayError(
+            "llama.cpp objectives need llama-cpp-python (pip install llama-cpp-python; it builds from source, "
+            "several minutes on 2 cores; scripts/setup.sh installs it)"
+        ) from None
+    return llama_cpp
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def load_gguf(path: str | Path, *, n_ctx: int, n_threads: int) -> Any:
+    """A llama.cpp model on this host's CPU with every position's logits kept."""
+    llama_cpp = _llama_cpp()
+    return llama_cpp.Llama(
+        model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, n_threads=n_threads,
+        n_threads_batch=n_threads, logits_all=True, verbose=False, n_gpu_layers=0,
+    )
+
+
+def llamacpp_perplexity(path: str | Path, windows: torch.Tensor, *, n_threads: int) -> tuple[float, int]:
+    """exp(mean next-token NLL) from llama.cpp's logits, each (seq_len) window scored on its own
+    (the definition :func:`squeezeray.objectives.perplexity.perplexity` uses)."""
+    seq_len = int(windows.shape[1])
+    llm = load_gguf(path, n_ctx=seq_len, n_threads=n_threads)
+    nll, count = 0.0, 0
+    try:
+        for row in windows.tolist():
+            llm.reset()
+            llm.eval(row)
+            logits = np.asarray(llm.scores[: seq_len - 1], dtype=np.float64)  # (T-1, V)
+            top = logits.max(axis=1, keepdims=True)
+            logz = np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
+            target = np.asarray(row[1:])
+            nll += float((logz - logits[np.arange(seq_len - 1), target]).sum())
+            count += seq_len - 1
+    finally:
+        llm.close()
+    return math.exp(nll / count), count
+
+
+def llamacpp_speed(
+    path: str | Path, prompt: Sequence[int], *, new_tokens: int, n_threads: int, warmup: int, repeats: int
+) -> dict[str, float]:
+    """Prefill tokens/s (the whole prompt in one batch) and decode tokens/s (greedy, one token per step),
+    medians over ``repeats`` after ``warmup`` untimed runs."""
+    llm = load_gguf(path, n_ctx=len(prompt) + new_tokens, n_threads=n_threads)
+    prefill: list[float] = []
+    decode: list[float] = []
+    try:
+        for i in range(warmup + repeats):
+            llm.reset()
+            t0 = time.perf_counter()
+            llm.eval(list(prompt))
+            t1 = time.perf_counter()
+            token = int(np.argmax(llm.scores[len(prompt) - 1]))
+            for _ in range(new_tokens):
+                llm.eval([token])
+                token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            t2 = time.perf_counter()
+            if i >= warmup:
+                prefill.append(len(prompt) / (t1 - t0))
+                decode.append(new_tokens / (t2 - t1))
+    finally:
+        llm.close()
+    return {"prefill_tokens_per_s": statistics.median(prefill), "decode_tokens_per_s": statistics.median(decode),
+            "prefill_spread": max(prefill) - min(prefill), "decode_spread": max(decode) - min(decode)}
+
+
+class _Runtime(BaseObjective):
+    """Exports the candidate to a temporary GGUF (or takes a given file) and hands it to llama.cpp."""
+
+    swap_safe = True  # reads the candidate's layers only
+
+    def __init__(self, *, source_gguf: str | Path | None = None, n_threads: int | None = None) -> None:
+        self.source_gguf = None if source_gguf is None else Path(source_gguf)
+        self.n_threads = n_threads or default_threads()
+
+    @contextlib.contextmanager
+    def _file(self, ctx: EvalContext) -> Iterator[Path]:
+        from squeezeray.export._gguf import write_gguf
+
+        with tempfile.TemporaryDirectory(prefix="squeezeray-gguf-") as tmp:
+            path = Path(tmp) / "candidate.gguf"
+            write_gguf(ctx.candidate, ctx.original, self.source_gguf, path)
+            yield path
+
+    def where(self) -> str:
+        import platform
+
+        version = getattr(_llama_cpp(), "__version__", "?")
+        return f"llama.cpp (llama-cpp-python {version}) on {platform.processor() or platform.machine()}, " \
+               f"{self.n_threads} threads"
+
+
+class LlamaCppPerplexity(_Runtime):
+    """Held-out perplexity computed from llama.cpp's logits on the candidate's GGUF file."""
+
+    name = "llamacpp_perplexity"
+    direction = Direction.MINIMIZE
+    unit = "ppl"
+
+    def measure(self, ctx: EvalContext) -> Measurement:
+        with self._file(ctx) as path:
+            ppl, n = llamacpp_perplexity(path, ctx.eval_data.ids, n_threads=self.n_threads)
+            size = path.stat().st_size
+        return Measurement(self.name, ppl, self.unit, Provenance.MEASURED, f"{self.where()}; {ctx.eval_data.source}",
+                           {"tokens": n, "file_bytes": size})
+
+
+class LlamaCppLatency(_Runtime):
+    """Decode milliseconds per token measured by llama.cpp (details: prefill and decode tokens/s)."""
+
+    name = "llamacpp_latency"
+    direction = Direction.MINIMIZE
+    unit = "ms"
+
+    def __init__(self, *, source_gguf: str | Path | None = None, n_threads: int | None = None, seq_len: int = 128,
+                 new_tokens: int = 32, warmup: int = 1, repeats: int = 3) -> None:
+        super().__init__(source_gguf=source_gguf, n_threads=n_threads)
+        self.seq_len, self.new_tokens, self.warmup, self.repeats = seq_len, new_tokens, warmup, repeats
+
+    def measure(self, ctx: EvalContext) -> Measurement:
+        prompt = ctx.eval_data.ids.reshape(-1)[: self.seq_len].tolist()
+        with self._file(ctx) as path:
+            speed = llamacpp_speed(path, prompt, new_tokens=self.new_tokens, n_threads=self.n_threads,
+                                   warmup=self.warmup, repeats=self.repeats)
+        ms = 1000.0 / speed["decode_tokens_per_s"]
+        where = (f"{self.where()}; prompt {len(prompt)} tokens, {self.new_tokens} decoded, "
+                 f"{self.warmup} warm-up + {self.repeats} timed, median")
+        return Measurement(self.name, ms, self.unit, Provenance.MEASURED, where, speed)

@@ -1,0 +1,45 @@
+"""llama.cpp loads and runs squeezeray's GGUF export: its perplexity agrees with squeezeray's, its speed is measured."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+
+import pytest
+
+from squeezeray.objectives import Provenance
+from squeezeray.spaces import CompressionPlan
+from squeezeray.spaces import parse_steps
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _needs_llama_cpp() -> None:
+    if importlib.util.find_spec("llama_cpp") is None:
+        if os.environ.get("CI"):
+            pytest.fail("llama-cpp-python is not installed, and CI must run these tests (scripts/setup.sh installs it)")
+        pytest.skip("llama-cpp-python is not installed (scripts/setup.sh builds it)")
+
+
+@pytest.mark.slow
+def test_llamacpp_perplexity_agrees_with_squeezerays(bench) -> None:  # noqa: ANN001
+    plan = CompressionPlan({n: parse_steps("rtn-q8_0" if n == "lm_head" else "rtn-q4_0") for n in bench.layers})
+    candidate, _ = bench.compress(plan)
+    ours = bench.evaluate(candidate, ["perplexity"])["perplexity"].value
+    m = bench.evaluate(candidate, ["llamacpp_perplexity"])["llamacpp_perplexity"]
+    assert m.provenance is Provenance.MEASURED and "llama.cpp" in m.where and "threads" in m.where
+    assert m.details["tokens"] == bench.held_out.ids.numel() - bench.held_out.ids.shape[0]
+    assert abs(m.value / ours - 1) < 0.02  # llama.cpp quantizes activations in its Q4_0/Q8_0 matmuls
+    f16 = bench.evaluate(bench.original, ["llamacpp_perplexity", "perplexity"])
+    assert abs(f16["llamacpp_perplexity"].value / f16["perplexity"].value - 1) < 0.02  # the runtime's own offset
+    assert m.details["file_bytes"] < f16["llamacpp_perplexity"].details["file_bytes"] / 2.5
+
+
+@pytest.mark.slow
+def test_llamacpp_latency_is_measured_in_tokens_per_second(bench) -> None:  # noqa: ANN001
+    obj = bench.objective("llamacpp_latency")
+    obj.seq_len, obj.new_tokens, obj.repeats = 64, 8, 1
+    m = bench.context(bench.original).measure(obj)
+    assert m.unit == "ms" and m.provenance is Provenance.MEASURED and math.isfinite(m.value) and m.value > 0
+    assert m.details["prefill_tokens_per_s"] > 0 and m.details["decode_tokens_per_s"] > 0
+    assert m.value == pytest.approx(1000 / m.details["decode_tokens_per_s"])

@@ -112,6 +112,7 @@ def main() -> None:
         model=cfg["model"], space=s["space"], sampler="evo", n_trials=s["trials"], seed=s["seed"],
         objectives=("size", "kl"), final_objectives=("size", "kl"), rerank=1, data=bench.data, workdir=workdir,
         study_name=f"gguf-evo-s{s['seed']}", evo=EvoConfig(bits_min=s["bits"][0], bits_max=s["bits"][1]),
+        allow=tuple(s.get("allow", ())),
     ), bench=bench, resume="auto", progress=False)
     search_s = time.perf_counter() - t0
     done = [t for t in result.study.get_trials(deepcopy=False) if t.user_attrs.get("outcome") == "ok"

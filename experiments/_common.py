@@ -14,11 +14,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from squeezeray.objectives import Direction
 from squeezeray.objectives.accuracy import Accuracy
 from squeezeray.objectives.latency import host_description
 from squeezeray.search import LayerCache
+from squeezeray.search._driver import pareto_mask
 from squeezeray.spaces import CompressionPlan
 from squeezeray.workbench import DataConfig
 from squeezeray.workbench import Workbench
@@ -84,3 +87,21 @@ def compress_and_measure(
     if kd is not None:
         row.update({f"kd_{k}": v for k, v in kd.to_dict().items()})
     return row
+
+
+def spread(items: list, n: int) -> list:  # noqa: ANN001
+    """At most ``n`` of ``items`` (sorted by size) spread evenly over them (all of them when there are fewer)."""
+    if len(items) <= n:
+        return items
+    idx = np.unique(np.linspace(0, len(items) - 1, n).round().astype(int))
+    return [items[i] for i in idx]
+
+
+def searched_front(study: Any) -> list:
+    """The study's measured, searched trials (no baselines, no duplicates) on the (size, KL) Pareto front, by size."""
+    done = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("outcome") == "ok"
+            and "duplicate_of" not in t.user_attrs and t.values and not t.user_attrs.get("baseline")]
+    if not done:
+        return []
+    mask = pareto_mask(np.array([t.values for t in done]), [Direction.MINIMIZE] * 2)
+    return sorted((t for t, m in zip(done, mask) if m), key=lambda t: t.values[0])

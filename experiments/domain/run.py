@@ -27,14 +27,14 @@ from experiments._common import load_bench  # noqa: E402
 from experiments._common import machine  # noqa: E402
 from experiments._common import measure  # noqa: E402
 from experiments._common import pyplot  # noqa: E402
+from experiments._common import searched_front  # noqa: E402
+from experiments._common import spread  # noqa: E402
 from experiments._common import task_objectives  # noqa: E402
 from squeezeray.data import arrow_table  # noqa: E402
-from squeezeray.objectives import Direction  # noqa: E402
 from squeezeray.objectives.size import average_bits  # noqa: E402
 from squeezeray.search import LayerCache  # noqa: E402
 from squeezeray.search import SearchConfig  # noqa: E402
 from squeezeray.search import run_search  # noqa: E402
-from squeezeray.search._driver import pareto_mask  # noqa: E402
 from squeezeray.search._evo import EvoConfig  # noqa: E402
 from squeezeray.spaces import load_space  # noqa: E402
 
@@ -57,13 +57,6 @@ def science_text(path: Path) -> int:
 def bits_of(m: dict) -> float:
     d = m["size"].details
     return average_bits(d["compressed_layer_bytes"], d["compressed_weights"])
-
-
-def spread(trials: list, n: int) -> list:  # noqa: ANN001
-    if len(trials) <= n:
-        return trials
-    idx = np.unique(np.linspace(0, len(trials) - 1, n).round().astype(int))
-    return [trials[i] for i in idx]
 
 
 def main() -> None:
@@ -103,10 +96,7 @@ def main() -> None:
         )
         result = run_search(sc, bench=bench, resume="auto", progress=False)
         search_s = time.perf_counter() - t0
-        done = [t for t in result.study.get_trials(deepcopy=False) if t.user_attrs.get("outcome") == "ok"
-                and "duplicate_of" not in t.user_attrs and t.values and not t.user_attrs.get("baseline")]
-        mask = pareto_mask(np.array([t.values for t in done]), [Direction.MINIMIZE] * 2)
-        front = sorted((t for t, m in zip(done, mask) if m), key=lambda t: t.values[0])
+        front = searched_front(result.study)
         todo = [(f"uniform {p}", -1, bench.uniform(p)) for p in cfg["uniform"]]
         inband = []
         for t in front:

@@ -26,6 +26,8 @@ from experiments._common import WORK  # noqa: E402
 from experiments._common import load_bench  # noqa: E402
 from experiments._common import machine  # noqa: E402
 from experiments._common import pyplot  # noqa: E402
+from experiments._common import searched_front  # noqa: E402
+from experiments._common import spread  # noqa: E402
 from squeezeray.export._gguf import write_gguf  # noqa: E402
 from squeezeray.objectives import Direction  # noqa: E402
 from squeezeray.objectives.llamacpp import default_threads  # noqa: E402
@@ -115,13 +117,7 @@ def main() -> None:
         allow=tuple(s.get("allow", ())),
     ), bench=bench, resume="auto", progress=False)
     search_s = time.perf_counter() - t0
-    done = [t for t in result.study.get_trials(deepcopy=False) if t.user_attrs.get("outcome") == "ok"
-            and "duplicate_of" not in t.user_attrs and t.values and not t.user_attrs.get("baseline")]
-    mask = pareto_mask(np.array([t.values for t in done]), [Direction.MINIMIZE] * 2)
-    front = sorted((t for t, m in zip(done, mask) if m), key=lambda t: t.values[0])
-    if len(front) > s["front"]:
-        front = [front[i] for i in np.unique(np.linspace(0, len(front) - 1, s["front"]).round().astype(int))]
-    for t in front:
+    for t in spread(searched_front(result.study), s["front"]):
         ours("squeezeray searched", result.plan(t.number))
     df = pd.DataFrame(rows)
     df.to_csv(HERE / "results.csv", index=False)

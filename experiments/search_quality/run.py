@@ -27,6 +27,7 @@ from experiments._common import WORK  # noqa: E402
 from experiments._common import load_bench  # noqa: E402
 from experiments._common import machine  # noqa: E402
 from experiments._common import pyplot  # noqa: E402
+from experiments._common import spread  # noqa: E402
 from squeezeray.objectives import Direction  # noqa: E402
 from squeezeray.objectives.size import average_bits  # noqa: E402
 from squeezeray.search import SearchConfig  # noqa: E402
@@ -55,14 +56,6 @@ def interpolate_log(sizes: np.ndarray, ppls: np.ndarray, at: float) -> float:
     if at < s[0] or at > s[-1]:
         return float("nan")
     return float(np.exp(np.interp(at, s, p)))
-
-
-def spread(trials: list, n: int) -> list:  # noqa: ANN001
-    """At most ``n`` trials spread evenly over size (all of them when there are fewer)."""
-    if len(trials) <= n:
-        return trials
-    idx = np.unique(np.linspace(0, len(trials) - 1, n).round().astype(int))
-    return [trials[i] for i in idx]
 
 
 def main() -> None:

@@ -104,8 +104,9 @@ def _compressed_of(candidate: nn.Module, hf_module: str) -> Any:
     return module if isinstance(module, CompressedLinear) else None
 
 
-def gguf_plan(candidate: nn.Module, original: nn.Module, source_gguf: Path | None) -> tuple[dict[str, Any], list[str]]:
-    """Which GGUF type each compressed layer becomes, and every reason the model cannot be written."""
+def gguf_refusals(candidate: nn.Module, original: nn.Module, source_gguf: Path | None) -> list[str]:
+    """Every reason the model cannot be written as GGUF (empty: it can; each layer's type is
+    :func:`layer_gguf_type`, read again where the tensor is written)."""
     from squeezeray.compress import CompressedLinear
 
     reasons: list[str] = []
@@ -115,15 +116,12 @@ def gguf_plan(candidate: nn.Module, original: nn.Module, source_gguf: Path | Non
     arch = str(getattr(getattr(original, "config", None), "model_type", ""))
     if arch not in ARCHITECTURES:
         reasons.append(f"architecture {arch!r}: this writer knows the tensor layout of {', '.join(ARCHITECTURES)}")
-    types: dict[str, Any] = {}
     for name, module in candidate.named_modules():
         if isinstance(module, CompressedLinear):
             t, why = layer_gguf_type(module)
             if t is None:
                 reasons.append(f"{name}: {why}")
-            else:
-                types[name] = t
-    return types, reasons
+    return reasons
 
 
 def write_gguf(candidate: nn.Module, original: nn.Module, source_gguf: Path | None, path: Path) -> dict[str, Any]:
@@ -134,7 +132,7 @@ def write_gguf(candidate: nn.Module, original: nn.Module, source_gguf: Path | No
     """
     import gguf
 
-    _, reasons = gguf_plan(candidate, original, source_gguf)
+    reasons = gguf_refusals(candidate, original, source_gguf)
     if reasons:
         raise SqueezerayError(f"serving=gguf: this plan does not map exactly: {'; '.join(reasons)}")
     assert source_gguf is not None

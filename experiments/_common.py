@@ -97,6 +97,16 @@ def spread(items: list, n: int) -> list:  # noqa: ANN001
     return [items[i] for i in idx]
 
 
+def nearest_to(items: list, values: list[float], targets: list[float]) -> list:  # noqa: ANN001
+    """For each target, the item whose value (``values[i]`` for ``items[i]``) lies nearest; each item once, in
+    the items' order (a target band is covered evenly however the items crowd)."""
+    if not items:
+        return []
+    v = np.asarray(values, dtype=float)
+    picked = sorted({int(np.abs(v - t).argmin()) for t in targets})
+    return [items[i] for i in picked]
+
+
 def searched_front(study: Any) -> list:
     """The study's measured, searched trials (no baselines, no duplicates) on the (size, KL) Pareto front, by size."""
     done = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("outcome") == "ok"

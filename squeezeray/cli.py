@@ -191,7 +191,8 @@ def _ray_executor(args: argparse.Namespace):  # noqa: ANN202
 def _evo_config(args: argparse.Namespace):  # noqa: ANN202
     from squeezeray.search import EvoConfig
 
-    given = (("bits_min", args.bits_min), ("bits_max", args.bits_max), ("sensitivity_len", args.sensitivity_len))
+    given = (("bits_min", args.bits_min), ("bits_max", args.bits_max), ("sensitivity_len", args.sensitivity_len),
+             ("screen", args.evo_screen))
     return EvoConfig(**{k: v for k, v in given if v is not None})
 
 
@@ -454,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bits-max", type=float, default=None, help="evo: highest average bits per weight searched (5.0)")
     p.add_argument("--sensitivity-len", type=int, default=None,
                    help="evo: tokens of the one calibration sequence each unit's options are scored on (128)")
+    p.add_argument("--evo-screen", type=int, default=None,
+                   help="evo: mutated plans measured on those tokens per proposal, the best proposed (8; 0: none)")
     p.add_argument("--rerank", type=int, default=6, help="trials re-measured on the final objectives (default 6)")
     p.add_argument("--final-task", default=None, metavar="TASK[,TASK]",
                    help="also re-measure the front on lm-eval tasks (arc_easy, hellaswag, a task YAML ...), paired "

@@ -130,9 +130,12 @@ class Workbench:
     def _stats_path(self, hessian: bool) -> Path | None:
         if self.cache_dir is None:
             return None
+        from squeezeray.techniques._versions import CALIBRATION_CODE_VERSION
+
         key = hashlib.sha256(
             f"{self.loaded.fingerprint()}|{self.calibration.digest}|hessian={hessian}|"
-            f"layers={hashlib.sha256(' '.join(sorted(self.layers)).encode()).hexdigest()[:16]}|v1".encode()
+            f"layers={hashlib.sha256(' '.join(sorted(self.layers)).encode()).hexdigest()[:16]}|"
+            f"code={CALIBRATION_CODE_VERSION}".encode()
         ).hexdigest()
         return Path(self.cache_dir) / "stats" / f"{key}.pt"
 

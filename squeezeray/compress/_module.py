@@ -339,6 +339,10 @@ class CompressedLinear(nn.Module):
     def release(self) -> None:
         self._dense = None
 
+    @property
+    def is_materialized(self) -> bool:
+        return self._dense is not None
+
     # --------------------------------------------------------------- kernels
     def attach_kernels(self, dispatch: KernelDispatch | None) -> None:
         """Use the kernel paths chosen by :class:`squeezeray.kernels.KernelSelector` (None: the reference)."""

@@ -132,10 +132,11 @@ def memo_key(objective: BaseObjective) -> str:
 
 @contextlib.contextmanager
 def materialized(model: nn.Module) -> Iterator[None]:
-    """Cache dense weights of compressed layers while accuracy is evaluated (speed only)."""
+    """Cache dense weights of compressed layers while accuracy is evaluated (speed only). A layer already
+    materialized (by whoever holds it, e.g. the evo screen's own copies) is left as it is, and kept."""
     from squeezeray.compress import CompressedLinear
 
-    layers = [m for m in model.modules() if isinstance(m, CompressedLinear)]
+    layers = [m for m in model.modules() if isinstance(m, CompressedLinear) and not m.is_materialized]
     for m in layers:
         m.materialize()
     try:

@@ -26,13 +26,17 @@ from squeezeray.compress import LayerFormat
 from squeezeray.compress._module import FORMAT_VERSION
 from squeezeray.spaces import LayerPlan
 from squeezeray.techniques import LayerStats
+from squeezeray.techniques._versions import CALIBRATION_CODE_VERSION
+from squeezeray.techniques._versions import steps_code_versions
 
 
 def layer_key(model_fingerprint: str, layer: str, plan: LayerPlan, calibration_digest: str) -> str:
-    """Content key of one compressed layer."""
+    """Content key of one compressed layer: the model, the layer, its steps, the calibration tokens, the
+    layer format and the code versions of the steps' techniques and of calibration (a fix bumps one)."""
     payload = json.dumps(
         {"model": model_fingerprint, "layer": layer, "steps": plan.to_list(), "calib": calibration_digest,
-         "format": FORMAT_VERSION},
+         "format": FORMAT_VERSION, "calib_code": CALIBRATION_CODE_VERSION,
+         "code": steps_code_versions([s.technique for s in plan.steps])},
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()

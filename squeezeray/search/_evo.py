@@ -10,16 +10,20 @@ uniform baselines, and the sampler refines from there, in the manner of EvoPress
 * **mutation** (level switch at constant size): a parent from the measured Pareto front (size,
   cost) gets a few units moved one level (the next smaller or larger option), then other units
   are moved one level, the cheapest per byte by the sensitivity table first, to pull the size
-  back within ``size_band`` of the parent's; of ``candidates`` such children the one with the
-  least predicted regret (predicted cost above the solver's front at its size) is proposed;
+  back within ``size_band`` of the parent's; of ``candidates`` such children the ``screen`` with
+  the least predicted regret (predicted cost above the solver's front at its size) are measured
+  on the sensitivity proxy (KL, a few hundred tokens, all of them in batched forwards on the same
+  tokens, so the comparison is paired) and the least is proposed (without a screen: the least
+  predicted regret);
 * **crossover**: two front members of neighbouring size mix their units (uniformly); the child
   must lie between them in size (within the band);
 * **never outside the budget band** ``[bits_min, bits_max]`` and **never a plan already in the
   study** (deduplicated by plan content, enqueued and running trials included).
 
 Multi-fidelity: every option is scored alone on a few hundred proxy tokens (sensitivity), every
-proposed plan on the search proxy (KL, a thousand tokens), and the survivors on the front on
-several thousand held-out tokens (the search's re-measure stage).
+mutated candidate on the same few hundred tokens (the screen), every proposed plan on the search
+proxy (KL, a thousand tokens), and the survivors on the front on several thousand held-out tokens
+(the search's re-measure stage).
 
 Call order (as Optuna drives it): ``infer_relative_search_space`` -> ``sample_relative`` (the
 whole plan) -> ``sample_independent`` (only for parameters the plan does not cover, i.e. never
@@ -29,6 +33,7 @@ once bound; before binding every parameter is sampled at random).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
@@ -45,6 +50,7 @@ from squeezeray.search._sensitivity import option_label
 from squeezeray.spaces import Unit
 
 Genome = tuple[int, ...]
+Screen = Callable[[Sequence[Genome]], list[float]]  # genomes -> their KL on the screening proxy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +66,9 @@ class EvoConfig:
         mutation_units: At most this many units switch option in one mutation (before size repair).
         size_band: A mutated child stays within this fraction of its parent's size.
         crossover_prob: Chance that a proposal is a crossover (when the front has two members).
-        candidates: Mutations generated per proposal; the one with the least predicted cost is proposed.
+        candidates: Mutations generated per proposal.
+        screen: Of those, this many (least predicted regret first) are measured on the screening proxy and
+            the least KL is proposed; 0 or 1: no screen, the least predicted regret is proposed.
         sensitivity_seqs, sensitivity_len: Proxy the sensitivity stage measures each option on
             (the first calibration sequences, truncated).
     """
@@ -71,7 +79,8 @@ class EvoConfig:
     mutation_units: int = 3
     size_band: float = 0.005
     crossover_prob: float = 0.25
-    candidates: int = 8
+    candidates: int = 16
+    screen: int = 8
     sensitivity_seqs: int = 1
     sensitivity_len: int = 128
 
@@ -84,6 +93,8 @@ class EvoConfig:
             raise SqueezerayError(f"evo bits_min={self.bits_min!r}, bits_max={self.bits_max!r}: need bits_min < bits_max")
         if self.crossover_prob > 1:
             raise SqueezerayError(f"evo crossover_prob={self.crossover_prob!r}: must be at most 1")
+        if isinstance(self.screen, bool) or not isinstance(self.screen, int) or self.screen < 0:
+            raise SqueezerayError(f"evo screen={self.screen!r}: must be a non-negative integer")
         for f in ("n_seeds", "mutation_units", "candidates", "sensitivity_seqs", "sensitivity_len"):
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -181,11 +192,14 @@ class EvoSampler(optuna.samplers.BaseSampler):
         self._rng = np.random.RandomState(seed)
         self._random = optuna.samplers.RandomSampler(seed=seed)
         self.model: EvoModel | None = None
+        self.screen: Screen | None = None
         self.proposed = 0  # children proposed (seeds and baselines are enqueued, not proposed)
+        self.screened = 0  # candidates measured by the screen
 
-    def bind(self, model: EvoModel) -> None:
-        """Start proposing plans over ``model`` (after the sensitivity stage)."""
+    def bind(self, model: EvoModel, screen: Screen | None = None) -> None:
+        """Start proposing plans over ``model`` (after the sensitivity stage); ``screen`` measures candidates."""
         self.model = model
+        self.screen = screen
 
     def reseed_rng(self) -> None:
         self._rng.seed()
@@ -253,10 +267,19 @@ class EvoSampler(optuna.samplers.BaseSampler):
                 continue
             parent = front[self._rng.randint(len(front))][0]
             kids = [self._mutate(parent, wide) for _ in range(self.config.candidates)]
-            kids = [k for k in kids if k is not None and k not in seen and m.in_band(k)]
+            kids = sorted({k for k in kids if k is not None and k not in seen and m.in_band(k)}, key=m.regret)
             if kids:
-                return min(kids, key=m.regret)
+                return self._pick(kids)
         return None
+
+    def _pick(self, kids: Sequence[Genome]) -> Genome:
+        """The screened best of the least-regret ``kids`` (sorted), or the first without a screen."""
+        top = list(kids[: self.config.screen])
+        if self.screen is None or len(top) < 2:
+            return kids[0]
+        kls = self.screen(top)
+        self.screened += len(top)
+        return top[int(np.argmin(kls))]
 
     def _random_genome(self) -> Genome:
         assert self.model is not None

@@ -7,11 +7,15 @@ opened and before the first trial:
    the study's user attributes as soon as they exist, so a killed run resumes with them;
 2. build the knapsack and solve it for every budget (:func:`solve_front`);
 3. on a new study, enqueue the solver's plans at ``n_seeds`` budgets across the band;
-4. bind the sampler to the units, options and band.
+4. bind the sampler to the units, options and band, and to a screen that measures candidate plans
+   on the sensitivity proxy (the layers come from the layer cache, which the sensitivity stage filled;
+   they are swapped into the one original model in place and restored).
 """
 
 from __future__ import annotations
 
+import collections
+import copy
 import dataclasses
 import json
 from collections.abc import Callable
@@ -29,6 +33,9 @@ from squeezeray.search._allocate import solve_front
 from squeezeray.search._evo import EvoConfig
 from squeezeray.search._evo import EvoModel
 from squeezeray.search._evo import EvoSampler
+from squeezeray.search._evo import Genome
+from squeezeray.search._evo import Screen
+from squeezeray.search._sensitivity import SensitivityProbe
 from squeezeray.search._sensitivity import SensitivityRow
 from squeezeray.search._sensitivity import SensitivityTable
 from squeezeray.search._sensitivity import measure_sensitivity
@@ -63,6 +70,44 @@ class EvoStage:
 def sensitivity_proxy(bench: Workbench, config: EvoConfig) -> TokenData:
     ids = bench.calibration.ids[: config.sensitivity_seqs, : config.sensitivity_len]
     return TokenData.of(ids.contiguous(), f"{bench.calibration.source}, first {ids.shape[0]}x{ids.shape[1]} tokens")
+
+
+def make_screen(bench: Workbench, model: EvoModel, stats: Any, layer_fn: Callable[..., Any], proxy: TokenData,
+                *, keep: int = 3) -> Screen:
+    """KL on ``proxy`` of whole plans (genomes over ``model``), one forward each.
+
+    The screen keeps its own materialized (dense-weight) copies of the last ``keep`` x (layers) layer
+    options it used (children of one parent share most of them), so a candidate costs about one
+    forward; the cached layer objects themselves are never changed (shallow copies hold the dense weights).
+    """
+    probe = SensitivityProbe(bench.original, proxy)
+    originals = {name: bench.original.get_submodule(name) for u in model.units for name in u.layers}
+    head = probe.table.head if probe.table is not None else None
+    dense: collections.OrderedDict[tuple[str, str], Any] = collections.OrderedDict()
+    capacity = keep * len(originals)
+
+    def layer(name: str, label: str, plan: Any) -> Any:
+        if plan is None:
+            return originals[name]  # a unit left dense keeps its own module: every plan replaces the same set
+        if name == head:  # the tied table also serves the embedding: no private copy
+            return layer_fn(name, originals[name], plan, stats[name])
+        key = (name, label)
+        if key in dense:
+            dense.move_to_end(key)
+            return dense[key]
+        m = copy.copy(layer_fn(name, originals[name], plan, stats[name]))
+        m.materialize()
+        dense[key] = m
+        while len(dense) > capacity:
+            dense.popitem(last=False)
+        return m
+
+    def screen(genomes: Sequence[Genome]) -> list[float]:
+        return [probe.kl({name: layer(name, opts[o].label, opts[o].plan)
+                          for unit, opts, o in zip(model.units, model.options, g) for name in unit.layers})
+                for g in genomes]
+
+    return screen
 
 
 def stored_rows(study: optuna.Study, digest: str) -> dict[str, list[SensitivityRow]]:
@@ -131,5 +176,5 @@ def prepare(
                 "solver_seed": True, "budget_bits": round(problem.avg_bits(a.choice), 4),
                 "predicted_kl": a.predicted_cost,
             })
-    sampler.bind(model)
+    sampler.bind(model, make_screen(bench, model, stats, layer_fn, proxy) if config.screen > 1 else None)
     return EvoStage(table, solved, model, len(units) - len(done))

@@ -30,6 +30,7 @@ class BaseTechnique(abc.ABC, Generic[C]):
     name: ClassVar[str]
     config_cls: ClassVar[type[TechniqueConfig]]
     needs_hessian: ClassVar[bool] = False
+    code_version: ClassVar[int] = 1  # bump with any change to the code that computes the layer (see _versions)
 
     @abc.abstractmethod
     def apply(self, state: LayerState, config: C, stats: LayerStats) -> None:

@@ -94,3 +94,38 @@ def test_bad_evo_settings_name_the_field() -> None:
         EvoConfig(bits_min=5.0, bits_max=3.0)
     with pytest.raises(SqueezerayError, match="evo candidates=0"):
         EvoConfig(candidates=0)
+
+
+def test_screen_picks_the_least_measured_kl_among_the_least_regret_children() -> None:
+    model = synthetic_model(2)
+    calls: list[list[tuple[int, ...]]] = []
+    rng = np.random.RandomState(7)
+    truth: dict[tuple[int, ...], float] = {}
+
+    def screen(genomes):  # noqa: ANN001, ANN202 - a measured KL that disagrees with the additive prediction
+        calls.append(list(genomes))
+        return [truth.setdefault(g, float(rng.rand())) for g in genomes]
+
+    sampler = EvoSampler(config=EvoConfig(crossover_prob=0.0, candidates=16, screen=5), seed=0)
+    sampler.bind(model, screen)
+    parent = solve_front(model.problem).allocate(model.problem.bytes_for_bits(3.5)).choice
+    population = [(parent, float(model.problem.total_bytes(parent)), model.problem.predicted_cost(parent))]
+    seen = {parent}
+    for _ in range(10):
+        child = sampler.propose(population, seen)
+        assert child is not None and child not in seen and model.in_band(child)
+        screened = calls[-1]
+        assert 2 <= len(screened) <= 5 and len(set(screened)) == len(screened)
+        assert child == min(screened, key=truth.__getitem__)  # the screen decides, not the prediction
+        assert all(g not in seen and model.in_band(g) for g in screened)
+        seen.add(child)
+    assert sampler.screened == sum(len(c) for c in calls)
+
+
+def test_no_screen_proposes_the_least_regret_child() -> None:
+    model = synthetic_model(2)
+    sampler = EvoSampler(config=EvoConfig(crossover_prob=0.0, screen=0), seed=0)
+    sampler.bind(model, lambda gs: pytest.fail("screen=0 must not measure"))  # type: ignore[arg-type,return-value]
+    parent = solve_front(model.problem).allocate(model.problem.bytes_for_bits(3.5)).choice
+    child = sampler.propose([(parent, 0.0, 0.0)], {parent})
+    assert child is not None and sampler.screened == 0

@@ -35,7 +35,9 @@ from squeezeray.objectives._base import EvalContext
 from squeezeray.objectives._base import Measurement
 from squeezeray.objectives._base import Provenance
 from squeezeray.objectives.latency import Phase
+from squeezeray.objectives.latency import decode_step
 from squeezeray.objectives.latency import host_description
+from squeezeray.objectives.latency import prefill
 from squeezeray.objectives.latency import time_decode
 
 POWERCAP = Path("/sys/class/powercap")
@@ -198,14 +200,13 @@ class Energy(BaseObjective):
         time_decode(model, ids, new_tokens=2, warmup=0, repeats=1)  # warm-up
         per_token = []
         for _ in range(self.repeats):
-            out = model(input_ids=ids, use_cache=True)
-            past, tok = out.past_key_values, ids[:, -1:]
+            cache, tok = prefill(model, ids), ids[:, -1:]
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             e0 = counter.read_j()
             t0 = time.perf_counter()
             for _ in range(self.new_tokens):
-                past = model(input_ids=tok, past_key_values=past, use_cache=True).past_key_values
+                cache = decode_step(model, tok, cache)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             dt = time.perf_counter() - t0

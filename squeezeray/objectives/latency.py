@@ -14,6 +14,7 @@ import platform
 import statistics
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -83,6 +84,16 @@ def time_forward(
     return times
 
 
+def prefill(model: nn.Module, ids: torch.Tensor) -> Any:
+    """Run ``ids`` (B, T) with the KV cache on; returns the cache (transformers 5's ``cache`` argument)."""
+    return model(input_ids=ids, use_cache=True).cache
+
+
+def decode_step(model: nn.Module, tok: torch.Tensor, cache: Any) -> Any:
+    """One token per sequence (B, 1) on ``cache``; returns the updated cache."""
+    return model(input_ids=tok, cache=cache, use_cache=True).cache
+
+
 @torch.no_grad()
 def time_decode(
     model: nn.Module, ids: torch.Tensor, *, new_tokens: int = 16, warmup: int = 1, repeats: int = 3,
@@ -96,16 +107,14 @@ def time_decode(
     device = device or model_device(model)
     steps: list[float] = []
     for r in range(warmup + repeats):
-        out = model(input_ids=ids, use_cache=True)
-        past = out.past_key_values
+        cache = prefill(model, ids)
         tok = ids[:, -1:]  # (B, 1)
         for _ in range(new_tokens):
             _sync(device)
             t0 = time.perf_counter()
-            out = model(input_ids=tok, past_key_values=past, use_cache=True)
+            cache = decode_step(model, tok, cache)
             _sync(device)
             dt = time.perf_counter() - t0
-            past = out.past_key_values
             if r >= warmup:
                 steps.append(dt)
     return steps

@@ -701,7 +701,12 @@ def _trials_table(study: optuna.Study, names: Sequence[str]) -> pd.DataFrame:
             "baseline": bool(t.user_attrs.get("baseline", False)), "error": t.user_attrs.get("error", ""),
             "duplicate_of": t.user_attrs.get("duplicate_of"),
         }
-        if t.values is not None:
-            row.update(dict(zip(names, t.values)))
+        # only measured values: an infeasible trial's worst-case values (what the sampler was told) stay out,
+        # its columns empty and its outcome and error saying why
+        measured = t.values is not None and row["outcome"] == TrialOutcome.OK.value
+        row.update({n: (float(v) if measured else float("nan")) for n, v in zip(names, t.values or [None] * len(names))})
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=[*_TRIAL_COLUMNS, *names] if not rows else None)
+
+
+_TRIAL_COLUMNS = ("trial", "state", "outcome", "baseline", "error", "duplicate_of")

@@ -139,3 +139,25 @@ def test_energy_without_counter_or_power_raises(dense: torch.nn.Module) -> None:
         Energy(source="auto", seq_len=16).measure(_ctx(dense))
     with pytest.raises(SqueezerayError, match="TDP"):
         Energy(source="modelled", profile="apple-m2-max", seq_len=16).measure(_ctx(dense))
+
+
+def test_decode_timing_uses_the_supported_cache_argument(dense: torch.nn.Module) -> None:
+    import warnings
+
+    from squeezeray.objectives.latency import time_decode
+
+    ids = torch.randint(0, 256, (1, 8), generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*past_key_values.*")  # deprecated for removal in transformers 5.40
+        steps = time_decode(dense, ids, new_tokens=3, warmup=0, repeats=1)
+    assert len(steps) == 3 and all(s > 0 for s in steps)
+    # the cache really carries the context: decoding on it equals running the whole sequence
+    from squeezeray.objectives.latency import decode_step
+    from squeezeray.objectives.latency import prefill
+
+    with torch.no_grad():
+        cache = prefill(dense, ids[:, :-1])
+        step = dense(input_ids=ids[:, -1:], cache=cache, use_cache=True).logits[:, -1]
+        full = dense(input_ids=ids).logits[:, -1]
+        assert decode_step(dense, ids[:, -1:], prefill(dense, ids[:, :-1])) is not None
+    torch.testing.assert_close(step, full, atol=1e-4, rtol=1e-4)

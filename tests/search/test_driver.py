@@ -80,6 +80,12 @@ def test_infeasible_configuration_gets_worst_values_and_a_violated_constraint(ti
         assert t.constraints["feasibility"] > 0
         assert t.values[1] == 100.0  # worst-case KL
     assert all(int(n) not in {t.number for t in bad} for n in result.front["trial"])
+    # the trials table (trials.csv) holds measured values only: the told worst case is not a measurement
+    rows = result.trials.set_index("trial").loc[[t.number for t in bad]]
+    assert rows[["size", "kl"]].isna().all().all() and (rows["outcome"] == "infeasible").all()
+    assert rows["error"].str.contains("3-bit is not deployable").all()
+    ok = result.trials[result.trials["outcome"] == TrialOutcome.OK.value]
+    assert ok[["size", "kl"]].notna().all().all()
 
 
 def test_cache_makes_repeated_layers_free(tiny, tmp_path) -> None:  # noqa: ANN001

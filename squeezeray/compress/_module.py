@@ -132,6 +132,12 @@ class CompressedLinear(nn.Module):
         self._kernels: KernelDispatch | None = None
         self.last_path: str | None = None  # which path the last forward ran (see squeezeray.kernels)
 
+    def view(self) -> CompressedLinear:
+        """A layer of its own over the same stored tensors: its materialized weight, kernel choice and
+        last path are its own, so one cached layer can serve many candidates (the tensors are never
+        written after packing)."""
+        return CompressedLinear(self.fmt, dict(self.named_buffers(recurse=False)))
+
     # ----------------------------------------------------------------- build
     @classmethod
     def from_state(cls, state: LayerState) -> CompressedLinear:

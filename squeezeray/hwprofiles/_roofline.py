@@ -102,7 +102,12 @@ class RooflineCalibration:
         return cls({})
 
     def efficiency(self, path: str) -> PathEfficiency:
+        """The fitted efficiency of ``path``; the ideal one for a path the calibration holds no fit for
+        (see :meth:`covers`: predictions say which paths those were)."""
         return self.per_path.get(path, IDEAL)
+
+    def covers(self, path: str) -> bool:
+        return path in self.per_path
 
     def describe(self) -> str:
         return f"calibrated on {self.where}" if self.where else "uncalibrated (ideal roofline: peak rates, no overhead)"

@@ -255,4 +255,9 @@ class PredictedLatency(BaseObjective):
             "ms_per_path": per_path, "bound_counts": bounds, "calibration": self.calibration.describe(),
         }
         where = f"roofline for {profile.device} [{profile.name}], {self.calibration.describe()}"
+        if self.calibration.per_path:  # calibrated, but maybe not for every path this model runs
+            ideal = sorted(p for p in per_path if not self.calibration.covers(p))
+            details["uncalibrated_paths"] = ideal
+            if ideal:
+                where += f"; no fit for path(s) {', '.join(ideal)}: those at the ideal roofline"
         return Measurement(self.name, 1000 * total, self.unit, Provenance.PREDICTED, where, details)

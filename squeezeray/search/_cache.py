@@ -113,6 +113,11 @@ class LayerCache:
             save_layer(module, self._path(key))
 
     def get_or_compute(self, key: str, compute: Callable[[], CompressedLinear]) -> CompressedLinear:
+        """The cached layer (computed and stored on a miss), as a :meth:`~CompressedLinear.view` of its own:
+        what a candidate does to its layer (materialize, attach kernels) never reaches another candidate."""
+        return self._entry(key, compute).view()
+
+    def _entry(self, key: str, compute: Callable[[], CompressedLinear]) -> CompressedLinear:
         module = self.get(key)
         if module is None:
             import time

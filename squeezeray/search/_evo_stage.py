@@ -15,7 +15,6 @@ opened and before the first trial:
 from __future__ import annotations
 
 import collections
-import copy
 import dataclasses
 import json
 from collections.abc import Callable
@@ -78,7 +77,8 @@ def make_screen(bench: Workbench, model: EvoModel, stats: Any, layer_fn: Callabl
 
     The screen keeps its own materialized (dense-weight) copies of the last ``keep`` x (layers) layer
     options it used (children of one parent share most of them), so a candidate costs about one
-    forward; the cached layer objects themselves are never changed (shallow copies hold the dense weights).
+    forward; the layer function's layers are its own (the layer cache hands out views), so materializing
+    them changes no other candidate's layer.
     """
     probe = SensitivityProbe(bench.original, proxy)
     originals = {name: bench.original.get_submodule(name) for u in model.units for name in u.layers}
@@ -95,7 +95,7 @@ def make_screen(bench: Workbench, model: EvoModel, stats: Any, layer_fn: Callabl
         if key in dense:
             dense.move_to_end(key)
             return dense[key]
-        m = copy.copy(layer_fn(name, originals[name], plan, stats[name]))
+        m = layer_fn(name, originals[name], plan, stats[name])
         m.materialize()
         dense[key] = m
         while len(dense) > capacity:

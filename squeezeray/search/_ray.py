@@ -298,7 +298,7 @@ class SharedLayerCache(LayerCache):
         self.broker = broker
         self.worker = worker
 
-    def get_or_compute(self, key: str, compute: Callable[[], CompressedLinear]) -> CompressedLinear:
+    def _entry(self, key: str, compute: Callable[[], CompressedLinear]) -> CompressedLinear:
         import ray
 
         module = self.get(key)  # memory, then the shared directory

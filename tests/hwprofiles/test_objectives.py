@@ -112,6 +112,10 @@ def test_predicted_latency_is_labelled_and_favours_fewer_bytes(dense: torch.nn.M
     slow = PredictedLatency(profile="h100-sxm", phase="decode", seq_len=16, calibration=cal).measure(_ctx(dense))
     assert slow.value == pytest.approx(md.value + 2 * 1.0, rel=1e-6)  # 2 blocks x 1 ms
     assert "calibrated on test" in slow.where
+    # the calibration fits one path only: the paths it does not fit are named, not passed off as calibrated
+    missing = slow.details["uncalibrated_paths"]
+    assert missing and "block-other-decode" not in missing and set(missing) <= set(slow.details["ms_per_path"])
+    assert all(p in slow.where for p in missing) and "ideal roofline" in slow.where
 
 
 def test_energy_modelled_from_power_and_measured_time(dense: torch.nn.Module) -> None:

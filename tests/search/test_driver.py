@@ -11,6 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 
 from squeezeray._errors import PlanError
 from squeezeray._errors import SqueezerayError
@@ -104,6 +105,28 @@ def test_cache_makes_repeated_layers_free(tiny, tmp_path) -> None:  # noqa: ANN0
     assert disk.stats.disk_hits == len(tiny.layers) and disk.stats.misses == 0
     ka = tiny.evaluate(a, ["kl"])["kl"].value
     assert ka == tiny.evaluate(b, ["kl"])["kl"].value == tiny.evaluate(c, ["kl"])["kl"].value
+
+
+def test_a_cached_layer_is_not_shared_mutably_between_candidates() -> None:
+    from squeezeray.compress import compress_layer
+    from squeezeray.search import LayerCache
+    from squeezeray.spaces import parse_steps
+    from squeezeray.techniques import LayerStats
+
+    lin = torch.nn.Linear(64, 32, bias=False)
+    cache = LayerCache()
+    fn = cache.layer_fn("fp", "calib")
+    stats = LayerStats.synthetic(torch.randn(16, 64), with_hessian=False)
+    a = fn("l", lin, parse_steps("rtn-w4g32"), stats)
+    b = fn("l", lin, parse_steps("rtn-w4g32"), stats)
+    assert cache.stats.memory_hits == 1 and a is not b
+    a.materialize()
+    a.attach_kernels(None)
+    a.last_path = "somewhere"
+    assert a.is_materialized and not b.is_materialized and b.last_path is None
+    assert a.codes.data_ptr() == b.codes.data_ptr()  # the stored tensors are shared, not copied
+    x = torch.randn(3, 64)
+    torch.testing.assert_close(a(x), b(x), rtol=0, atol=1e-6)
 
 
 def test_existing_study_needs_resume(tiny, tmp_path) -> None:  # noqa: ANN001

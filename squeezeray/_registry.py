@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from collections.abc import Iterator
 from typing import Generic
@@ -10,6 +9,7 @@ from typing import TypeVar
 
 from squeezeray._errors import SqueezerayError
 from squeezeray._errors import UnknownNameError
+from squeezeray._schema import did_you_mean
 
 T = TypeVar("T")
 
@@ -47,8 +47,7 @@ class Registry(Generic[T]):
         try:
             entry = self._entries[name]
         except KeyError:
-            close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
-            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            hint = did_you_mean(name, self._entries)
             raise UnknownNameError(
                 f"unknown {self.kind} {name!r}.{hint} Known: {', '.join(sorted(self._entries))}"
             ) from None

@@ -89,7 +89,7 @@ def test_check_against_model_layers() -> None:
     ("text", "message"),
     [
         ("{not json", "is not valid JSON"),
-        ('{"_type": "x", "_version": 1, "layers": {}}', "_type='x': not a squeezeray plan"),
+        ('{"_type": "x", "_version": 1, "layers": {}}', "plan: _type='x', expected 'squeezeray.CompressionPlan'"),
         ('{"_type": "squeezeray.CompressionPlan", "_version": 99, "layers": {}}', "_version=99"),
         ('{"_type": "squeezeray.CompressionPlan", "_version": 1, "layers": {"a": [{"bits": 4}]}}', "'technique' field"),
         (

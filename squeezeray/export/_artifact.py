@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from squeezeray._errors import SqueezerayError
+from squeezeray._schema import check_header
 
 ARTIFACT_FORMAT = "squeezeray.Artifact"
 ARTIFACT_VERSION = 1
@@ -328,10 +329,9 @@ def verify_folder(folder: str | Path) -> dict[str, Any]:
         manifest = json.loads(mpath.read_text())
     except json.JSONDecodeError as err:
         raise SqueezerayError(f"{mpath}: not valid JSON ({err})") from None
-    if not isinstance(manifest, dict) or manifest.get("_type") != MANIFEST_TYPE:
-        raise SqueezerayError(f"{mpath}: _type is not {MANIFEST_TYPE!r}")
-    if manifest.get("_version") != MANIFEST_VERSION:
-        raise SqueezerayError(f"{mpath}: _version={manifest.get('_version')!r}; this squeezeray reads {MANIFEST_VERSION}")
+    if not isinstance(manifest, dict):
+        raise SqueezerayError(f"{mpath}: must be a JSON object, got {type(manifest).__name__}")
+    check_header(manifest, type_=MANIFEST_TYPE, version=MANIFEST_VERSION, where=str(mpath))
     files = manifest.get("files")
     if not isinstance(files, Mapping):
         raise SqueezerayError(f"{mpath}: 'files' must map file names to their hashes")

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from squeezeray._errors import SqueezerayError
+from squeezeray._schema import check_header
 from squeezeray.objectives import Provenance
 
 CARD_TYPE = "squeezeray.ModelCard"
@@ -320,10 +321,7 @@ class ModelCard:
         from squeezeray.spaces import CompressionPlan
 
         r = _Reader(data, "")
-        if data.get("_type") != CARD_TYPE:
-            raise CardError(f"card.json: _type={data.get('_type')!r}: not a squeezeray model card ({CARD_TYPE!r})")
-        if data.get("_version") != CARD_VERSION:
-            raise CardError(f"card.json: _version={data.get('_version')!r}: this squeezeray reads card version {CARD_VERSION}")
+        check_header(data, type_=CARD_TYPE, version=CARD_VERSION, where="card.json", error=CardError)
         source = r.obj("source")
         assert source is not None
         plan = r.get("plan", dict)

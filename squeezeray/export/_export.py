@@ -215,7 +215,7 @@ def export_model(
     Returns:
         The export, loaded back from disk (hashes checked).
     """
-    import squeezeray
+    from squeezeray._version import __version__
 
     cfg = config or ExportConfig()
     out = Path(out)
@@ -249,7 +249,7 @@ def export_model(
         card = ModelCard(
             name=name or out.name,
             created=utc_now(),
-            squeezeray_version=squeezeray.__version__,
+            squeezeray_version=__version__,
             source=SourceModel(
                 ref=bench.loaded.source.ref, fingerprint=bench.loaded.fingerprint(),
                 architecture=type(original).__name__, parameters=sum(p.numel() for p in original.parameters()),

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from squeezeray._errors import SqueezerayError
+from squeezeray._schema import check_header
 from squeezeray.export._artifact import write_json_atomic
 from squeezeray.export._card import ModelCard
 
@@ -91,10 +92,9 @@ def read_registry(path: str | Path) -> tuple[RegistryEntry, ...]:
         data = json.loads(p.read_text())
     except json.JSONDecodeError as err:
         raise SqueezerayError(f"registry={str(p)!r}: not valid JSON ({err})") from None
-    if not isinstance(data, Mapping) or data.get("_type") != REGISTRY_TYPE:
-        raise SqueezerayError(f"registry={str(p)!r}: _type is not {REGISTRY_TYPE!r}")
-    if data.get("_version") != REGISTRY_VERSION:
-        raise SqueezerayError(f"registry={str(p)!r}: _version={data.get('_version')!r}; this squeezeray reads {REGISTRY_VERSION}")
+    if not isinstance(data, Mapping):
+        raise SqueezerayError(f"registry={str(p)!r}: must be a JSON object, got {type(data).__name__}")
+    check_header(data, type_=REGISTRY_TYPE, version=REGISTRY_VERSION, where=f"registry={str(p)!r}")
     models = data.get("models")
     if not isinstance(models, list):
         raise SqueezerayError(f"registry={str(p)!r}: 'models' must be a list")

@@ -31,7 +31,6 @@ A YAML file looks like::
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import enum
 import math
 from collections.abc import Mapping
@@ -42,6 +41,8 @@ from typing import Any
 import yaml
 
 from squeezeray._errors import SqueezerayError
+from squeezeray._schema import check_header
+from squeezeray._schema import did_you_mean
 from squeezeray.kernels._names import KernelPath
 
 PROFILE_TYPE = "squeezeray.HardwareProfile"
@@ -241,9 +242,8 @@ _REQUIRED = tuple(k for k in _TOP_KEYS if k != "features")
 
 
 def _unknown(origin: str, where: str, key: object, allowed: tuple[str, ...]) -> ProfileError:
-    close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return ProfileError(f"{origin}: unknown key {key!r} in {where}{hint}; allowed: {', '.join(allowed)}")
+    hint = did_you_mean(str(key), allowed, n=1, cutoff=0.6)
+    return ProfileError(f"{origin}: unknown key {key!r} in {where}.{hint} Allowed: {', '.join(allowed)}")
 
 
 def _enum(origin: str, where: str, cls: type[enum.Enum], value: object) -> Any:
@@ -279,10 +279,7 @@ def _parse_profile(data: Any, origin: str) -> HardwareProfile:
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise ProfileError(f"{origin}: missing key(s) {', '.join(missing)}")
-    if data["_type"] != PROFILE_TYPE:
-        raise ProfileError(f"{origin}: _type={data['_type']!r}, expected {PROFILE_TYPE!r}")
-    if data["_version"] != PROFILE_VERSION:
-        raise ProfileError(f"{origin}: _version={data['_version']!r}, this squeezeray reads version {PROFILE_VERSION}")
+    check_header(data, type_=PROFILE_TYPE, version=PROFILE_VERSION, where=origin, error=ProfileError)
     tops_raw = data["dense_tops"]
     if not isinstance(tops_raw, Mapping):
         raise ProfileError(f"{origin}: dense_tops must be a mapping of dtype to figure")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 from squeezeray._errors import UnknownNameError
+from squeezeray._schema import did_you_mean
 from squeezeray.hwprofiles._host import MicrobenchConfig
 from squeezeray.hwprofiles._host import detect_host
 from squeezeray.hwprofiles._profile import HardwareProfile
@@ -52,8 +52,7 @@ def get_profile(ref: str, *, bench: MicrobenchConfig | None = None) -> HardwareP
         return load_profile(PROFILE_DIR / BUILTIN_PROFILES[ref])
     if ref.endswith((".yaml", ".yml")) or "/" in ref:
         return load_profile(ref)
-    close = difflib.get_close_matches(ref, profile_names(), n=3, cutoff=0.5)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    hint = did_you_mean(ref, profile_names())
     raise UnknownNameError(
         f"unknown hardware profile {ref!r}.{hint} Known: {', '.join(profile_names())}, or a path to a .yaml file"
     )

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from squeezeray._schema import check_header
+from squeezeray._schema import check_keys
 from squeezeray.hwprofiles._profile import ComputeDtype
 from squeezeray.hwprofiles._profile import HardwareProfile
 from squeezeray.hwprofiles._profile import ProfileError
@@ -122,13 +124,9 @@ class RooflineCalibration:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RooflineCalibration:
-        if d.get("_type") != CALIBRATION_TYPE or d.get("_version") != CALIBRATION_VERSION:
-            raise ProfileError(
-                f"not a version-{CALIBRATION_VERSION} {CALIBRATION_TYPE}: _type={d.get('_type')!r}, _version={d.get('_version')!r}"
-            )
-        unknown = set(d) - {"_type", "_version", "where", "per_path"}
-        if unknown:
-            raise ProfileError(f"calibration: unknown key(s) {sorted(unknown)}")
+        check_header(d, type_=CALIBRATION_TYPE, version=CALIBRATION_VERSION, where="roofline calibration",
+                     error=ProfileError)
+        check_keys(d, ("_type", "_version", "where", "per_path"), where="roofline calibration", error=ProfileError)
         return cls({p: PathEfficiency(**e) for p, e in d["per_path"].items()}, d.get("where", ""))
 
 

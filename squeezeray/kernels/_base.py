@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import abc
 from typing import TYPE_CHECKING
+from typing import Any
 from typing import ClassVar
+from typing import Protocol
+from typing import runtime_checkable
 
 import torch
 
@@ -25,6 +28,16 @@ from squeezeray.kernels._names import KernelPath
 if TYPE_CHECKING:
     from squeezeray.compress import CompressedLinear
     from squeezeray.compress import LayerFormat
+
+
+@runtime_checkable
+class KernelLayer(Protocol):
+    """What the kernel selector needs of a compressed layer; :class:`squeezeray.compress.CompressedLinear`
+    is one (the kernels never import the layer class at run time, so compress may import kernels)."""
+
+    last_path: str | None
+
+    def attach_kernels(self, dispatch: Any) -> None: ...
 
 
 def error_bound(dtype: torch.dtype) -> float:

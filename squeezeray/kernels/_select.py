@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from squeezeray.kernels._base import KERNELS
+from squeezeray.kernels._base import KernelLayer
 from squeezeray.kernels._base import PreparedLinear
 from squeezeray.kernels._base import error_bound
 from squeezeray.kernels._base import get_kernel
@@ -210,16 +211,12 @@ class KernelSelector:
     # ----------------------------------------------------------------- a model
     def select_model(self, model: nn.Module) -> dict[str, PathChoice]:
         """Choose paths for every compressed layer of ``model``; returns name -> choice."""
-        from squeezeray.compress import CompressedLinear
-
-        return {name: self.select(m) for name, m in model.named_modules() if isinstance(m, CompressedLinear)}
+        return {name: self.select(m) for name, m in model.named_modules() if isinstance(m, KernelLayer)}
 
 
 def use_reference(model: nn.Module) -> int:
     """Detach all kernels: every compressed layer runs the torch reference. Returns the layer count."""
-    from squeezeray.compress import CompressedLinear
-
-    layers = [m for m in model.modules() if isinstance(m, CompressedLinear)]
+    layers = [m for m in model.modules() if isinstance(m, KernelLayer)]
     for m in layers:
         m.attach_kernels(None)
     return len(layers)
@@ -227,11 +224,9 @@ def use_reference(model: nn.Module) -> int:
 
 def path_summary(model: nn.Module) -> dict[str, int]:
     """How many compressed layers last ran each path (``never-run`` before the first call)."""
-    from squeezeray.compress import CompressedLinear
-
     out: dict[str, int] = {}
     for m in model.modules():
-        if isinstance(m, CompressedLinear):
+        if isinstance(m, KernelLayer):
             key = m.last_path or "never-run"
             out[key] = out.get(key, 0) + 1
     return out

@@ -13,11 +13,11 @@ All inputs compare a candidate (``_c``) with the original model it came from:
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Mapping
 
 from squeezeray._errors import SqueezerayError
+from squeezeray._schema import did_you_mean
 from squeezeray.objectives._base import Direction
 
 PARETO_TERMS = ("size", "latency", "accuracy")
@@ -123,8 +123,7 @@ def weighted_pareto_score(
         raise SqueezerayError(f"weights={weights!r}: must be a mapping of {', '.join(PARETO_TERMS)} to numbers")
     for key in weights:
         if key not in PARETO_TERMS:
-            close = difflib.get_close_matches(str(key), PARETO_TERMS, n=1)
-            hint = f" Did you mean: {close[0]}?" if close else ""
+            hint = did_you_mean(str(key), PARETO_TERMS, n=1, cutoff=0.6)
             raise SqueezerayError(f"weights: unknown term {key!r}.{hint} Known: {', '.join(PARETO_TERMS)}")
     w = {k: _non_negative(f"weights[{k!r}]", weights.get(k, 0.0)) for k in PARETO_TERMS}
     total = sum(w.values())

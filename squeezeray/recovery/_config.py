@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from squeezeray._errors import PlanError
+from squeezeray._schema import check_header
 
 DISTILL_TYPE = "squeezeray.DistillConfig"
 DISTILL_VERSION = 1
@@ -77,10 +78,7 @@ class DistillConfig:
     def from_dict(cls, data: Any) -> DistillConfig:
         if not isinstance(data, dict):
             raise PlanError(f"distill: must be an object, got {type(data).__name__}")
-        if data.get("_type", DISTILL_TYPE) != DISTILL_TYPE:
-            raise PlanError(f"distill._type={data.get('_type')!r}: expected {DISTILL_TYPE!r}")
-        if data.get("_version", DISTILL_VERSION) != DISTILL_VERSION:
-            raise PlanError(f"distill._version={data.get('_version')!r}: this squeezeray reads {DISTILL_VERSION}")
+        check_header(data, type_=DISTILL_TYPE, version=DISTILL_VERSION, where="distill", error=PlanError, optional=True)
         fields = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in data.items() if not k.startswith("_")}
         unknown = sorted(set(kw) - fields)

@@ -23,10 +23,10 @@ from squeezeray.search._ray import RayConfig
 from squeezeray.search._ray import RayExecutor
 from squeezeray.search._ray import WorkerStats
 from squeezeray.search._result import TrialOutcome
-from squeezeray.search._rules import RuleOutcome
-from squeezeray.search._rules import apply_rules
+from squeezeray.search._rule_apply import RuleOutcome
+from squeezeray.search._rule_apply import apply_rules
+from squeezeray.search._rule_apply import explain
 from squeezeray.search._rules import default_rules
-from squeezeray.search._rules import explain
 from squeezeray.search._select import Constraints
 from squeezeray.search._select import Selection
 from squeezeray.search._select import select

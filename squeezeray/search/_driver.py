@@ -513,8 +513,8 @@ def _tell_duplicate(study: optuna.Study, trial: optuna.Trial, original: int | No
 def _apply_rules(space: SearchSpace, config: SearchConfig, layer_names: Sequence[str]) -> tuple[SearchSpace, tuple[str, ...]]:
     """Prune the space with the expert rules for the target hardware; every removal is explained."""
     from squeezeray.hwprofiles import get_profile
-    from squeezeray.search._rules import apply_rules
-    from squeezeray.search._rules import explain
+    from squeezeray.search._rule_apply import apply_rules
+    from squeezeray.search._rule_apply import explain
 
     profile = get_profile(config.hardware)
     outcome = apply_rules(space, profile, allow=config.allow, layer_names=layer_names)

@@ -7,8 +7,10 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
+from squeezeray._schema import check_header
 from squeezeray.objectives import Measurement
 
+RESULT_TYPE = "squeezeray.TrialResult"
 RESULT_VERSION = 1
 
 
@@ -49,7 +51,7 @@ class TrialResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "_version": self.version, "trial": self.trial, "outcome": self.outcome.value,
+            "_type": RESULT_TYPE, "_version": self.version, "trial": self.trial, "outcome": self.outcome.value,
             "plan_summary": dict(self.plan_summary),
             "measurements": {k: m.to_dict() for k, m in self.measurements.items()},
             "stage": self.stage, "error": self.error, "wall_s": self.wall_s,
@@ -58,8 +60,9 @@ class TrialResult:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrialResult:
-        if d.get("_version") != RESULT_VERSION:
-            raise ValueError(f"trial result version {d.get('_version')!r} is not {RESULT_VERSION}")
+        # records written before the header had a _type have only _version: a missing _type is accepted
+        check_header({"_type": RESULT_TYPE, **d}, type_=RESULT_TYPE, version=RESULT_VERSION, where="trial result",
+                     error=ValueError)
         return cls(
             trial=int(d["trial"]), outcome=TrialOutcome(d["outcome"]), plan_summary=dict(d["plan_summary"]),
             measurements={k: Measurement.from_dict(m) for k, m in d["measurements"].items()},

@@ -17,7 +17,6 @@ and each objective's direction, then:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from collections.abc import Callable
 from collections.abc import Mapping
@@ -27,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from squeezeray._errors import SqueezerayError
+from squeezeray._schema import did_you_mean
 from squeezeray.objectives._base import Direction
 from squeezeray.objectives.tradeoff import relative_cost
 
@@ -134,8 +134,7 @@ class Selection:
 
 # ------------------------------------------------------------------- helpers
 def _unknown(what: str, name: str, known: list[str]) -> SqueezerayError:
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    hint = did_you_mean(name, known)
     return SqueezerayError(f"{what} {name!r} is not an objective column of the front.{hint} Columns: {', '.join(known)}")
 
 

@@ -20,7 +20,6 @@ layer of such a plan must prune before it quantizes. JSON: ``"distill": {...}``.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import re
 from collections.abc import Iterable
@@ -30,13 +29,15 @@ from types import MappingProxyType
 from typing import Any
 
 from squeezeray._errors import PlanError
+from squeezeray._schema import check_header
+from squeezeray._schema import did_you_mean
 from squeezeray.recovery import DistillConfig
 from squeezeray.recovery import parse_distill
-from squeezeray.techniques import GGUF_BLOCK
-from squeezeray.techniques import TECHNIQUES
 from squeezeray.techniques import GGUFType
-from squeezeray.techniques import StepKind
+from squeezeray.techniques import GGUF_BLOCK
 from squeezeray.techniques import SVDConfig
+from squeezeray.techniques import StepKind
+from squeezeray.techniques import TECHNIQUES
 from squeezeray.techniques import TechniqueConfig
 from squeezeray.techniques import config_from_dict
 from squeezeray.techniques._registry import config_class
@@ -147,8 +148,7 @@ class CompressionPlan:
         """Raise :class:`PlanError` if a layer is unknown or a step does not fit its shape."""
         for name, lp in self.layers.items():
             if name not in layer_shapes:
-                close = difflib.get_close_matches(name, list(layer_shapes), n=2, cutoff=0.6)
-                hint = f" Did you mean: {', '.join(close)}?" if close else ""
+                hint = did_you_mean(name, layer_shapes, n=2, cutoff=0.6)
                 raise PlanError(f"layer {name!r} is not a compressible linear layer of this model.{hint}")
             out_f, in_f = layer_shapes[name]
             try:
@@ -190,10 +190,7 @@ class CompressionPlan:
     def from_dict(cls, data: Any) -> CompressionPlan:
         if not isinstance(data, dict):
             raise PlanError(f"a plan must be a JSON object, got {type(data).__name__}")
-        if data.get("_type") != PLAN_TYPE:
-            raise PlanError(f"_type={data.get('_type')!r}: not a squeezeray plan (expected {PLAN_TYPE!r})")
-        if data.get("_version") != PLAN_VERSION:
-            raise PlanError(f"_version={data.get('_version')!r}: this squeezeray reads plan version {PLAN_VERSION}")
+        check_header(data, type_=PLAN_TYPE, version=PLAN_VERSION, where="plan", error=PlanError)
         layers = data.get("layers")
         if not isinstance(layers, dict):
             raise PlanError("layers: must be an object mapping module names to step lists")

@@ -34,6 +34,9 @@ import yaml
 
 from squeezeray._errors import PlanError
 from squeezeray._errors import SqueezerayError
+from squeezeray._schema import check_header
+from squeezeray._schema import check_keys
+from squeezeray._schema import did_you_mean
 from squeezeray.spaces._plan import CompressionPlan
 from squeezeray.spaces._plan import LayerPlan
 from squeezeray.spaces._plan import parse_step
@@ -348,13 +351,8 @@ class SearchSpace:
     def from_dict(cls, data: Any) -> SearchSpace:
         if not isinstance(data, dict):
             raise SqueezerayError(f"a search space must be a mapping, got {type(data).__name__}")
-        if data.get("_type", SPACE_TYPE) != SPACE_TYPE:
-            raise SqueezerayError(f"_type={data.get('_type')!r}: not a squeezeray search space")
-        if data.get("_version", SPACE_VERSION) != SPACE_VERSION:
-            raise SqueezerayError(f"_version={data.get('_version')!r}: this squeezeray reads version {SPACE_VERSION}")
-        unknown = set(data) - {"_type", "_version", "name", "fuse", "groups"}
-        if unknown:
-            raise SqueezerayError(f"search space: unknown key(s) {sorted(unknown)}")
+        check_header(data, type_=SPACE_TYPE, version=SPACE_VERSION, where="search space", optional=True)
+        check_keys(data, ("_type", "_version", "name", "fuse", "groups"), where="search space")
         groups = []
         allowed = {f.name for f in dataclasses.fields(GroupSpec)}
         for i, g in enumerate(data.get("groups") or []):
@@ -477,10 +475,8 @@ def preset_space(name: str) -> SearchSpace:
             lowrank=(NONE, "svd-r16-res"),
         )
     else:
-        import difflib
-
-        close = difflib.get_close_matches(name, PRESET_SPACES, n=1)
-        hint = f" Did you mean: {close[0]}?" if close else ""
+        
+        hint = did_you_mean(name, PRESET_SPACES, n=1, cutoff=0.6)
         raise SqueezerayError(f"unknown search space {name!r}.{hint} Presets: {', '.join(PRESET_SPACES)}")
     return SearchSpace(name, (_head_group(), *groups))
 

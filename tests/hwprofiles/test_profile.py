@@ -45,7 +45,7 @@ def test_unknown_top_level_key_is_named_with_a_suggestion(tmp_path: Path) -> Non
     d["memory_bandwith_gbs"] = d.pop("memory_bandwidth_gbs")
     f = tmp_path / "typo.yaml"
     f.write_text(yaml.safe_dump(d))
-    with pytest.raises(ProfileError, match=r"typo\.yaml: unknown key 'memory_bandwith_gbs'.*did you mean 'memory_bandwidth_gbs'"):
+    with pytest.raises(ProfileError, match=r"typo\.yaml: unknown key 'memory_bandwith_gbs'.*Did you mean: memory_bandwidth_gbs"):
         get_profile(str(f))
 
 

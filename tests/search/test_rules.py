@@ -11,13 +11,13 @@ from squeezeray._errors import SqueezerayError
 from squeezeray._errors import UnknownNameError
 from squeezeray.hwprofiles import HardwareProfile
 from squeezeray.hwprofiles import get_profile
-from squeezeray.search._rules import Condition
+from squeezeray.search._rule_apply import apply_rules
+from squeezeray.search._rule_apply import explain
+from squeezeray.search._rule_match import Condition
+from squeezeray.search._rule_match import RuleEffect
+from squeezeray.search._rule_match import Selector
 from squeezeray.search._rules import Rule
-from squeezeray.search._rules import RuleEffect
-from squeezeray.search._rules import Selector
-from squeezeray.search._rules import apply_rules
 from squeezeray.search._rules import default_rules
-from squeezeray.search._rules import explain
 from squeezeray.search._rules import load_rules
 from squeezeray.spaces._space import GroupSpec
 from squeezeray.spaces._space import SearchSpace
@@ -154,8 +154,8 @@ def test_explain_names_rule_option_and_reason(profiles: dict[str, HardwareProfil
 def test_explain_says_one_fact_once_however_many_groups_and_options_it_concerns(
     profiles: dict[str, HardwareProfile],
 ) -> None:
-    from squeezeray.search._rules import Note
-    from squeezeray.search._rules import RuleOutcome
+    from squeezeray.search._rule_apply import Note
+    from squeezeray.search._rule_apply import RuleOutcome
 
     out = apply_rules(preset_space("per-layer"), profiles[H100])
     lines = explain(out).splitlines()[1:]
@@ -195,12 +195,12 @@ def _write(tmp_path: Path, body: str) -> Path:
 @pytest.mark.parametrize(
     ("body", "match"),
     [
-        ("  - {name: a, when: {always: true}, select: {kind: prune}, reasn: x}\n", "unknown key 'reasn'.*did you mean 'reason'"),
-        ("  - {name: a, when: {profile_lacks_fromat: fp8}, select: {kind: prune}, reason: x}\n", "did you mean 'profile_lacks_format'"),
+        ("  - {name: a, when: {always: true}, select: {kind: prune}, reasn: x}\n", "unknown key 'reasn'. Did you mean: reason"),
+        ("  - {name: a, when: {profile_lacks_fromat: fp8}, select: {kind: prune}, reason: x}\n", "Did you mean: profile_lacks_format"),
         ("  - {name: a, when: {profile_lacks_format: fp7}, select: {kind: prune}, reason: x}\n", "profile_lacks_format='fp7'"),
         ("  - {name: a, when: {always: true}, select: {technique: [gtpq]}, reason: x}\n", "Did you mean: gptq"),
         ("  - {name: a, when: {always: true}, select: {}, reason: x}\n", "select everything"),
-        ("  - {name: a, when: {always: true}, select: {kind: prune}, reason: '{profle}'}\n", r"\{profle\}.*did you mean 'profile'"),
+        ("  - {name: a, when: {always: true}, select: {kind: prune}, reason: '{profle}'}\n", r"\{profle\}.*Did you mean: profile"),
         ("  - {name: a, when: {always: true}, select: {kind: prune}, reason: x, effect: warn}\n", "effect='warn'"),
         ("  - {name: a, when: {always: true}, select: {kind: prune}, reason: x}\n"
          "  - {name: a, when: {always: true}, select: {kind: prune}, reason: y}\n", "appears twice"),

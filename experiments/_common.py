@@ -21,7 +21,7 @@ from squeezeray.objectives import Direction
 from squeezeray.objectives.accuracy import Accuracy
 from squeezeray.objectives.latency import host_description
 from squeezeray.search import LayerCache
-from squeezeray.search._driver import pareto_mask
+from squeezeray.search._pareto import pareto_mask
 from squeezeray.spaces import CompressionPlan
 from squeezeray.workbench import DataConfig
 from squeezeray.workbench import Workbench

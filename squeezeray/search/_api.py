@@ -9,15 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from squeezeray._errors import SqueezerayError
+from squeezeray.data import DataConfig
+from squeezeray.data import SourcesLike
 from squeezeray.objectives import is_objective
 from squeezeray.objectives import objective_class
-from squeezeray.search._driver import SearchConfig
+from squeezeray.search._config import SearchConfig
 from squeezeray.search._driver import SearchResult
 from squeezeray.search._driver import run_search
 from squeezeray.search._executor import BaseExecutor
 from squeezeray.spaces import SearchSpace
-from squeezeray.data import DataConfig
-from squeezeray.data import SourcesLike
 from squeezeray.workbench import Workbench
 
 DEFAULT_WEIGHTS = {"size": 1.0, "perplexity": 1.0, "latency": 0.5}

@@ -22,15 +22,11 @@ Call order of :func:`run_search`:
 from __future__ import annotations
 
 import dataclasses
-import enum
 import json
-import math
-import re
 import time
 from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,149 +34,38 @@ import optuna
 import pandas as pd
 from tqdm.auto import tqdm
 
-from squeezeray._errors import PlanError
 from squeezeray._errors import SqueezerayError
-from squeezeray.objectives import objective_class
-from squeezeray.objectives import objective_key
-from squeezeray.objectives import Direction
 from squeezeray.objectives import Measurement
+from squeezeray.objectives import objective_key
 from squeezeray.search._cache import LayerCache
-from squeezeray.search._evo import EvoConfig
+from squeezeray.search._config import Resume
+from squeezeray.search._config import SearchConfig
+from squeezeray.search._config import make_sampler
 from squeezeray.search._evo import EvoSampler
 from squeezeray.search._executor import BaseExecutor
 from squeezeray.search._executor import EvalJob
-from squeezeray.search._executor import Evaluation
 from squeezeray.search._executor import EvaluateFn
 from squeezeray.search._executor import InProcessExecutor
+from squeezeray.search._pareto import _directions
+from squeezeray.search._pareto import _pareto_numbers
+from squeezeray.search._pareto import hypervolume
+from squeezeray.search._pareto import pareto_mask
 from squeezeray.search._result import TrialOutcome
-from squeezeray.search._result import TrialResult
-from squeezeray.spaces import NONE
+from squeezeray.search._trials import _finish_trial
+from squeezeray.search._trials import _finished
+from squeezeray.search._trials import _measured_plans
+from squeezeray.search._trials import _measured_trials
+from squeezeray.search._trials import _prepare_trial
+from squeezeray.search._trials import _tell_duplicate
+from squeezeray.search._trials import _trials_table
+from squeezeray.search._trials import _worst_values
+from squeezeray.search._trials import plan_key
+from squeezeray.search._trials import requeue_interrupted
 from squeezeray.spaces import CompressionPlan
+from squeezeray.spaces import NONE
 from squeezeray.spaces import SearchSpace
 from squeezeray.spaces import load_space
-from squeezeray.workbench import DataConfig
 from squeezeray.workbench import Workbench
-
-INFEASIBLE_KL = 100.0  # nats/token told for a configuration that cannot exist
-
-
-class Resume(str, enum.Enum):
-    """What ``run_search`` does with a study of the same name in the storage."""
-
-    NEW = "new"  # start it; refuse if it exists
-    CONTINUE = "continue"  # continue it; refuse if it does not exist
-    AUTO = "auto"  # continue it if it exists, else start it (a job that a scheduler may restart)
-
-    @classmethod
-    def of(cls, value: bool | str | Resume) -> Resume:
-        if isinstance(value, bool):
-            return cls.CONTINUE if value else cls.NEW
-        try:
-            return cls(value)
-        except ValueError:
-            raise SqueezerayError(
-                f"resume={value!r}: expected True/False or one of {', '.join(m.value for m in cls)}"
-            ) from None
-
-
-class SamplerName(str, enum.Enum):
-    NSGA2 = "nsga2"
-    TPE = "tpe"
-    RANDOM = "random"
-    GP = "gp"
-    EVO = "evo"  # sensitivity + knapsack seeds + evolutionary refinement (squeezeray.search._evo)
-
-
-@dataclasses.dataclass(frozen=True)
-class SearchConfig:
-    """Everything a search needs, validated once.
-
-    Attributes:
-        model: Model reference (None: the embedded default).
-        hardware: Hardware profile name or YAML path (``host``: this machine, measured).
-        space: Preset space name, YAML file, or a SearchSpace.
-        objectives: Search-stage objectives the sampler optimises (cheap).
-        final_objectives: Objectives re-measured for trials on or near the front.
-        n_trials: Trials to finish (baselines included).
-        sampler: nsga2 (default), tpe, random, gp, or evo (per-unit sensitivity, knapsack seeds across the
-            budget band, then evolutionary refinement; needs the ``size`` and ``kl`` objectives).
-        seed: Sampler seed (calibration data keeps its own seed in ``data``).
-        max_size_bytes: Constraint told to the sampler (None: none).
-        max_kl: Constraint on the KL proxy told to the sampler (None: none).
-        baselines: Uniform presets queued first; None: one per quantize option of the space.
-        rerank: How many trials to re-measure on the final objectives: the search front first, then the
-            nearest others; a front larger than this is thinned evenly along the first objective.
-        data: Calibration / evaluation sizes.
-        workdir: Where studies, caches and reports go.
-        study_name: Study name (default derived from model and space).
-        storage: RDB URL (default ``sqlite:///<workdir>/<study>/study.db``; PostgreSQL URLs work).
-        allow: Expert-rule names the user lifts.
-        evo: Settings of the ``evo`` sampler (band in average bits, seeds, mutation, sensitivity proxy).
-    """
-
-    model: str | None = None
-    hardware: str = "host"
-    space: str | SearchSpace = "weights-int"
-    objectives: tuple[str, ...] = ("size", "kl")
-    final_objectives: tuple[str, ...] = ("size", "perplexity", "kl", "latency")
-    n_trials: int = 40
-    sampler: SamplerName = SamplerName.NSGA2
-    seed: int = 0
-    max_size_bytes: float | None = None
-    max_kl: float | None = None
-    baselines: tuple[str, ...] | None = None
-    rerank: int = 6
-    data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    workdir: Path = Path("runs")
-    study_name: str | None = None
-    storage: str | None = None
-    allow: tuple[str, ...] = ()
-    evo: EvoConfig = dataclasses.field(default_factory=EvoConfig)
-
-    def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "sampler", SamplerName(self.sampler))
-        except ValueError:
-            raise SqueezerayError(
-                f"sampler={self.sampler!r}: must be one of {', '.join(s.value for s in SamplerName)}"
-            ) from None
-        for field in ("objectives", "final_objectives"):
-            names = tuple(getattr(self, field))
-            object.__setattr__(self, field, names)
-            if not names:
-                raise SqueezerayError(f"{field}: needs at least one objective")
-            for n in names:
-                objective_class(n)
-        if self.sampler is SamplerName.EVO and not {"size", "kl"} <= set(self.objectives):
-            raise SqueezerayError(f"sampler='evo' needs the objectives size and kl, got objectives={list(self.objectives)}")
-        if not isinstance(self.evo, EvoConfig):
-            raise SqueezerayError(f"evo={self.evo!r}: must be an EvoConfig")
-        if not isinstance(self.n_trials, int) or self.n_trials < 1:
-            raise SqueezerayError(f"n_trials={self.n_trials!r}: must be a positive integer")
-        if not isinstance(self.rerank, int) or self.rerank < 1:
-            raise SqueezerayError(f"rerank={self.rerank!r}: must be a positive integer")
-        for field in ("max_size_bytes", "max_kl"):
-            v = getattr(self, field)
-            if v is not None and (not isinstance(v, (int, float)) or v <= 0):
-                raise SqueezerayError(f"{field}={v!r}: must be a positive number")
-        object.__setattr__(self, "workdir", Path(self.workdir))
-        if self.study_name is not None and not re.fullmatch(r"[A-Za-z0-9_.+-]+", self.study_name):
-            raise SqueezerayError(f"study_name={self.study_name!r}: use letters, digits, '_', '.', '+', '-'")
-
-    def resolved_study_name(self, model_ref: str | None = None) -> str:
-        if self.study_name:
-            return self.study_name
-        ref = model_ref or self.model
-        model = Path(ref).name if ref else "smollm2"
-        space = self.space.name if isinstance(self.space, SearchSpace) else Path(str(self.space)).stem
-        return re.sub(r"[^A-Za-z0-9_.+-]", "-", f"{model}-{space}-{self.sampler.value}-s{self.seed}")
-
-    def storage_url(self, model_ref: str | None = None) -> str:
-        if self.storage:
-            return self.storage
-        folder = self.workdir / self.resolved_study_name(model_ref)
-        folder.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{(folder / 'study.db').resolve()}"
 
 
 @dataclasses.dataclass
@@ -221,21 +106,6 @@ class SearchResult:
         t = self.study.trials[number]
         return self.space.plan_from_params(t.params, self.layer_names, name=f"{self.study.study_name}#{number}")
 
-
-def make_sampler(
-    name: SamplerName, seed: int, n_trials: int, evo: EvoConfig | None = None
-) -> optuna.samplers.BaseSampler:
-    if name is SamplerName.EVO:
-        return EvoSampler(config=evo, seed=seed)
-    if name is SamplerName.NSGA2:
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(20, n_trials // 3)))
-    if name is SamplerName.TPE:
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=min(10, max(2, n_trials // 4)))
-    if name is SamplerName.RANDOM:
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(10, max(2, n_trials // 4)))
-
-
 def default_baselines(space: SearchSpace, layer_names: Sequence[str]) -> list[dict[str, str]]:
     """Uniform configurations users would try first: each quantize option alone, then each prune option alone."""
     dists = space.distributions(layer_names)
@@ -249,47 +119,6 @@ def default_baselines(space: SearchSpace, layer_names: Sequence[str]) -> list[di
             unique.append(p)
     return unique
 
-
-def _finished(study: optuna.Study) -> int:
-    n = 0
-    for t in study.get_trials(deepcopy=False):
-        if "duplicate_of" in t.user_attrs:  # closed without an evaluation (also one of a plan still in flight)
-            continue
-        if t.state is optuna.trial.TrialState.COMPLETE:
-            n += 1
-        elif t.state is optuna.trial.TrialState.FAIL and not t.user_attrs.get("interrupted"):
-            n += 1
-    return n
-
-
-def requeue_interrupted(study: optuna.Study) -> int:
-    """Mark trials left RUNNING by a dead process as failed (interrupted) and queue their parameters again."""
-    storage = study._storage
-    n = 0
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        storage.set_trial_user_attr(t._trial_id, "interrupted", True)
-        storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-        if t.params:
-            study.enqueue_trial(dict(t.params), user_attrs={"requeued_from": t.number}, skip_if_exists=False)
-        n += 1
-    return n
-
-
-def hypervolume(values: np.ndarray, directions: Sequence[Direction], reference: np.ndarray) -> float:
-    """Hypervolume of ``values`` (n, k) against ``reference`` (k,), with maximised columns negated."""
-    if values.size == 0:
-        return 0.0
-    sign = np.array([1.0 if d is Direction.MINIMIZE else -1.0 for d in directions])
-    loss = values * sign
-    ref = reference * sign
-    keep = np.all(loss < ref, axis=1)
-    if not keep.any():
-        return 0.0
-    from optuna._hypervolume import compute_hypervolume
-
-    return float(compute_hypervolume(loss[keep], ref))
-
-
 class _Progress:
     def __init__(self, total: int, done: int, enabled: bool) -> None:
         self.bar = tqdm(total=total, initial=done, desc="trials", unit="trial", disable=not enabled)
@@ -300,11 +129,6 @@ class _Progress:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def _directions(names: Sequence[str]) -> list[Direction]:
-    return [objective_class(n).direction for n in names]
-
 
 def run_search(
     config: SearchConfig,
@@ -469,47 +293,6 @@ def run_search(
         solver_front=None if stage is None else stage.solver_front(),
     )
 
-
-def plan_key(plan: CompressionPlan) -> str:
-    """Content key of a plan (its layers' steps and any distillation), to find plans measured before."""
-    import hashlib
-
-    data = plan.to_dict()
-    payload = {"layers": data.get("layers"), "distill": data.get("distill")}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
-
-
-def _measured_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Trials whose plan was measured here (complete, ok, not a duplicate of an earlier trial)."""
-    return [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-            if t.user_attrs.get("outcome") == TrialOutcome.OK.value and "duplicate_of" not in t.user_attrs]
-
-
-def _measured_plans(study: optuna.Study) -> dict[str, int]:
-    """Plan key -> trial number of every plan this study has measured."""
-    out: dict[str, int] = {}
-    for t in _measured_trials(study):
-        if t.user_attrs.get("plan_key"):
-            out.setdefault(t.user_attrs["plan_key"], t.number)
-    return out
-
-
-def _tell_duplicate(study: optuna.Study, trial: optuna.Trial, original: int | None) -> None:
-    """A plan already measured (or in flight) is not evaluated again; the trial is closed as a duplicate."""
-    if original is None:  # the same plan is still being measured: nothing to copy yet
-        trial.set_user_attr("duplicate_of", -1)
-        trial.set_user_attr("outcome", TrialOutcome.FAILED.value)
-        trial.set_user_attr("error", "duplicate of a plan still being measured")
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        return
-    src = study.trials[original]
-    trial.set_user_attr("duplicate_of", original)
-    trial.set_user_attr("outcome", TrialOutcome.OK.value)
-    for k, v in src.constraints.items():
-        trial.set_constraint(k, float(v))
-    study.tell(trial, list(src.values))
-
-
 def _apply_rules(space: SearchSpace, config: SearchConfig, layer_names: Sequence[str]) -> tuple[SearchSpace, tuple[str, ...]]:
     """Prune the space with the expert rules for the target hardware; every removal is explained."""
     from squeezeray.hwprofiles import get_profile
@@ -519,7 +302,6 @@ def _apply_rules(space: SearchSpace, config: SearchConfig, layer_names: Sequence
     profile = get_profile(config.hardware)
     outcome = apply_rules(space, profile, allow=config.allow, layer_names=layer_names)
     return outcome.space, tuple(line for line in explain(outcome).splitlines() if line.strip())
-
 
 def _baseline_params(space: SearchSpace, layer_names: Sequence[str], config: SearchConfig) -> list[dict[str, str]]:
     if config.baselines is None:
@@ -534,108 +316,8 @@ def _baseline_params(space: SearchSpace, layer_names: Sequence[str], config: Sea
             raise SqueezerayError(f"baseline {preset!r} is not in space {space.name!r}: {err}") from None
     return out
 
-
 def _reference_values(bench: Workbench, names: Sequence[str]) -> dict[str, float]:
     return {k: m.value for k, m in bench.evaluate(bench.original, names).items()}
-
-
-def _worst_values(names: Sequence[str], ref: Mapping[str, float]) -> np.ndarray:
-    """Values told for an infeasible configuration: worse than anything real."""
-    out = []
-    for n in names:
-        d = objective_class(n).direction
-        if n == "kl":
-            out.append(INFEASIBLE_KL)
-        elif d is Direction.MINIMIZE:
-            out.append(2.0 * max(ref[n], 1e-9) + 1.0)
-        else:
-            out.append(0.0)
-    return np.array(out, dtype=float)
-
-
-def _prepare_trial(
-    study: optuna.Study, trial: optuna.Trial, space: SearchSpace, layer_names: Sequence[str], names: Sequence[str],
-    worst: np.ndarray, t0: float,
-) -> CompressionPlan | None:
-    """Sample the trial's plan; an impossible combination is told infeasible here (returns None)."""
-    try:
-        plan = space.sample(trial, layer_names)
-    except PlanError as err:
-        _tell_infeasible(study, trial, names, worst, str(err), t0)
-        return None
-    trial.set_user_attr("plan_summary", plan.summary())
-    return plan
-
-
-def _finish_trial(
-    study: optuna.Study, trial: optuna.Trial, plan: CompressionPlan, ev: Evaluation, names: Sequence[str],
-    worst: np.ndarray, config: SearchConfig, t0: float,
-) -> None:
-    """Tell the study what the evaluation of ``plan`` gave (ok, infeasible, or failed with its error)."""
-    if ev.worker:
-        trial.set_user_attr("worker", ev.worker)
-    if ev.retries:
-        trial.set_user_attr("retries", list(ev.retries))
-    if ev.outcome is TrialOutcome.INFEASIBLE:
-        _tell_infeasible(study, trial, names, worst, ev.error, t0)
-        return
-    if ev.outcome is TrialOutcome.FAILED:
-        trial.set_user_attr("outcome", TrialOutcome.FAILED.value)
-        trial.set_user_attr("error", ev.error)
-        trial.set_user_attr("traceback", ev.traceback)
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        return
-    meas = dict(ev.measurements)
-    values = [meas[n].value for n in names]
-    if not all(math.isfinite(v) for v in values):
-        _tell_infeasible(study, trial, names, worst, f"non-finite objective values {values}", t0)
-        return
-    result = TrialResult(
-        trial=trial.number, outcome=TrialOutcome.OK, plan_summary=plan.summary(), measurements=meas,
-        wall_s=ev.wall_s, cache_hits=ev.cache_hits, cache_misses=ev.cache_misses,
-    )
-    trial.set_user_attr("outcome", TrialOutcome.OK.value)
-    trial.set_user_attr("result", json.dumps(result.to_dict()))
-    constraints = []
-    if config.max_size_bytes is not None and "size" in meas:
-        constraints.append(meas["size"].value - config.max_size_bytes)
-    if config.max_kl is not None and "kl" in meas:
-        constraints.append(meas["kl"].value - config.max_kl)
-    trial.set_constraint("feasibility", 0.0)
-    for i, c in enumerate(constraints):
-        trial.set_constraint(f"user{i}", float(c))
-    study.tell(trial, values)
-
-
-def _tell_infeasible(
-    study: optuna.Study, trial: optuna.Trial, names: Sequence[str], worst: np.ndarray, why: str, t0: float
-) -> None:
-    trial.set_user_attr("outcome", TrialOutcome.INFEASIBLE.value)
-    trial.set_user_attr("error", why)
-    trial.set_user_attr("wall_s", time.perf_counter() - t0)
-    trial.set_constraint("feasibility", 1.0)  # > 0: violated
-    study.tell(trial, [float(v) for v in worst])
-
-
-def _pareto_numbers(trials: Sequence[optuna.trial.FrozenTrial], directions: Sequence[Direction]) -> set[int]:
-    if not trials:
-        return set()
-    vals = np.array([t.values for t in trials], dtype=float)
-    mask = pareto_mask(vals, directions)
-    return {t.number for t, m in zip(trials, mask) if m}
-
-
-def pareto_mask(values: np.ndarray, directions: Sequence[Direction]) -> np.ndarray:
-    """Boolean (n,) mask of the non-dominated rows of ``values`` (n, k)."""
-    sign = np.array([1.0 if d is Direction.MINIMIZE else -1.0 for d in directions])
-    loss = values * sign
-    n = loss.shape[0]
-    keep = np.ones(n, dtype=bool)
-    for i in range(n):
-        dominated = np.all(loss <= loss[i], axis=1) & np.any(loss < loss[i], axis=1)
-        keep[i] = not dominated.any()
-    return keep
-
 
 def _remeasure(
     study: optuna.Study, space: SearchSpace, layer_names: Sequence[str], bench: Workbench, config: SearchConfig,
@@ -689,24 +371,3 @@ def _remeasure(
         fdirs = _directions(final_keys)
         df["pareto"] = pareto_mask(df[final_keys].to_numpy(dtype=float), fdirs)
     return {"front": df, "baseline": baseline}
-
-
-def _trials_table(study: optuna.Study, names: Sequence[str]) -> pd.DataFrame:
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        if t.state not in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL):
-            continue
-        row: dict[str, Any] = {
-            "trial": t.number, "state": t.state.name, "outcome": t.user_attrs.get("outcome", "interrupted"),
-            "baseline": bool(t.user_attrs.get("baseline", False)), "error": t.user_attrs.get("error", ""),
-            "duplicate_of": t.user_attrs.get("duplicate_of"),
-        }
-        # only measured values: an infeasible trial's worst-case values (what the sampler was told) stay out,
-        # its columns empty and its outcome and error saying why
-        measured = t.values is not None and row["outcome"] == TrialOutcome.OK.value
-        row.update({n: (float(v) if measured else float("nan")) for n, v in zip(names, t.values or [None] * len(names))})
-        rows.append(row)
-    return pd.DataFrame(rows, columns=[*_TRIAL_COLUMNS, *names] if not rows else None)
-
-
-_TRIAL_COLUMNS = ("trial", "state", "outcome", "baseline", "error", "duplicate_of")

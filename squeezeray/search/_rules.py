@@ -47,8 +47,6 @@ from squeezeray._schema import check_header
 from squeezeray._schema import check_keys
 from squeezeray._schema import did_you_mean
 from squeezeray._schema import load_document
-from squeezeray._schema import did_you_mean
-from squeezeray._schema import load_document
 from squeezeray.hwprofiles import HardwareProfile
 from squeezeray.search._rule_match import Condition
 from squeezeray.search._rule_match import REASON_FIELDS

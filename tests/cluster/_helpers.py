@@ -8,8 +8,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from squeezeray.search._ray import LayerFn
-from squeezeray.search._ray import default_worker_evaluate
+from squeezeray.search._ray_workers import LayerFn
+from squeezeray.search._ray_workers import default_worker_evaluate
 from squeezeray.spaces import CompressionPlan
 from squeezeray.workbench import Workbench
 

@@ -93,8 +93,8 @@ def test_hessian_is_shipped_only_when_the_space_needs_it() -> None:
 
 def test_a_worker_on_a_different_model_refuses_to_start(tiny, tokenizer_dir, tmp_path) -> None:  # noqa: ANN001
     """No silent fallback: the worker reports the mismatch, and the executor stops the sweep with it."""
-    from squeezeray.search._ray import _TrialWorker
-    from squeezeray.search._ray import default_worker_evaluate
+    from squeezeray.search._ray_workers import _TrialWorker
+    from squeezeray.search._ray_workers import default_worker_evaluate
 
     job = EvalJob(objectives=("size", "kl"), space=preset_space("weights-int"), model_ref="tiny-llama", data=tiny.data,
                   model_fingerprint="0" * 64, calibration_digest=tiny.calibration.digest, cache_dir=tmp_path)

@@ -1,0 +1,181 @@
+"""The study's trials as the driver tells and reads them: outcomes (ok, infeasible, failed,
+duplicate), the values told for a configuration that cannot exist, resume of interrupted trials,
+and the trials table (measured values only)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from squeezeray._errors import PlanError
+from squeezeray.objectives import Direction
+from squeezeray.objectives import objective_class
+from squeezeray.search._config import SearchConfig
+from squeezeray.search._executor import Evaluation
+from squeezeray.search._result import TrialOutcome
+from squeezeray.search._result import TrialResult
+from squeezeray.spaces import CompressionPlan
+from squeezeray.spaces import SearchSpace
+
+
+INFEASIBLE_KL = 100.0  # nats/token told for a configuration that cannot exist
+
+def _finished(study: optuna.Study) -> int:
+    n = 0
+    for t in study.get_trials(deepcopy=False):
+        if "duplicate_of" in t.user_attrs:  # closed without an evaluation (also one of a plan still in flight)
+            continue
+        if t.state is optuna.trial.TrialState.COMPLETE:
+            n += 1
+        elif t.state is optuna.trial.TrialState.FAIL and not t.user_attrs.get("interrupted"):
+            n += 1
+    return n
+
+def requeue_interrupted(study: optuna.Study) -> int:
+    """Mark trials left RUNNING by a dead process as failed (interrupted) and queue their parameters again."""
+    storage = study._storage
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+        storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        if t.params:
+            study.enqueue_trial(dict(t.params), user_attrs={"requeued_from": t.number}, skip_if_exists=False)
+        n += 1
+    return n
+
+def plan_key(plan: CompressionPlan) -> str:
+    """Content key of a plan (its layers' steps and any distillation), to find plans measured before."""
+    import hashlib
+
+    data = plan.to_dict()
+    payload = {"layers": data.get("layers"), "distill": data.get("distill")}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+def _measured_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Trials whose plan was measured here (complete, ok, not a duplicate of an earlier trial)."""
+    return [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if t.user_attrs.get("outcome") == TrialOutcome.OK.value and "duplicate_of" not in t.user_attrs]
+
+def _measured_plans(study: optuna.Study) -> dict[str, int]:
+    """Plan key -> trial number of every plan this study has measured."""
+    out: dict[str, int] = {}
+    for t in _measured_trials(study):
+        if t.user_attrs.get("plan_key"):
+            out.setdefault(t.user_attrs["plan_key"], t.number)
+    return out
+
+def _tell_duplicate(study: optuna.Study, trial: optuna.Trial, original: int | None) -> None:
+    """A plan already measured (or in flight) is not evaluated again; the trial is closed as a duplicate."""
+    if original is None:  # the same plan is still being measured: nothing to copy yet
+        trial.set_user_attr("duplicate_of", -1)
+        trial.set_user_attr("outcome", TrialOutcome.FAILED.value)
+        trial.set_user_attr("error", "duplicate of a plan still being measured")
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return
+    src = study.trials[original]
+    trial.set_user_attr("duplicate_of", original)
+    trial.set_user_attr("outcome", TrialOutcome.OK.value)
+    for k, v in src.constraints.items():
+        trial.set_constraint(k, float(v))
+    study.tell(trial, list(src.values))
+
+def _worst_values(names: Sequence[str], ref: Mapping[str, float]) -> np.ndarray:
+    """Values told for an infeasible configuration: worse than anything real."""
+    out = []
+    for n in names:
+        d = objective_class(n).direction
+        if n == "kl":
+            out.append(INFEASIBLE_KL)
+        elif d is Direction.MINIMIZE:
+            out.append(2.0 * max(ref[n], 1e-9) + 1.0)
+        else:
+            out.append(0.0)
+    return np.array(out, dtype=float)
+
+def _prepare_trial(
+    study: optuna.Study, trial: optuna.Trial, space: SearchSpace, layer_names: Sequence[str], names: Sequence[str],
+    worst: np.ndarray, t0: float,
+) -> CompressionPlan | None:
+    """Sample the trial's plan; an impossible combination is told infeasible here (returns None)."""
+    try:
+        plan = space.sample(trial, layer_names)
+    except PlanError as err:
+        _tell_infeasible(study, trial, names, worst, str(err), t0)
+        return None
+    trial.set_user_attr("plan_summary", plan.summary())
+    return plan
+
+def _finish_trial(
+    study: optuna.Study, trial: optuna.Trial, plan: CompressionPlan, ev: Evaluation, names: Sequence[str],
+    worst: np.ndarray, config: SearchConfig, t0: float,
+) -> None:
+    """Tell the study what the evaluation of ``plan`` gave (ok, infeasible, or failed with its error)."""
+    if ev.worker:
+        trial.set_user_attr("worker", ev.worker)
+    if ev.retries:
+        trial.set_user_attr("retries", list(ev.retries))
+    if ev.outcome is TrialOutcome.INFEASIBLE:
+        _tell_infeasible(study, trial, names, worst, ev.error, t0)
+        return
+    if ev.outcome is TrialOutcome.FAILED:
+        trial.set_user_attr("outcome", TrialOutcome.FAILED.value)
+        trial.set_user_attr("error", ev.error)
+        trial.set_user_attr("traceback", ev.traceback)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return
+    meas = dict(ev.measurements)
+    values = [meas[n].value for n in names]
+    if not all(math.isfinite(v) for v in values):
+        _tell_infeasible(study, trial, names, worst, f"non-finite objective values {values}", t0)
+        return
+    result = TrialResult(
+        trial=trial.number, outcome=TrialOutcome.OK, plan_summary=plan.summary(), measurements=meas,
+        wall_s=ev.wall_s, cache_hits=ev.cache_hits, cache_misses=ev.cache_misses,
+    )
+    trial.set_user_attr("outcome", TrialOutcome.OK.value)
+    trial.set_user_attr("result", json.dumps(result.to_dict()))
+    constraints = []
+    if config.max_size_bytes is not None and "size" in meas:
+        constraints.append(meas["size"].value - config.max_size_bytes)
+    if config.max_kl is not None and "kl" in meas:
+        constraints.append(meas["kl"].value - config.max_kl)
+    trial.set_constraint("feasibility", 0.0)
+    for i, c in enumerate(constraints):
+        trial.set_constraint(f"user{i}", float(c))
+    study.tell(trial, values)
+
+def _tell_infeasible(
+    study: optuna.Study, trial: optuna.Trial, names: Sequence[str], worst: np.ndarray, why: str, t0: float
+) -> None:
+    trial.set_user_attr("outcome", TrialOutcome.INFEASIBLE.value)
+    trial.set_user_attr("error", why)
+    trial.set_user_attr("wall_s", time.perf_counter() - t0)
+    trial.set_constraint("feasibility", 1.0)  # > 0: violated
+    study.tell(trial, [float(v) for v in worst])
+
+def _trials_table(study: optuna.Study, names: Sequence[str]) -> pd.DataFrame:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state not in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL):
+            continue
+        row: dict[str, Any] = {
+            "trial": t.number, "state": t.state.name, "outcome": t.user_attrs.get("outcome", "interrupted"),
+            "baseline": bool(t.user_attrs.get("baseline", False)), "error": t.user_attrs.get("error", ""),
+            "duplicate_of": t.user_attrs.get("duplicate_of"),
+        }
+        # only measured values: an infeasible trial's worst-case values (what the sampler was told) stay out,
+        # its columns empty and its outcome and error saying why
+        measured = t.values is not None and row["outcome"] == TrialOutcome.OK.value
+        row.update({n: (float(v) if measured else float("nan")) for n, v in zip(names, t.values or [None] * len(names))})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*_TRIAL_COLUMNS, *names] if not rows else None)
+
+_TRIAL_COLUMNS = ("trial", "state", "outcome", "baseline", "error", "duplicate_of")

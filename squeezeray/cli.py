@@ -456,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sensitivity-len", type=int, default=None,
                    help="evo: tokens of the one calibration sequence each unit's options are scored on (128)")
     p.add_argument("--evo-screen", type=int, default=None,
-                   help="evo: mutated plans measured on those tokens per proposal, the best proposed (8; 0: none)")
+                   help="evo: mutated plans measured on those tokens per proposal, the best proposed (default 0: none)")
     p.add_argument("--rerank", type=int, default=6, help="trials re-measured on the final objectives (default 6)")
     p.add_argument("--final-task", default=None, metavar="TASK[,TASK]",
                    help="also re-measure the front on lm-eval tasks (arc_easy, hellaswag, a task YAML ...), paired "

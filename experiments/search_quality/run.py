@@ -133,7 +133,8 @@ def main() -> None:
             objectives=("size", "kl"), final_objectives=("size", "kl"), rerank=1,
             workdir=WORK / "search_quality" / out.name, study_name=f"{method}-s{cfg['seed']}",
             evo=EvoConfig(bits_min=band[0], bits_max=band[1], sensitivity_seqs=cfg["sensitivity"]["seqs"],
-                          sensitivity_len=cfg["sensitivity"]["len"]),
+                          sensitivity_len=cfg["sensitivity"]["len"], screen=cfg.get("screen", 0),
+                          candidates=cfg.get("candidates", 8)),
         )
         result = run_search(sc, bench=bench, resume="auto", progress=False)
         timings[method] = time.perf_counter() - t0

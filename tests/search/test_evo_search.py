@@ -10,6 +10,7 @@ import pytest
 from squeezeray._errors import SqueezerayError
 from squeezeray.search import SearchConfig
 from squeezeray.search import run_search
+from squeezeray.search._evo import EvoConfig
 from squeezeray.search._sensitivity import SensitivityProbe
 from squeezeray.spaces import GroupSpec
 from squeezeray.spaces import SearchSpace
@@ -25,7 +26,8 @@ def _cfg(tmp_path: Path, **kw) -> SearchConfig:  # noqa: ANN003
 
 
 def test_evo_search_seeds_the_solver_front_and_refines(tiny, tmp_path, monkeypatch) -> None:  # noqa: ANN001
-    result = run_search(_cfg(tmp_path), bench=tiny, progress=False)
+    evo = EvoConfig(screen=4)  # mutations screened on the sensitivity proxy (the swapped-in-place model)
+    result = run_search(_cfg(tmp_path, evo=evo), bench=tiny, progress=False)
     study = result.study
     trials = study.get_trials()
     seeds = [t for t in trials if t.user_attrs.get("solver_seed")]
@@ -58,7 +60,7 @@ def test_evo_search_seeds_the_solver_front_and_refines(tiny, tmp_path, monkeypat
     calls: list[int] = []
     kl_many = SensitivityProbe.kl_many
     monkeypatch.setattr(SensitivityProbe, "kl_many", lambda self, cands: calls.append(len(cands[0])) or kl_many(self, cands))
-    again = run_search(_cfg(tmp_path, n_trials=26), bench=tiny, resume=True, progress=False)
+    again = run_search(_cfg(tmp_path, n_trials=26, evo=evo), bench=tiny, resume=True, progress=False)
     assert calls and min(calls) > 3, f"layers replaced per measurement: {calls}"
     assert again.sensitivity.equals(result.sensitivity)
     assert len([t for t in again.study.get_trials() if t.state is optuna.trial.TrialState.COMPLETE]) >= 26

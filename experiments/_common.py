@@ -97,14 +97,19 @@ def spread(items: list, n: int) -> list:  # noqa: ANN001
     return [items[i] for i in idx]
 
 
-def nearest_to(items: list, values: list[float], targets: list[float]) -> list:  # noqa: ANN001
-    """For each target, the item whose value (``values[i]`` for ``items[i]``) lies nearest; each item once, in
-    the items' order (a target band is covered evenly however the items crowd)."""
+def at_budgets(items: list, values: list[float], targets: list[float]) -> list:  # noqa: ANN001
+    """For each target, the item whose value (``values[i]`` for ``items[i]``, ascending) lies nearest and the
+    largest one not above it (what a budget of that size buys); each item once, in the items' order."""
     if not items:
         return []
     v = np.asarray(values, dtype=float)
-    picked = sorted({int(np.abs(v - t).argmin()) for t in targets})
-    return [items[i] for i in picked]
+    picked: set[int] = set()
+    for t in targets:
+        picked.add(int(np.abs(v - t).argmin()))
+        below = np.flatnonzero(v <= t)
+        if below.size:
+            picked.add(int(below[-1]))
+    return [items[i] for i in sorted(picked)]
 
 
 def searched_front(study: Any) -> list:

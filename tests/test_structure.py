@@ -120,7 +120,7 @@ def test_headers_and_close_matches_have_one_owner() -> None:
 
 # Modules still over the limit, with the most lines they may have until they are split (issue: one concept
 # per module). The list may only shrink: a new module over the limit, or a listed one growing, fails.
-OVERSIZED = {"cli.py": 544, "spaces/_space.py": 493,
+OVERSIZED = {"spaces/_space.py": 493,
              "export/_card.py": 457}
 
 

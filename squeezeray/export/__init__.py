@@ -13,7 +13,7 @@ from squeezeray.export._card import MeasuredOn
 from squeezeray.export._card import ModelCard
 from squeezeray.export._card import ObjectiveRecord
 from squeezeray.export._card import SearchRecord
-from squeezeray.export._card import render_markdown
+from squeezeray.export._card_md import render_markdown
 from squeezeray.export._export import DEFAULT_MEASURE
 from squeezeray.export._export import ExportConfig
 from squeezeray.export._export import ExportedModel

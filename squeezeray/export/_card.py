@@ -20,7 +20,10 @@ from squeezeray._errors import SqueezerayError
 from squeezeray._schema import check_header
 from squeezeray.objectives import Provenance
 
+
 CARD_TYPE = "squeezeray.ModelCard"
+
+
 CARD_VERSION = 1
 
 
@@ -39,7 +42,6 @@ def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-# ------------------------------------------------------------- validation
 class _Reader:
     """Reads one JSON object; every miss names the dotted field."""
 
@@ -88,7 +90,6 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-# ---------------------------------------------------------------- records
 @dataclasses.dataclass(frozen=True)
 class SourceModel:
     """The uncompressed model.
@@ -372,86 +373,3 @@ class ModelCard:
         except json.JSONDecodeError as err:
             raise CardError(f"{origin}: not valid JSON ({err})") from None
         return cls.from_dict(data)
-
-
-# -------------------------------------------------------------- markdown
-def _fmt_value(value: float | None, unit: str) -> str:
-    if value is None:
-        return "-"
-    if unit == "bytes":
-        return f"{value / 2**20:.3f} MiB"
-    return f"{value:.4g} {unit}"
-
-
-def render_markdown(card: ModelCard) -> str:
-    """``card.md``: the card for people (``card.json`` is the record)."""
-    lines = [f"# {card.name}", ""]
-    lines.append(f"Compressed with squeezeray {card.squeezeray_version} on {card.created}.")
-    lines += ["", "## Source model", ""]
-    lines.append(f"- reference: `{card.source.ref}` ({card.source.architecture}, {card.source.parameters:,} parameters)")
-    lines.append(f"- fingerprint (SHA-256 of parameter names, shapes and bytes): `{card.source.fingerprint}`")
-    lines += ["", "## Objectives", "", "| objective | compressed | original | change | how | measured on |",
-              "|---|---|---|---|---|---|"]
-    for o in card.objectives:
-        change = "-"
-        if o.baseline:
-            change = f"{100 * (o.value - o.baseline) / abs(o.baseline):+.2f}%"
-        lines.append(
-            f"| {o.name} | {_fmt_value(o.value, o.unit)} | {_fmt_value(o.baseline, o.unit)} | {change} | "
-            f"{o.provenance.value}: {o.where} | {o.measured_on.value} |"
-        )
-    lines += ["", "## Evaluation data", ""]
-    for key, d in card.evaluation.items():
-        lines.append(f"- {key}: {d.source} (shape {list(d.shape)}, SHA-256 `{d.digest[:16]}…`)")
-    lines += ["", "## Hardware profile", ""]
-    hw = card.hardware
-    prof = hw.get("profile") or {}
-    lines.append(f"- `{hw.get('ref')}`: {prof.get('device', 'no profile recorded')}" + (f" — {hw['note']}" if hw.get("note") else ""))
-    lines += ["", "## Search", ""]
-    if card.search is None:
-        lines.append("Not found by a search (plan exported directly).")
-    else:
-        s = card.search
-        lines.append(f"- study `{s.study}` ({s.storage}), trial {s.trial} of {s.n_trials}, seed {s.seed}, space `{s.space}`")
-        lines.append(f"- search objectives: {', '.join(s.objectives)}; re-measured on: {', '.join(s.final_objectives)}")
-        if s.constraints:
-            lines.append(f"- constraints: {', '.join(f'{k}={v:g}' for k, v in s.constraints.items())}")
-        lines.append(f"- selection: {s.selection or 'picked by the user'}")
-    lines += ["", "## Plan", ""]
-    summary: dict[str, int] = {}
-    for steps in card.plan.get("layers", {}).values():
-        label = "+".join(_step_label(s) for s in steps)
-        summary[label] = summary.get(label, 0) + 1
-    for label, n in sorted(summary.items(), key=lambda kv: -kv[1]):
-        lines.append(f"- {n} layers: `{label}`")
-    lines.append("")
-    lines.append("The full per-layer plan is in `card.json` (`plan`).")
-    a = card.artifact
-    lines += ["", "## Files", ""]
-    lines.append(
-        f"- `model.safetensors`: {a.get('format')} v{a.get('format_version')}, {a.get('compressed_layers')} compressed "
-        f"layers, other tensors in {a.get('dense_dtype')}; load with `squeezeray.load(path)`"
-    )
-    for sv in a.get("serving", []):
-        if sv["format"] == "gguf":
-            counts = ", ".join(f"{n} {t}" for t, n in sv.get("type_counts", {}).items())
-            lines.append(f"- `{sv['path']}`: GGUF for {sv['runtime']} ({counts} tensors; SHA-256 `{sv['sha256'][:16]}…`; "
-                         "the same codes and scales, repacked into GGUF blocks; per-tensor types in `card.json`)")
-        else:
-            lines.append(f"- `{sv['path']}/`: {sv['format']} checkpoint for {sv['runtime']} (the same weights, repacked)")
-    lines.append("- `manifest.json`: SHA-256 of every file; checked on every load")
-    lines += ["", "## Approvals", ""]
-    if not card.approvals:
-        lines.append("None yet (`squeezeray approve PATH --by NAME --note ...`).")
-    for ap in card.approvals:
-        lines.append(f"- {ap.at} — **{ap.by}**: {ap.note} (weights `{ap.model_sha256[:16]}…`)")
-    return "\n".join(lines) + "\n"
-
-
-def _step_label(step: Mapping[str, Any]) -> str:
-    from squeezeray.techniques import config_from_dict
-
-    try:
-        return config_from_dict(dict(step)).label()
-    except SqueezerayError:
-        return str(step.get("technique", "?"))

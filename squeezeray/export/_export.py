@@ -29,9 +29,9 @@ from squeezeray.export._artifact import ARTIFACT_FORMAT
 from squeezeray.export._artifact import ARTIFACT_VERSION
 from squeezeray.export._artifact import CARD_JSON
 from squeezeray.export._artifact import CARD_MD
+from squeezeray.export._artifact import DenseDtype
 from squeezeray.export._artifact import MANIFEST_FILE
 from squeezeray.export._artifact import WEIGHTS_FILE
-from squeezeray.export._artifact import DenseDtype
 from squeezeray.export._artifact import build_model
 from squeezeray.export._artifact import dense_dtype
 from squeezeray.export._artifact import verify_folder
@@ -46,20 +46,20 @@ from squeezeray.export._card import ModelCard
 from squeezeray.export._card import ObjectiveRecord
 from squeezeray.export._card import SearchRecord
 from squeezeray.export._card import SourceModel
-from squeezeray.export._card import render_markdown
 from squeezeray.export._card import utc_now
+from squeezeray.export._card_md import render_markdown
+from squeezeray.export._gguf import GGUF_FILE
+from squeezeray.export._gguf import write_gguf
 from squeezeray.export._registry import RegistryEntry
 from squeezeray.export._registry import find_entry
 from squeezeray.export._registry import upsert_entry
-from squeezeray.export._gguf import GGUF_FILE
-from squeezeray.export._gguf import write_gguf
 from squeezeray.export._serving import CT_FOLDER
 from squeezeray.export._serving import ServingFormat
 from squeezeray.export._serving import serving_formats
 from squeezeray.export._serving import write_compressed_tensors
 from squeezeray.export._study import StudyRecord
-from squeezeray.objectives import objective_class
 from squeezeray.objectives import Measurement
+from squeezeray.objectives import objective_class
 from squeezeray.spaces import CompressionPlan
 
 DEFAULT_MEASURE = ("size", "perplexity", "kl")

@@ -2,19 +2,19 @@
 
 from squeezeray.spaces._plan import CompressionPlan
 from squeezeray.spaces._plan import LayerPlan
-from squeezeray.spaces._plan import parse_step
 from squeezeray.spaces._plan import parse_preset
+from squeezeray.spaces._plan import parse_step
 from squeezeray.spaces._plan import parse_steps
-from squeezeray.spaces._space import NONE
-from squeezeray.spaces._space import PRESET_SPACES
+from squeezeray.spaces._presets import PRESET_SPACES
+from squeezeray.spaces._presets import load_space
+from squeezeray.spaces._presets import preset_space
 from squeezeray.spaces._space import GroupSpec
+from squeezeray.spaces._space import NONE
 from squeezeray.spaces._space import Order
 from squeezeray.spaces._space import SearchSpace
 from squeezeray.spaces._space import Tie
 from squeezeray.spaces._space import Unit
 from squeezeray.spaces._space import block_count
-from squeezeray.spaces._space import load_space
-from squeezeray.spaces._space import preset_space
 
 __all__ = [
     "NONE",

@@ -108,7 +108,6 @@ def test_cache_makes_repeated_layers_free(tiny, tmp_path) -> None:  # noqa: ANN0
 
 
 def test_a_cached_layer_is_not_shared_mutably_between_candidates() -> None:
-    from squeezeray.compress import compress_layer
     from squeezeray.search import LayerCache
     from squeezeray.spaces import parse_steps
     from squeezeray.techniques import LayerStats

@@ -19,9 +19,9 @@ from squeezeray.search._rule_match import Selector
 from squeezeray.search._rules import Rule
 from squeezeray.search._rules import default_rules
 from squeezeray.search._rules import load_rules
+from squeezeray.spaces._presets import preset_space
 from squeezeray.spaces._space import GroupSpec
 from squeezeray.spaces._space import SearchSpace
-from squeezeray.spaces._space import preset_space
 
 NO_FP8 = "apple-m2-max"  # formats fp32/fp16, no 2:4 speed-up, no int8
 H100 = "h100-sxm"  # fp8 + int8, 2:4 speed-up 2.0, no int4

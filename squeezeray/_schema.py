@@ -55,6 +55,15 @@ def check_header(
         raise error(f"{where}: _version={data.get('_version')!r}, this squeezeray reads version {version}")
 
 
+def enum_value(cls: type[Any], value: Any, *, where: str, error: type[Exception] = SqueezerayError) -> Any:
+    """``cls(value)`` for a closed choice (a ``(str, Enum)``), or ``error`` listing the allowed values."""
+    try:
+        return cls(value)
+    except ValueError:
+        allowed = ", ".join(repr(m.value) for m in cls)
+        raise error(f"{where}={value!r}: must be one of {allowed}") from None
+
+
 def check_keys(data: Mapping[str, Any], allowed: Iterable[str], *, where: str,
                error: type[Exception] = SqueezerayError) -> None:
     """Every key of ``data`` is in ``allowed``; the first unknown one is named with a close match."""

@@ -48,6 +48,7 @@ from torch import nn
 
 from squeezeray._errors import SqueezerayError
 from squeezeray._schema import check_header
+from squeezeray._schema import load_document
 
 ARTIFACT_FORMAT = "squeezeray.Artifact"
 ARTIFACT_VERSION = 1
@@ -325,10 +326,7 @@ def verify_folder(folder: str | Path) -> dict[str, Any]:
     mpath = folder / MANIFEST_FILE
     if not mpath.is_file():
         raise SqueezerayError(f"path={str(folder)!r}: not a squeezeray export (no {MANIFEST_FILE})")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except json.JSONDecodeError as err:
-        raise SqueezerayError(f"{mpath}: not valid JSON ({err})") from None
+    manifest = load_document(mpath, what="manifest")
     if not isinstance(manifest, dict):
         raise SqueezerayError(f"{mpath}: must be a JSON object, got {type(manifest).__name__}")
     check_header(manifest, type_=MANIFEST_TYPE, version=MANIFEST_VERSION, where=str(mpath))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import json
 from collections.abc import Iterator
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 from squeezeray._errors import SqueezerayError
 from squeezeray._schema import check_header
+from squeezeray._schema import load_document
 from squeezeray.export._artifact import write_json_atomic
 from squeezeray.export._card import ModelCard
 
@@ -88,10 +88,7 @@ def read_registry(path: str | Path) -> tuple[RegistryEntry, ...]:
     p = Path(path)
     if not p.exists():
         return ()
-    try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as err:
-        raise SqueezerayError(f"registry={str(p)!r}: not valid JSON ({err})") from None
+    data = load_document(p, what="registry")
     if not isinstance(data, Mapping):
         raise SqueezerayError(f"registry={str(p)!r}: must be a JSON object, got {type(data).__name__}")
     check_header(data, type_=REGISTRY_TYPE, version=REGISTRY_VERSION, where=f"registry={str(p)!r}")

@@ -43,6 +43,7 @@ import yaml
 from squeezeray._errors import SqueezerayError
 from squeezeray._schema import check_header
 from squeezeray._schema import did_you_mean
+from squeezeray._schema import enum_value
 from squeezeray.kernels._names import KernelPath
 
 PROFILE_TYPE = "squeezeray.HardwareProfile"
@@ -247,11 +248,7 @@ def _unknown(origin: str, where: str, key: object, allowed: tuple[str, ...]) -> 
 
 
 def _enum(origin: str, where: str, cls: type[enum.Enum], value: object) -> Any:
-    try:
-        return cls(value)
-    except ValueError:
-        allowed = ", ".join(repr(m.value) for m in cls)  # type: ignore[attr-defined]
-        raise ProfileError(f"{origin}: {where}={value!r}: must be one of {allowed}") from None
+    return enum_value(cls, value, where=f"{origin}: {where}", error=ProfileError)
 
 
 def _figure(origin: str, where: str, data: object) -> Figure:

@@ -12,6 +12,7 @@ from typing import Any
 
 from squeezeray._errors import SqueezerayError
 from squeezeray._schema import check_keys
+from squeezeray._schema import enum_value
 from squeezeray.hwprofiles import ComputeDtype
 from squeezeray.hwprofiles import DeviceKind
 from squeezeray.hwprofiles import HardwareProfile
@@ -47,11 +48,7 @@ def _globs(where: str, field: str, value: Any) -> tuple[str, ...]:
 
 
 def _enum(where: str, field: str, cls: type[enum.Enum], value: Any) -> Any:
-    try:
-        return cls(value)
-    except ValueError:
-        allowed = ", ".join(repr(m.value) for m in cls)  # type: ignore[attr-defined]
-        raise SqueezerayError(f"{where}: {field}={value!r}: must be one of {allowed}") from None
+    return enum_value(cls, value, where=f"{where}: {field}")
 
 
 def _number(where: str, field: str, value: Any) -> float:

@@ -55,21 +55,25 @@ def int8_weight_from_codes(codes: torch.Tensor, n: int, k: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------- int8 dynamic (W8A8)
-class _Int8Dynamic(PreparedLinear):
-    path = KernelPath.CPU_INT8_DYNAMIC
+class _Int8Rows(PreparedLinear):
+    """Int8 weights (N, K) repacked from the codes, with one scale per row (N,)."""
 
     def __init__(self, wq: torch.Tensor, sw: torch.Tensor) -> None:
         self.wq = wq  # (N, K) int8
-        self.sw = sw  # (N,) float32
+        self.sw = sw  # (N,) float32 or bfloat16
+
+    @property
+    def runtime_nbytes(self) -> int:
+        return self.wq.numel() * self.wq.element_size() + self.sw.numel() * self.sw.element_size()
+
+
+class _Int8Dynamic(_Int8Rows):
+    path = KernelPath.CPU_INT8_DYNAMIC
 
     def __call__(self, xs: torch.Tensor) -> torch.Tensor:
         q, sx = quantize_per_token_int8(xs)  # (M, K) int8, (M, 1) float32
         acc = torch._int_mm(q, self.wq.t())  # (M, N) int32, exact
         return acc.float() * sx * self.sw
-
-    @property
-    def runtime_nbytes(self) -> int:
-        return self.wq.numel() + self.sw.numel() * 4
 
 
 class CpuInt8Dynamic(BaseLinearKernel):
@@ -98,19 +102,11 @@ class CpuInt8Dynamic(BaseLinearKernel):
 
 
 # ----------------------------------------------------------------- int8 weight-only
-class _Int8Weight(PreparedLinear):
+class _Int8Weight(_Int8Rows):
     path = KernelPath.CPU_INT8_WEIGHT
 
-    def __init__(self, wq: torch.Tensor, sw: torch.Tensor) -> None:
-        self.wq = wq  # (N, K) int8
-        self.sw = sw  # (N,) bfloat16
-
-    def __call__(self, xs: torch.Tensor) -> torch.Tensor:
+    def __call__(self, xs: torch.Tensor) -> torch.Tensor:  # sw: (N,) bfloat16
         return torch.ops.aten._weight_int8pack_mm(xs.to(torch.bfloat16), self.wq, self.sw).float()
-
-    @property
-    def runtime_nbytes(self) -> int:
-        return self.wq.numel() + self.sw.numel() * 2
 
 
 class CpuInt8Weight(BaseLinearKernel):

@@ -32,7 +32,24 @@ def _triton_missing() -> str | None:
     return None
 
 
-class _Dequant(PreparedLinear):
+class _OnLayerBuffers(PreparedLinear):
+    """A prepared Triton path that reads the layer's own buffers (nothing repacked)."""
+
+    @property
+    def runtime_nbytes(self) -> int:
+        return 0
+
+
+class _TritonKernel(BaseLinearKernel):
+    """A Triton path on CUDA (or the Triton interpreter)."""
+
+    device_type: ClassVar[str] = "cuda"
+
+    def missing_runtime(self) -> str | None:
+        return _triton_missing()
+
+
+class _Dequant(_OnLayerBuffers):
     path = KernelPath.TRITON_DEQUANT
 
     def __init__(self, layer: CompressedLinear) -> None:
@@ -51,20 +68,12 @@ class _Dequant(PreparedLinear):
         )
         return y.float()
 
-    @property
-    def runtime_nbytes(self) -> int:
-        return 0
 
-
-class TritonDequant(BaseLinearKernel):
+class TritonDequant(_TritonKernel):
     """W{2,3,4,8}A16 group-wise dequantize-GEMM/GEMV (fp16 activations, fp32 accumulation)."""
 
     path = KernelPath.TRITON_DEQUANT
-    device_type: ClassVar[str] = "cuda"
     compute_dtype: ClassVar[torch.dtype] = torch.float16
-
-    def missing_runtime(self) -> str | None:
-        return _triton_missing()
 
     def unsupported_format(self, fmt: LayerFormat) -> str | None:
         why = common_int_format(fmt)
@@ -80,7 +89,7 @@ class TritonDequant(BaseLinearKernel):
         return _Dequant(layer)
 
 
-class _Sparse24(PreparedLinear):
+class _Sparse24(_OnLayerBuffers):
     path = KernelPath.TRITON_SPARSE24
 
     def __init__(self, layer: CompressedLinear) -> None:
@@ -92,20 +101,12 @@ class _Sparse24(PreparedLinear):
     def __call__(self, xs: torch.Tensor) -> torch.Tensor:
         return self._fn(xs.to(torch.float16), self.values, self.nm_index, n=self.n).float()
 
-    @property
-    def runtime_nbytes(self) -> int:
-        return 0
 
-
-class TritonSparse24(BaseLinearKernel):
+class TritonSparse24(_TritonKernel):
     """2:4 float16 weights times dense activations (fp16, fp32 accumulation)."""
 
     path = KernelPath.TRITON_SPARSE24
-    device_type: ClassVar[str] = "cuda"
     compute_dtype: ClassVar[torch.dtype] = torch.float16
-
-    def missing_runtime(self) -> str | None:
-        return _triton_missing()
 
     def unsupported_format(self, fmt: LayerFormat) -> str | None:
         if fmt.pattern is not SparsityPattern.NM or (fmt.n, fmt.m) != (2, 4):
@@ -120,7 +121,7 @@ class TritonSparse24(BaseLinearKernel):
         return _Sparse24(layer)
 
 
-class _W8A8(PreparedLinear):
+class _W8A8(_OnLayerBuffers):
     path = KernelPath.TRITON_W8A8
 
     def __init__(self, layer: CompressedLinear) -> None:
@@ -132,20 +133,12 @@ class _W8A8(PreparedLinear):
     def __call__(self, xs: torch.Tensor) -> torch.Tensor:
         return self._fn(xs.contiguous(), self.codes, self.scales)
 
-    @property
-    def runtime_nbytes(self) -> int:
-        return 0
 
-
-class TritonW8A8(BaseLinearKernel):
+class TritonW8A8(_TritonKernel):
     """Per-token int8 activations times per-row int8 weights, exact int32 accumulation."""
 
     path = KernelPath.TRITON_W8A8
-    device_type: ClassVar[str] = "cuda"
     compute_dtype: ClassVar[torch.dtype] = torch.float32
-
-    def missing_runtime(self) -> str | None:
-        return _triton_missing()
 
     def unsupported_format(self, fmt: LayerFormat) -> str | None:
         why = common_int_format(fmt)

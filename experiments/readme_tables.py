@@ -76,13 +76,14 @@ if (sq / "summary.csv").is_file():
         arc = pd.read_csv(sq / "arc_easy.csv").set_index("plan")
         ev = arc[arc.index.str.startswith("evo")]
         g3, g4 = arc.loc["uniform gptq-w3g128"], arc.loc["uniform gptq-w4g128"]
-        w(f"On ARC-Easy (all validation items) the evo plans at {ev['size'].min() / 2**20:.1f}–{ev['size'].max() / 2**20:.1f} MiB "
-          f"score {ev['arc_easy'].min():.3f}–{ev['arc_easy'].max():.3f}: above uniform gptq-w3g128 "
-          f"({g3['arc_easy']:.3f}, {g3['size'] / 2**20:.1f} MiB) by {ev['arc_easy'].min() - g3['arc_easy']:+.3f} to "
-          f"{ev['arc_easy'].max() - g3['arc_easy']:+.3f}, below uniform gptq-w4g128 ({g4['arc_easy']:.3f}, "
-          f"{g4['size'] / 2**20:.1f} MiB) by {g4['arc_easy'] - ev['arc_easy'].max():.3f} to "
-          f"{g4['arc_easy'] - ev['arc_easy'].min():.3f} (each score's SE ≈ {ev['arc_easy_stderr'].mean():.3f}): "
-          "better held-out perplexity did not buy ARC accuracy over the larger uniform 4-bit plan.\n")
+        d3, d4 = ev["arc_easy"] - g3["arc_easy"], ev["arc_easy"] - g4["arc_easy"]
+        w(f"On ARC-Easy (all validation items, `arc_easy.csv`) the evo plans at {ev['size'].min() / 2**20:.1f}–"
+          f"{ev['size'].max() / 2**20:.1f} MiB score {ev['arc_easy'].min():.3f}–{ev['arc_easy'].max():.3f} "
+          f"(each score's SE ≈ {ev['arc_easy_stderr'].mean():.3f}): {d3.min():+.3f} to {d3.max():+.3f} against "
+          f"uniform gptq-w3g128 ({g3['arc_easy']:.3f}, {g3['size'] / 2**20:.1f} MiB) and {d4.min():+.3f} to "
+          f"{d4.max():+.3f} against uniform gptq-w4g128 ({g4['arc_easy']:.3f}, {g4['size'] / 2**20:.1f} MiB)"
+          + (": better held-out perplexity did not buy ARC accuracy over the larger uniform 4-bit plan.\n"
+             if d4.max() < 0 else ".\n"))
     w("![front plans vs uniform, hypervolume against evaluations](experiments/search_quality/smollm2-135m/front.png)\n")
 
 # ---------------------------------------------------------------- token table

@@ -87,8 +87,6 @@ def make_screen(bench: Workbench, model: EvoModel, stats: Any, layer_fn: Callabl
     capacity = keep * len(originals)
 
     def layer(name: str, label: str, plan: Any) -> Any:
-        if plan is None:
-            return originals[name]  # a unit left dense keeps its own module: every plan replaces the same set
         if name == head:  # the tied table also serves the embedding: no private copy
             return layer_fn(name, originals[name], plan, stats[name])
         key = (name, label)
@@ -103,9 +101,15 @@ def make_screen(bench: Workbench, model: EvoModel, stats: Any, layer_fn: Callabl
         return m
 
     def screen(genomes: Sequence[Genome]) -> list[float]:
-        return [probe.kl({name: layer(name, opts[o].label, opts[o].plan)
-                          for unit, opts, o in zip(model.units, model.options, g) for name in unit.layers})
-                for g in genomes]
+        # a unit left dense is not swapped at all (one plan per forward, so the sets may differ; a tied
+        # table must not be replaced by its own Linear, which would untie it)
+        out = []
+        for g in genomes:
+            rep = {name: layer(name, opts[o].label, opts[o].plan)
+                   for unit, opts, o in zip(model.units, model.options, g) if opts[o].plan is not None
+                   for name in unit.layers}
+            out.append(probe.kl(rep) if rep else 0.0)  # nothing compressed: the original itself
+        return out
 
     return screen
 

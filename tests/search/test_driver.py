@@ -185,8 +185,8 @@ def test_resume_after_kill_runs_every_trial_once(tiny, tokenizer_dir, tmp_path) 
     assert [t.number for t in interrupted] == in_flight
     requeued = [t for t in complete if "requeued_from" in t.user_attrs]
     assert sorted(t.user_attrs["requeued_from"] for t in requeued) == in_flight
-    for t in requeued:
-        assert t.params == trials[t.user_attrs["requeued_from"]].params
+    for t in requeued:  # every parameter the killed trial had sampled is kept (a kill mid-sampling leaves a few)
+        assert trials[t.user_attrs["requeued_from"]].params.items() <= t.params.items()
     # completed trials from before the kill were neither lost nor re-run
     before_complete = {t.number for t in before.trials if t.state is optuna.trial.TrialState.COMPLETE}
     assert before_complete <= {t.number for t in complete}

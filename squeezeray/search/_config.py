@@ -11,6 +11,7 @@ from pathlib import Path
 import optuna
 
 from squeezeray._errors import SqueezerayError
+from squeezeray._schema import enum_value
 from squeezeray.objectives import objective_class
 from squeezeray.search._evo import EvoConfig
 from squeezeray.search._evo import EvoSampler
@@ -90,12 +91,7 @@ class SearchConfig:
     evo: EvoConfig = dataclasses.field(default_factory=EvoConfig)
 
     def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "sampler", SamplerName(self.sampler))
-        except ValueError:
-            raise SqueezerayError(
-                f"sampler={self.sampler!r}: must be one of {', '.join(s.value for s in SamplerName)}"
-            ) from None
+        object.__setattr__(self, "sampler", enum_value(SamplerName, self.sampler, where="sampler"))
         for field in ("objectives", "final_objectives"):
             names = tuple(getattr(self, field))
             object.__setattr__(self, field, names)

@@ -12,9 +12,8 @@ uniform baselines, and the sampler refines from there, in the manner of EvoPress
   are moved one level, the cheapest per byte by the sensitivity table first, to pull the size
   back within ``size_band`` of the parent's; of ``candidates`` such children the ``screen`` with
   the least predicted regret (predicted cost above the solver's front at its size) are measured
-  on the sensitivity proxy (KL, a few hundred tokens, all of them in batched forwards on the same
-  tokens, so the comparison is paired) and the least is proposed (without a screen: the least
-  predicted regret);
+  on the sensitivity proxy (KL, a few hundred tokens, one forward each on the same tokens, so the
+  comparison is paired) and the least is proposed (without a screen: the least predicted regret);
 * **crossover**: two front members of neighbouring size mix their units (uniformly); the child
   must lie between them in size (within the band);
 * **never outside the budget band** ``[bits_min, bits_max]`` and **never a plan already in the

@@ -10,6 +10,7 @@ import os
 
 
 from squeezeray._errors import SqueezerayError
+from squeezeray._schema import enum_value
 
 
 log = logging.getLogger(__name__)
@@ -95,12 +96,7 @@ class RayConfig:
         if not isinstance(self.start_timeout_s, (int, float)) or self.start_timeout_s <= 0:
             raise SqueezerayError(f"start_timeout_s={self.start_timeout_s!r}: must be a positive number")
         if self.auth_mode is not None:
-            try:
-                object.__setattr__(self, "auth_mode", RayAuthMode(self.auth_mode))
-            except ValueError:
-                raise SqueezerayError(
-                    f"auth_mode={self.auth_mode!r}: must be one of {', '.join(m.value for m in RayAuthMode)}"
-                ) from None
+            object.__setattr__(self, "auth_mode", enum_value(RayAuthMode, self.auth_mode, where="auth_mode"))
         if self.address != "local" and (self.local_cpus is not None or self.local_object_store_bytes is not None):
             raise SqueezerayError(f"local_cpus / local_object_store_bytes apply to address='local', not {self.address!r}")
 

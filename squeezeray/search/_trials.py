@@ -176,6 +176,6 @@ def _trials_table(study: optuna.Study, names: Sequence[str]) -> pd.DataFrame:
         measured = t.values is not None and row["outcome"] == TrialOutcome.OK.value
         row.update({n: (float(v) if measured else float("nan")) for n, v in zip(names, t.values or [None] * len(names))})
         rows.append(row)
-    return pd.DataFrame(rows, columns=[*_TRIAL_COLUMNS, *names] if not rows else None)
+    return pd.DataFrame(rows, columns=[*_TRIAL_COLUMNS, *names])
 
 _TRIAL_COLUMNS = ("trial", "state", "outcome", "baseline", "error", "duplicate_of")

@@ -39,6 +39,20 @@ class RuleEffect(str, enum.Enum):
     NOTE = "note"  # keep them, attach an annotation
 
 
+def _checked_mapping(data: Any, keys: tuple[str, ...], where: str) -> None:
+    if not isinstance(data, Mapping):
+        raise SqueezerayError(f"{where}: must be a mapping, got {data!r}")
+    check_keys(data, keys, where=where)
+
+
+def _built(cls: Any, data: Mapping[str, Any], where: str, prefix: str) -> Any:
+    """``cls(**data)``, its errors re-worded to name ``where`` (instead of the generic ``prefix``)."""
+    try:
+        return cls(**data)
+    except SqueezerayError as err:
+        raise SqueezerayError(f"{where}: {str(err).removeprefix(prefix)}") from None
+
+
 def _globs(where: str, field: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
@@ -130,15 +144,10 @@ class Condition:
     @classmethod
     def from_dict(cls, data: Any, where: str) -> Condition:
         where = f"{where}.when"
-        if not isinstance(data, Mapping):
-            raise SqueezerayError(f"{where}: must be a mapping, got {data!r}")
-        check_keys(data, _CONDITION_KEYS, where=where)
+        _checked_mapping(data, _CONDITION_KEYS, where)
         if "always" in data and data["always"] is not True:
             raise SqueezerayError(f"{where}: always={data['always']!r}: must be true (delete the rule to disable it)")
-        try:
-            return cls(**data)
-        except SqueezerayError as err:
-            raise SqueezerayError(f"{where}: {str(err).removeprefix('rule condition: ')}") from None
+        return _built(cls, data, where, "rule condition: ")
 
     def holds(self, profile: HardwareProfile) -> bool:
         if self.always:
@@ -220,13 +229,8 @@ class Selector:
     @classmethod
     def from_dict(cls, data: Any, where: str) -> Selector:
         where = f"{where}.select"
-        if not isinstance(data, Mapping):
-            raise SqueezerayError(f"{where}: must be a mapping, got {data!r}")
-        check_keys(data, _SELECT_KEYS, where=where)
-        try:
-            return cls(**data)
-        except SqueezerayError as err:
-            raise SqueezerayError(f"{where}: {str(err).removeprefix('rule select: ')}") from None
+        _checked_mapping(data, _SELECT_KEYS, where)
+        return _built(cls, data, where, "rule select: ")
 
     def matches(self, step: TechniqueConfig) -> bool:
         if self.kind is not None and step.kind is not self.kind:

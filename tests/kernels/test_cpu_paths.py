@@ -169,7 +169,13 @@ def test_select_model_use_reference_and_summary() -> None:
     assert set(choices) == {"0", "2"}
     model(torch.randn(1, 192))
     summary = path_summary(model)
-    assert summary == {"cpu-int4pack": 1, "cpu-int8-dynamic": 1}
+    # which path wins is timed on this machine (a small int8 layer may run faster on the reference): the summary
+    # must report what each layer's choice says for a one-token call, and every layer must have run
+    expected: dict[str, int] = {}
+    for choice in choices.values():
+        key = choice.path_for(1).value
+        expected[key] = expected.get(key, 0) + 1
+    assert summary == expected and "never-run" not in summary
     assert model[0].kernel_choice is choices["0"]
     assert use_reference(model) == 2 and model[0].kernel_choice is None
     model(torch.randn(1, 192))

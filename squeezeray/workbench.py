@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import os
 import inspect
 import dataclasses
 from collections.abc import Iterator
@@ -18,12 +17,15 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from torch import nn
 
+from squeezeray._errors import SqueezerayError
 from squeezeray.compress import LayerReport
 from squeezeray.compress import apply_plan
 from squeezeray.compress import collect_stats
+from squeezeray.compress import StatsStore
+from squeezeray.compress import collect_stats_blockwise
+from squeezeray.compress import decoder_parts
 from squeezeray.compress import compress_layer
 from squeezeray.compress import swapped
 from squeezeray.compress._swap import is_swapped
@@ -67,7 +69,8 @@ class Workbench:
         self.data_notes = ready.notes  # what the split did (a user source held out in part, overlaps dropped)
         self.layers = compressible_layers(loaded.model)
         self.head = head_layer(loaded.model)  # the output head (the tied token table when tied), or None
-        self._stats: dict[str, LayerStats] | None = None
+        self._stats: Mapping[str, LayerStats] | None = None
+        self.calibration_method: str | None = None  # "block-wise" or "whole-model", once statistics were collected
         self._stats_have_hessian = False
         self.stats_passes = 0  # calibration passes this workbench ran itself (0 when it adopted statistics)
         self.reference: dict[str, object] = {}
@@ -101,33 +104,48 @@ class Workbench:
     def original(self) -> nn.Module:
         return self.loaded.model
 
-    def stats(self, *, hessian: bool) -> dict[str, LayerStats]:
+    def stats(self, *, hessian: bool) -> Mapping[str, LayerStats]:
         """Calibration statistics of every compressible layer.
 
-        Collected once per workbench (with the Hessian on demand) and, when ``cache_dir`` is set,
-        kept on disk under a content key (model fingerprint, calibration digest, layer set, Hessian or not), so
-        other processes and later runs load them instead of recomputing.
+        Collected once per workbench (with the Hessian on demand), one decoder block at a time
+        (:func:`~squeezeray.compress.collect_stats_blockwise`; a model without a recognisable decoder
+        runs whole-model forwards instead, and :attr:`calibration_method` says which ran). With
+        ``cache_dir`` set, each block's statistics go straight to disk under a content key (model
+        fingerprint, calibration digest, layer set, Hessian or not) and the mapping returned loads a
+        layer's statistics when a technique asks for them, so memory holds one block's statistics while
+        calibrating and a few layers' while compressing; other processes and later runs open the same folder.
         """
         if self._stats is not None and (self._stats_have_hessian or not hessian):
             return self._stats
-        path = self._stats_path(hessian)
-        if path is not None and not path.is_file() and not hessian:
-            with_h = self._stats_path(True)
-            path = with_h if with_h is not None and with_h.is_file() else path
-        if path is not None and path.is_file():
-            self._stats = _load_stats(path)  # its key names the layer set, so it holds every layer
-            self._stats_have_hessian = all(st.hessian is not None for st in self._stats.values())
-            return self._stats
-        self._stats = collect_stats(
-            self.original, list(self.layers), self.calibration.ids, hessian=hessian, progress=self.progress
-        )
+        folder = self._stats_dir(hessian)
+        if folder is not None and not hessian:
+            with_h = self._stats_dir(True)
+            if with_h is not None and StatsStore.open(with_h) is not None:
+                folder = with_h
+        store = StatsStore.open(folder) if folder is not None else None
+        if store is not None:
+            self._stats, self._stats_have_hessian = store, bool(store.hessian)  # its key names the layer set
+            return store
+        names = list(self.layers)
+        writer = StatsStore(folder) if folder is not None else None
+        try:
+            decoder_parts(self.original)
+            self.calibration_method = "block-wise"
+        except SqueezerayError:
+            self.calibration_method = "whole-model"  # no decoder blocks to run one at a time: same statistics
+        if self.calibration_method == "block-wise":
+            kept = collect_stats_blockwise(self.original, names, self.calibration.ids, hessian=hessian,
+                                           sink=None if writer is None else writer.add, progress=self.progress)
+        else:
+            kept = collect_stats(self.original, names, self.calibration.ids, hessian=hessian, progress=self.progress)
+            if writer is not None:
+                writer.add(kept)
+        self._stats = kept if writer is None else writer.finish()
         self._stats_have_hessian = hessian
         self.stats_passes += 1
-        if path is not None:
-            _save_stats(self._stats, path)
         return self._stats
 
-    def _stats_path(self, hessian: bool) -> Path | None:
+    def _stats_dir(self, hessian: bool) -> Path | None:
         if self.cache_dir is None:
             return None
         from squeezeray.techniques._versions import CALIBRATION_CODE_VERSION
@@ -137,7 +155,7 @@ class Workbench:
             f"layers={hashlib.sha256(' '.join(sorted(self.layers)).encode()).hexdigest()[:16]}|"
             f"code={CALIBRATION_CODE_VERSION}".encode()
         ).hexdigest()
-        return Path(self.cache_dir) / "stats" / f"{key}.pt"
+        return Path(self.cache_dir) / "stats" / key
 
     def adopt_stats(self, stats: Mapping[str, LayerStats], *, hessian: bool) -> None:
         """Use calibration statistics collected elsewhere (another process holding the same model and data).
@@ -145,8 +163,6 @@ class Workbench:
         The caller vouches for the match (same model fingerprint and calibration digest);
         every compressible layer must be present, with its Hessian when ``hessian``.
         """
-        from squeezeray._errors import SqueezerayError
-
         missing = sorted(set(self.layers) - set(stats))
         if missing:
             raise SqueezerayError(f"adopt_stats: no statistics for layers {missing[:3]} (of {len(missing)} missing)")
@@ -159,7 +175,6 @@ class Workbench:
         """``preset`` on every compressible layer but the output head, which takes ``head`` (steps such as
         ``rtn-w8``; None: it stays dense). The head of a tied model is the token table the input embedding
         shares: what a preset means for "the linear layers" should not silently reach it."""
-        from squeezeray._errors import SqueezerayError
         from squeezeray.spaces import parse_steps
 
         plan = CompressionPlan.uniform(preset, [n for n in self.layers if n != self.head])
@@ -190,8 +205,6 @@ class Workbench:
         stays bit-identical. A plan with distillation trains the whole model and needs
         :meth:`compress` (a copy) instead.
         """
-        from squeezeray._errors import SqueezerayError
-
         if plan.distill is not None:
             raise SqueezerayError(f"plan {plan.name or '(unnamed)'!r} has a distillation step: use compress(), "
                                   "which trains a copy")
@@ -259,31 +272,3 @@ class Workbench:
             o = self.objective(obj) if isinstance(obj, str) else obj
             out[o.name] = ctx.measure(o)
         return out
-
-
-def _save_stats(stats: dict[str, LayerStats], path: Path) -> None:
-    """Write statistics atomically; layers sharing an input (q/k/v) share one entry."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    unique: dict[int, str] = {}
-    payload: dict[str, object] = {}
-    for name, st in stats.items():
-        if id(st) in unique:
-            payload[name] = unique[id(st)]  # alias to the first layer with this input
-        else:
-            unique[id(st)] = name
-            payload[name] = dataclasses.asdict(st)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
-def _load_stats(path: Path) -> dict[str, LayerStats]:
-    payload = torch.load(path, weights_only=True)
-    out: dict[str, LayerStats] = {}
-    for name, entry in payload.items():
-        if isinstance(entry, dict):
-            out[name] = LayerStats(**entry)
-    for name, entry in payload.items():
-        if isinstance(entry, str):
-            out[name] = out[entry]
-    return out

@@ -6,6 +6,9 @@ from squeezeray.compress._apply import apply_plan
 from squeezeray.compress._apply import compress_layer
 from squeezeray.compress._apply import dense_nbytes
 from squeezeray.compress._calibrate import collect_stats
+from squeezeray.compress._calibrate import collect_stats_blockwise
+from squeezeray.compress._calibrate import decoder_parts
+from squeezeray.compress._stats_store import StatsStore
 from squeezeray.compress._embedding import CompressedEmbedding
 from squeezeray.compress._embedding import replace_layers
 from squeezeray.compress._embedding import replace_module
@@ -21,7 +24,10 @@ __all__ = [
     "LayerFormat",
     "LayerReport",
     "apply_plan",
+    "StatsStore",
     "collect_stats",
+    "collect_stats_blockwise",
+    "decoder_parts",
     "compress_layer",
     "dense_nbytes",
     "replace_layers",

@@ -229,8 +229,9 @@ def test_calibration_statistics_persist_on_disk(tokenizer_dir, tmp_path) -> None
     first = tiny_bench(tokenizer_dir)
     first.cache_dir = tmp_path
     a = first.stats(hessian=True)
-    files = list((tmp_path / "stats").glob("*.pt"))
-    assert len(files) == 1
+    folders = [p for p in (tmp_path / "stats").iterdir()]
+    assert len(folders) == 1 and (folders[0] / "index.json").is_file()
+    assert first.calibration_method == "block-wise"
     second = tiny_bench(tokenizer_dir)  # another process would build the same model and data
     second.cache_dir = tmp_path
     import squeezeray.workbench as wb
@@ -238,12 +239,12 @@ def test_calibration_statistics_persist_on_disk(tokenizer_dir, tmp_path) -> None
     def boom(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise AssertionError("statistics were recomputed instead of loaded")
 
-    original = wb.collect_stats
-    wb.collect_stats = boom
+    original = wb.collect_stats, wb.collect_stats_blockwise
+    wb.collect_stats = wb.collect_stats_blockwise = boom
     try:
         b = second.stats(hessian=False)  # the Hessian file serves a request without Hessian too
     finally:
-        wb.collect_stats = original
+        wb.collect_stats, wb.collect_stats_blockwise = original
     for name in a:
         assert torch.equal(a[name].hessian, b[name].hessian)
     q, k = (n for n in b if n.endswith(("q_proj", "k_proj")) and ".0." in n)

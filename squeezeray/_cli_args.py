@@ -12,6 +12,9 @@ DEFAULT_OBJECTIVES = "size,perplexity,kl,latency"
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="smollm2 (default, embedded), a local HF folder, a .gguf file or a hub id")
+    p.add_argument("--dtype", default=None, choices=["auto", "bfloat16", "float16", "float32"],
+                   help="weights' dtype: auto (default; what the checkpoint holds, GGUF files dequantized to bfloat16; "
+                        "a study's commands reuse the dtype it searched in)")
     from squeezeray.data import DataConfig
 
     d = DataConfig()

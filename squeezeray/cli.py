@@ -89,7 +89,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     elif not Path(args.plan).is_file():
         raise SqueezerayError(f"plan file {args.plan!r} does not exist")
     print(f"loading model {args.model or 'smollm2'} ...", file=sys.stderr)
-    bench = Workbench.load(args.model, data, progress=not args.no_progress)
+    bench = Workbench.load(args.model, data, progress=not args.no_progress, dtype=args.dtype or "auto")
     _print_data_notes(bench.data_notes)
     plan = _read_plan(args.plan, bench, args.head)
     plan.check(bench.layers)
@@ -206,7 +206,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar says what Optuna's INFO lines would
     constraints = _constraints(args)
     cfg = SearchConfig(
-        model=args.model, hardware=args.hardware, space=args.space,
+        model=args.model, dtype=args.dtype or "auto", hardware=args.hardware, space=args.space,
         objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()),
         final_objectives=_final_objectives(args),
         n_trials=args.trials, sampler=args.sampler, seed=args.seed,
@@ -271,8 +271,9 @@ def _study_and_bench(args: argparse.Namespace):  # noqa: ANN202
 
         data = DataConfig.from_dict(recorded["config"])  # the data the search used, unless flags say otherwise
     model = args.model or record.attrs["model"]
-    print(f"loading model {model} ...", file=sys.stderr)
-    bench = Workbench.load(model, data)
+    dtype = args.dtype or str(record.attrs.get("dtype", "auto"))  # the dtype the search ran in
+    print(f"loading model {model} ({dtype}) ...", file=sys.stderr)
+    bench = Workbench.load(model, data, dtype=dtype)
     _print_data_notes(bench.data_notes)
     record.check_bench(bench)
     return record, bench

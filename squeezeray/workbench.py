@@ -78,17 +78,18 @@ class Workbench:
     @classmethod
     def load(
         cls, model: str | None = None, data: DataConfig | None = None, *, progress: bool = False,
-        prepared: PreparedData | None = None, tokenizer: object | None = None,
+        prepared: PreparedData | None = None, tokenizer: object | None = None, dtype: str = "auto",
     ) -> Workbench:
-        """Load ``model`` and draw ``data``: every data source is read and split first, and the token sets are drawn
-        with the tokenizer alone, so bad data (an unreadable file, a missing field, too little text) fails before the
-        weights load. ``prepared`` (with its ``tokenizer``): token sets already drawn."""
+        """Load ``model`` (in ``dtype``, see :func:`~squeezeray.models.load_model`) and draw ``data``: every data
+        source is read and split first, and the token sets are drawn with the tokenizer alone, so bad data (an
+        unreadable file, a missing field, too little text) fails before the weights load. ``prepared`` (with its
+        ``tokenizer``): token sets already drawn."""
         data = data or DataConfig()
         if prepared is None:
             split = split_data(data)
             tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model)
             prepared = prepare_data(tokenizer, data, split)
-        return cls(load_model(model, tokenizer=tokenizer), data, progress=progress, prepared=prepared)
+        return cls(load_model(model, tokenizer=tokenizer, dtype=dtype), data, progress=progress, prepared=prepared)
 
     def data_record(self) -> dict[str, object]:
         """What the study and the model card record of the data: the config (sources, sizes) and each token set's

@@ -32,7 +32,7 @@ def bench():  # noqa: ANN201
     from squeezeray.workbench import DataConfig
     from squeezeray.workbench import Workbench
 
-    return Workbench.load(None, DataConfig(calib_seqs=16, calib_len=256, eval_tokens=2048, proxy_seqs=2))
+    return Workbench.load(None, DataConfig(calib_seqs=16, calib_len=256, eval_tokens=2048, proxy_seqs=2), dtype="float32")
 
 
 @pytest.fixture(scope="session")

@@ -335,12 +335,14 @@ class CompressedLinear(nn.Module):
         assert w is not None
         return w
 
-    def materialize(self) -> None:
-        """Cache the dense effective weight (fast evaluation; not for latency)."""
+    def materialize(self, dtype: torch.dtype = torch.float32) -> None:
+        """Cache the dense effective weight (fast evaluation; not for latency) in ``dtype``: the model's own
+        (a bfloat16 model's candidate holds bfloat16 weights, as that model's runtime would). A layer with 8-bit
+        activations keeps float32: its fake-quantized inputs are matched against float32 weights."""
         if self.fmt.act_bits == 8:
             self._dense = self.main_weight()
         else:
-            self._dense = self.effective_weight()
+            self._dense = self.effective_weight().to(dtype)
 
     def release(self) -> None:
         self._dense = None
@@ -404,7 +406,7 @@ class CompressedLinear(nn.Module):
             if f.rank:
                 y = y + (x @ self.lr_v.float().t()) @ self.lr_u.float().t()
         elif self._dense is not None:
-            y = x @ self._dense.t()
+            y = (x.to(self._dense.dtype) @ self._dense.t()).float()
         else:
             y = None
             w = self.main_weight()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import functools
 import hashlib
 import importlib.util
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,25 @@ from torch import nn
 from squeezeray._errors import ModelLoadError
 
 DEFAULT_MODEL = "smollm2"
+
+
+class ModelDtype(str, enum.Enum):
+    """The dtype a model's weights load in (``--dtype``)."""
+
+    AUTO = "auto"  # what the checkpoint holds (config.json's dtype; GGUF files dequantize to bfloat16)
+    BFLOAT16 = "bfloat16"
+    FLOAT16 = "float16"
+    FLOAT32 = "float32"
+
+    def torch_dtype(self) -> torch.dtype:
+        if self is ModelDtype.AUTO:
+            raise ValueError("ModelDtype.AUTO names no dtype until resolved against a checkpoint (resolve_dtype)")
+        return getattr(torch, self.value)
+
+
+GGUF_DTYPE = ModelDtype.BFLOAT16
+"""What ``auto`` loads a GGUF file in: its blocks dequantize to bfloat16 (half of float32's bytes; its 8-bit
+exponent holds every GGUF scale)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +103,11 @@ class LoadedModel:
     source: ModelSource
     _fingerprint: str | None = dataclasses.field(default=None, repr=False, compare=False)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the weights are held in (of the first floating-point parameter)."""
+        return model_dtype(self.model)
+
     def fingerprint(self) -> str:
         """SHA-256 over parameter names, shapes and bytes (content key for caches and cards).
 
@@ -91,6 +117,16 @@ class LoadedModel:
         if self._fingerprint is None:
             self._fingerprint = model_fingerprint(self.model)
         return self._fingerprint
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype ``model`` computes in: its first floating-point parameter's (float32 when it has none)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` -> ``"bfloat16"`` (what studies and cards record, and ``--dtype`` takes)."""
+    return str(dtype).removeprefix("torch.")
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -136,6 +172,39 @@ def resolve_model(ref: str | None) -> ModelSource:
     return ModelSource(ref, ref, None)
 
 
+def resolve_dtype(dtype: str | ModelDtype | torch.dtype, src: ModelSource) -> torch.dtype:
+    """The torch dtype ``dtype`` means for ``src`` (``auto``: the checkpoint's own; see :class:`ModelDtype`).
+
+    Raises:
+        ModelLoadError: ``dtype`` is not a known choice (the message lists them).
+    """
+    if isinstance(dtype, torch.dtype):
+        dtype = dtype_name(dtype)
+    try:
+        choice = ModelDtype(dtype)
+    except ValueError:
+        raise ModelLoadError(f"dtype={dtype!r}: choose one of {', '.join(d.value for d in ModelDtype)}") from None
+    if choice is not ModelDtype.AUTO:
+        return choice.torch_dtype()
+    if src.gguf_file:
+        return GGUF_DTYPE.torch_dtype()
+    config = Path(src.path) / "config.json"
+    try:
+        if config.is_file():
+            cfg = json.loads(config.read_text())
+        else:  # a hub id: its config alone (a few kB) says what the weights hold
+            import transformers
+
+            cfg = transformers.AutoConfig.from_pretrained(src.path).to_dict()
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"model {src.ref!r}: config unreadable ({_first_line(err)}), so dtype='auto' has "
+                             "nothing to read; pass --dtype") from None
+    held = cfg.get("dtype") or cfg.get("torch_dtype") or (cfg.get("text_config") or {}).get("dtype")
+    if isinstance(held, str) and held in {d.value for d in ModelDtype} - {"auto"}:
+        return ModelDtype(held).torch_dtype()
+    return torch.float32  # a config that names no dtype: Hugging Face stores (and defaults to) float32
+
+
 def load_tokenizer(ref: str | None = None) -> object:
     """The tokenizer of ``ref`` alone (seconds, no weights): data can be checked against it before a model loads."""
     import transformers
@@ -172,13 +241,17 @@ def _first_line(err: BaseException) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
-def load_model(ref: str | None = None, *, dtype: torch.dtype = torch.float32, tokenizer: object | None = None) -> LoadedModel:
-    """Load a causal LM and its tokenizer in eval mode on the CPU.
+def load_model(
+    ref: str | None = None, *, dtype: str | ModelDtype | torch.dtype = ModelDtype.AUTO, tokenizer: object | None = None
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer in eval mode on the CPU, once, in the checkpoint's own precision.
 
     Args:
         ref: ``smollm2`` (default), a local HF folder, a ``.gguf`` file, or a hub id
             (needs network access to the hub).
-        dtype: Parameter dtype (GGUF weights are dequantized to it).
+        dtype: Parameter dtype: ``auto`` (default; what the checkpoint holds, GGUF dequantized to bfloat16),
+            ``bfloat16``, ``float16`` or ``float32``. Layer math that needs more precision (statistics,
+            Hessians, GPTQ solves) upcasts one layer at a time.
         tokenizer: Its tokenizer, already loaded (:func:`load_tokenizer`); None: load it too.
     """
     import transformers
@@ -186,6 +259,7 @@ def load_model(ref: str | None = None, *, dtype: torch.dtype = torch.float32, to
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     src = resolve_model(ref)
+    dtype = resolve_dtype(dtype, src)
     kwargs: dict[str, object] = {}
     if src.gguf_file:
         kwargs["gguf_file"] = src.gguf_file

@@ -136,9 +136,12 @@ def materialized(model: nn.Module) -> Iterator[None]:
     materialized (by whoever holds it, e.g. the evo screen's own copies) is left as it is, and kept."""
     from squeezeray.compress import CompressedLinear
 
+    from squeezeray.models import model_dtype
+
+    dtype = model_dtype(model)  # dense weights in the model's own dtype (a bfloat16 model holds bfloat16)
     layers = [m for m in model.modules() if isinstance(m, CompressedLinear) and not m.is_materialized]
     for m in layers:
-        m.materialize()
+        m.materialize(dtype)
     try:
         yield
     finally:

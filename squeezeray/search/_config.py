@@ -12,6 +12,7 @@ import optuna
 
 from squeezeray._errors import SqueezerayError
 from squeezeray._schema import enum_value
+from squeezeray.models import ModelDtype
 from squeezeray.objectives import objective_class
 from squeezeray.search._evo import EvoConfig
 from squeezeray.search._evo import EvoSampler
@@ -50,6 +51,7 @@ class SearchConfig:
 
     Attributes:
         model: Model reference (None: the embedded default).
+        dtype: Weights' dtype (``auto``: the checkpoint's own, see :class:`~squeezeray.models.ModelDtype`).
         hardware: Hardware profile name or YAML path (``host``: this machine, measured).
         space: Preset space name, YAML file, or a SearchSpace.
         objectives: Search-stage objectives the sampler optimises (cheap).
@@ -72,6 +74,7 @@ class SearchConfig:
     """
 
     model: str | None = None
+    dtype: str = "auto"
     hardware: str = "host"
     space: str | SearchSpace = "weights-int"
     objectives: tuple[str, ...] = ("size", "kl")
@@ -92,6 +95,7 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sampler", enum_value(SamplerName, self.sampler, where="sampler"))
+        object.__setattr__(self, "dtype", enum_value(ModelDtype, self.dtype, where="dtype").value)
         for field in ("objectives", "final_objectives"):
             names = tuple(getattr(self, field))
             object.__setattr__(self, field, names)

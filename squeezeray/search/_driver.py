@@ -35,6 +35,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from squeezeray._errors import SqueezerayError
+from squeezeray.models import dtype_name
 from squeezeray.objectives import Measurement
 from squeezeray.objectives import objective_key
 from squeezeray.search._cache import LayerCache
@@ -156,7 +157,7 @@ def run_search(
     if evaluate is not None and executor is not None:
         raise SqueezerayError("evaluate= and executor= exclude each other; give the executor its evaluation")
     space = load_space(config.space)
-    bench = bench or Workbench.load(config.model, config.data, progress=False)
+    bench = bench or Workbench.load(config.model, config.data, progress=False, dtype=config.dtype)
     bench.hardware = config.hardware
     if bench.cache_dir is None:
         bench.cache_dir = config.workdir / "cache"
@@ -191,7 +192,9 @@ def run_search(
         if saved != names:
             raise SqueezerayError(f"--resume: study optimises {saved}, not {names}")
         if study.user_attrs.get("model_fingerprint") != fingerprint:
-            raise SqueezerayError("--resume: the study was run on a different model (fingerprint differs)")
+            raise SqueezerayError(
+                f"--resume: the study was run on a different model or dtype (fingerprint differs; the study's dtype "
+                f"{study.user_attrs.get('dtype', 'float32')!r}, this run's {dtype_name(bench.loaded.dtype)!r})")
         if study.user_attrs.get("calibration") != bench.calibration.source:
             raise SqueezerayError(
                 f"--resume: the study calibrated on {study.user_attrs.get('calibration')!r}, this run on "
@@ -203,6 +206,7 @@ def run_search(
         study.set_user_attr("space", space.to_dict())
         study.set_user_attr("model", bench.loaded.source.ref)
         study.set_user_attr("model_fingerprint", fingerprint)
+        study.set_user_attr("dtype", dtype_name(bench.loaded.dtype))
         study.set_user_attr("calibration", bench.calibration.source)
         study.set_user_attr("data", bench.data_record())
         study.set_user_attr("hardware", config.hardware)
@@ -229,6 +233,7 @@ def run_search(
         objectives=tuple(names), space=space, model_ref=bench.loaded.source.ref, data=bench.data,
         model_fingerprint=fingerprint, calibration_digest=bench.calibration.digest,
         cache_dir=(config.workdir / "cache").resolve(), hardware=config.hardware,
+        dtype=dtype_name(bench.loaded.dtype),
     )
     bar = _Progress(config.n_trials, _finished(study), progress)
     lookups = [0, 0]  # cache hits, misses of this run's evaluations

@@ -26,6 +26,7 @@ import optuna
 import pandas as pd
 
 from squeezeray.data import TokenData
+from squeezeray.models import model_dtype
 from squeezeray.objectives.size import model_nbytes
 from squeezeray.search._allocate import SolvedFront
 from squeezeray.search._allocate import solve_front
@@ -94,7 +95,7 @@ def make_screen(bench: Workbench, model: EvoModel, stats: Any, layer_fn: Callabl
             dense.move_to_end(key)
             return dense[key]
         m = layer_fn(name, originals[name], plan, stats[name])
-        m.materialize()
+        m.materialize(model_dtype(bench.original))
         dense[key] = m
         while len(dense) > capacity:
             dense.popitem(last=False)

@@ -81,6 +81,7 @@ class EvalJob:
         calibration_digest: Digest of the driver's calibration tokens; workers must match it.
         cache_dir: The search's compressed-layer directory (absolute).
         hardware: The hardware profile objectives that take one are given.
+        dtype: The dtype the driver's weights are held in (workers load the same).
     """
 
     objectives: tuple[str, ...]
@@ -91,6 +92,7 @@ class EvalJob:
     calibration_digest: str
     cache_dir: Path
     hardware: str = "host"
+    dtype: str = "auto"
 
 
 def space_needs_hessian(space: SearchSpace) -> bool:

@@ -167,7 +167,8 @@ class RayExecutor(BaseExecutor):
         self._job = dataclasses.replace(job, hardware=_portable_ref(job.hardware) or job.hardware)
         self._hessian = hessian
         self._stats_ref = ray.put(bench.stats(hessian=hessian))  # computed once, by the driver
-        self._factory = self.bench_factory or functools.partial(Workbench.load, _portable_ref(job.model_ref), job.data)
+        self._factory = self.bench_factory or functools.partial(
+            Workbench.load, _portable_ref(job.model_ref), job.data, dtype=job.dtype)
         # on the head node: it lives as long as the cluster, whichever worker nodes come and go
         self._broker = ray.remote(_LayerBroker).options(
             num_cpus=0, resources={_HEAD_RESOURCE: 0.001}, max_restarts=0, runtime_env=self._env,

@@ -98,6 +98,9 @@ def test_the_store_loads_layers_lazily_within_its_memory_budget(tmp_path) -> Non
     assert store.loads == distinct + 1  # the first one had to go: the budget holds about one entry
     q, k = "model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.k_proj"
     assert store[q] is store[k]  # shared inputs share one file and one object
+    whole = store.as_dict()
+    assert set(whole) == set(names) and whole[q] is whole[k]
+    assert all(torch.equal(whole[n].sq_mean, reference[n].sq_mean) for n in names)
     copy = pickle.loads(pickle.dumps(store))
     assert copy.memory_bytes == 0 and torch.equal(copy[q].hessian, reference[q].hessian)
     with pytest.raises(KeyError):

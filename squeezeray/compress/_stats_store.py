@@ -139,6 +139,15 @@ class StatsStore(Mapping[str, LayerStats]):
     def __len__(self) -> int:
         return len(self._files)
 
+    def as_dict(self) -> dict[str, LayerStats]:
+        """Every layer's statistics in memory, each file read once (layers sharing an input share one object):
+        for a receiver that may not see this folder (a Ray worker on another node)."""
+        by_file: dict[str, LayerStats] = {}
+        for name, file in self._files.items():
+            if file not in by_file:
+                by_file[file] = self[name]
+        return {name: by_file[file] for name, file in self._files.items()}
+
     def __getstate__(self) -> dict[str, object]:
         """Pickled (sent to a Ray worker) without the statistics it holds in memory: the worker reads the files."""
         state = dict(self.__dict__)

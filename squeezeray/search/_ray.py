@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from squeezeray._errors import SqueezerayError
+from squeezeray.compress import StatsStore
 from squeezeray.search._executor import BaseExecutor
 from squeezeray.search._executor import EvalJob
 from squeezeray.search._executor import Evaluation
@@ -166,7 +167,8 @@ class RayExecutor(BaseExecutor):
         hessian = space_needs_hessian(job.space)
         self._job = dataclasses.replace(job, hardware=_portable_ref(job.hardware) or job.hardware)
         self._hessian = hessian
-        self._stats_ref = ray.put(bench.stats(hessian=hessian))  # computed once, by the driver
+        stats = bench.stats(hessian=hessian)  # computed once, by the driver; sent whole (nodes may share no disk)
+        self._stats_ref = ray.put(stats.as_dict() if isinstance(stats, StatsStore) else dict(stats))
         self._factory = self.bench_factory or functools.partial(
             Workbench.load, _portable_ref(job.model_ref), job.data, dtype=job.dtype)
         # on the head node: it lives as long as the cluster, whichever worker nodes come and go

@@ -64,13 +64,13 @@ def test_layer_key_changes_with_the_calibration_code_version(monkeypatch: pytest
 
     plan = parse_steps("rtn-w8")
     before = layer_key("fp", "lm_head", plan, "calib")
-    monkeypatch.setattr(_cache, "CALIBRATION_CODE_VERSION", 2)
+    monkeypatch.setattr(_cache, "CALIBRATION_CODE_VERSION", _cache.CALIBRATION_CODE_VERSION + 1)
     assert layer_key("fp", "lm_head", plan, "calib") != before
 
 
 def test_statistics_path_changes_with_the_calibration_code_version(bench, tmp_path: Path,  # noqa: ANN001
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bench, "cache_dir", tmp_path)
-    before = bench._stats_path(True)
-    monkeypatch.setattr(_versions, "CALIBRATION_CODE_VERSION", 2)
-    assert bench._stats_path(True) != before
+    before = bench._stats_dir(True)
+    monkeypatch.setattr(_versions, "CALIBRATION_CODE_VERSION", _versions.CALIBRATION_CODE_VERSION + 1)
+    assert bench._stats_dir(True) != before

@@ -6,6 +6,7 @@ import abc
 import contextlib
 import dataclasses
 import enum
+import functools
 from collections.abc import Iterator
 from collections.abc import Mapping
 from typing import Any
@@ -130,20 +131,62 @@ def memo_key(objective: BaseObjective) -> str:
     return f"{objective.name}:{plain!r}"
 
 
-@contextlib.contextmanager
-def materialized(model: nn.Module) -> Iterator[None]:
-    """Cache dense weights of compressed layers while accuracy is evaluated (speed only). A layer already
-    materialized (by whoever holds it, e.g. the evo screen's own copies) is left as it is, and kept."""
-    from squeezeray.compress import CompressedLinear
+def _materialize_group(group: list[Any], dtype: Any, *_: object) -> None:
+    for m in group:
+        m.materialize(dtype)
 
+
+def _release_group(group: list[Any], *_: object) -> None:
+    for m in group:
+        m.release()
+
+
+MATERIALIZE_WHOLE_BYTES = 1 << 30
+"""Dense bytes up to which :func:`materialized` holds every compressed layer's dense weight at once; above
+it, one decoder block's at a time."""
+
+
+@contextlib.contextmanager
+def materialized(model: nn.Module, *, whole_bytes: int = MATERIALIZE_WHOLE_BYTES) -> Iterator[None]:
+    """Cache dense weights of compressed layers while accuracy is evaluated (speed only). A layer already
+    materialized (by whoever holds it, e.g. the evo screen's own copies) is left as it is, and kept.
+
+    When the dense weights would take more than ``whole_bytes`` (a large model's candidate would otherwise
+    hold a second dense copy of its linear layers), each decoder block's layers are materialized as the block
+    starts its forward and released when it ends, so memory holds one block's dense weights; the numbers are
+    the same either way (the same dense weights, in the same dtype), only each forward dequantizes again.
+    Layers outside the blocks (the head) stay materialized throughout.
+    """
+    from squeezeray.compress import CompressedLinear
+    from squeezeray.compress import decoder_parts
     from squeezeray.models import model_dtype
+
+    from squeezeray._errors import SqueezerayError
 
     dtype = model_dtype(model)  # dense weights in the model's own dtype (a bfloat16 model holds bfloat16)
     layers = [m for m in model.modules() if isinstance(m, CompressedLinear) and not m.is_materialized]
+    dense = sum(m.fmt.out_features * m.fmt.in_features for m in layers) * dtype.itemsize
+    blocks: list[nn.Module] = []
+    if dense > whole_bytes:
+        try:
+            blocks = list(decoder_parts(model)[1])
+        except SqueezerayError:
+            blocks = []  # no decoder blocks to go through: the whole model's dense weights, as below
+    per_block = [[m for m in b.modules() if isinstance(m, CompressedLinear) and not m.is_materialized]
+                 for b in blocks]
+    in_blocks = {id(m) for group in per_block for m in group}
+    hooks = []
+    for block, group in zip(blocks, per_block):
+        if group:
+            hooks.append(block.register_forward_pre_hook(functools.partial(_materialize_group, group, dtype)))
+            hooks.append(block.register_forward_hook(functools.partial(_release_group, group)))
     for m in layers:
-        m.materialize(dtype)
+        if id(m) not in in_blocks:
+            m.materialize(dtype)
     try:
         yield
     finally:
+        for h in hooks:
+            h.remove()
         for m in layers:
             m.release()

@@ -11,6 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from squeezeray._errors import PlanError
+from squeezeray._memory import trim
 from squeezeray.compress._embedding import replace_layers
 from squeezeray.compress._embedding import replace_module
 from squeezeray.compress._module import CompressedLinear
@@ -67,7 +68,10 @@ def compress_layer(name: str, linear: nn.Linear, plan: LayerPlan, stats: LayerSt
     """
     state = LayerState.from_weight(name, linear.weight, linear.bias)
     _run_steps(state, plan.steps, stats)
-    return CompressedLinear.from_state(state)
+    out = CompressedLinear.from_state(state)
+    del state
+    trim()  # the steps' float32 temporaries go back to the system, not into a heap that only grows
+    return out
 
 
 def _run_steps(state: LayerState, steps: tuple, stats: LayerStats) -> None:  # noqa: ANN001 - TechniqueConfig

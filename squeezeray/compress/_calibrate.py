@@ -27,6 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from squeezeray._errors import SqueezerayError
+from squeezeray._memory import trim
 from squeezeray.techniques import LayerStats
 
 
@@ -254,6 +255,7 @@ def collect_stats_blockwise(
             observer.remove()
             raise
         hand(observer.close())
+        trim()  # the block's statistics went to the sink: give their heap pages back before the next block
     if tail:
         head = model.get_output_embeddings()
         outside = [n for n in tail if model.get_submodule(n) is not head]

@@ -162,6 +162,7 @@ def materialized(model: nn.Module, *, whole_bytes: int = MATERIALIZE_WHOLE_BYTES
     from squeezeray.models import model_dtype
 
     from squeezeray._errors import SqueezerayError
+    from squeezeray._memory import trim
 
     dtype = model_dtype(model)  # dense weights in the model's own dtype (a bfloat16 model holds bfloat16)
     layers = [m for m in model.modules() if isinstance(m, CompressedLinear) and not m.is_materialized]
@@ -190,3 +191,4 @@ def materialized(model: nn.Module, *, whole_bytes: int = MATERIALIZE_WHOLE_BYTES
             h.remove()
         for m in layers:
             m.release()
+        trim()  # the dense weights (a few MB each, kept in glibc's heap) go back to the system

@@ -1,0 +1,181 @@
+"""Peak resident memory and wall time of each pipeline stage, by model size (issue 14).
+
+For every model in ``config.yaml``, one fresh process runs the stages in order and measures each on its
+own: the process's peak resident set (``VmHWM``, reset at the start of each stage through
+``/proc/self/clear_refs``, so a stage's peak includes what earlier stages left resident, the model above
+all) and its wall time.
+
+    load         the weights, in the checkpoint's dtype (bfloat16 for every model here)
+    calibrate    block-wise statistics with Hessians, written to disk (cold: the folder is removed first)
+    gptq-all     GPTQ on every compressible layer but the head, through an empty layer cache, swapped in
+    reference    the original's log-probabilities on the KL proxy (once per search)
+    kl-eval      one candidate (the same plan, layers from the cache's memory) swapped in and its KL measured
+    cached-trial a trial of a later search: a new layer cache over the same folder (layers read from disk),
+                 size and KL measured
+
+Run from the repository root: ``python experiments/scaling/run.py`` (all models; ``--only NAME`` for one).
+Writes ``results.csv`` and ``results.png`` here. The random-weight models are written once under
+``experiments/.work/scaling`` and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+sys.path.insert(0, str(ROOT))
+WORK = ROOT / "experiments" / ".work" / "scaling"
+GIB = 1 << 30
+FIELDS = ["model", "params", "real_weights", "dtype", "stage", "wall_s", "peak_rss_gib", "model_bf16_gib",
+          "goal_gib", "within_goal", "note"]
+
+
+def model_folder(spec: dict[str, Any]) -> str:
+    """The model reference: an embedded name, or a random-initialised bfloat16 folder of ``spec['shape']``."""
+    if "model" in spec:
+        return str(spec["model"])
+    folder = WORK / spec["name"]
+    if (folder / "config.json").is_file():
+        return str(folder)
+    import torch
+    import transformers
+
+    from squeezeray.models import load_tokenizer
+
+    cfg = transformers.LlamaConfig(**spec["shape"], max_position_embeddings=4096, dtype="bfloat16")
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)
+    model = transformers.LlamaForCausalLM(cfg)
+    torch.set_default_dtype(torch.float32)
+    tmp = folder.with_suffix(".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    load_tokenizer("smollm2").save_pretrained(tmp)  # token ids stay below 49152; the vocab is the shape's own
+    tmp.rename(folder)
+    return str(folder)
+
+
+def run_one(spec: dict[str, Any], cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stages of one model, in this process (a fresh one per model)."""
+    from squeezeray._memory import peak_resident_bytes
+    from squeezeray._memory import reset_peak
+    from squeezeray.models import dtype_name
+    from squeezeray.search import LayerCache
+    from squeezeray.workbench import DataConfig
+    from squeezeray.workbench import Workbench
+
+    ref = model_folder(spec)
+    rows: list[dict[str, Any]] = []
+    cache_dir = WORK / "cache" / spec["name"]
+    shutil.rmtree(cache_dir, ignore_errors=True)
+
+    def stage(name: str, fn: Any) -> Any:
+        if not reset_peak():
+            raise SystemExit("this needs Linux's /proc/self/clear_refs to measure each stage's peak")
+        t0 = time.perf_counter()
+        out = fn()
+        rows.append({"stage": name, "wall_s": round(time.perf_counter() - t0, 2),
+                     "peak_rss_gib": round(peak_resident_bytes() / GIB, 3)})
+        print(f"  {spec['name']:14s} {name:13s} {rows[-1]['wall_s']:8.1f} s  {rows[-1]['peak_rss_gib']:6.2f} GiB",
+              flush=True)
+        return out
+
+    bench = stage("load", lambda: Workbench.load(ref, DataConfig.from_dict(cfg["data"])))
+    bench.cache_dir = cache_dir
+    stage("calibrate", lambda: bench.stats(hessian=True))
+    plan = bench.uniform(cfg["plan"])
+    cache = LayerCache(cache_dir / "layers")
+    layer_fn = cache.layer_fn(bench.loaded.fingerprint(), bench.calibration.digest)
+
+    def gptq_all() -> None:
+        with bench.swapped(plan, layer_fn=layer_fn):
+            pass
+
+    stage("gptq-all", gptq_all)
+    stage("reference", lambda: bench.evaluate(bench.original, ["kl"]))
+    kl = stage("kl-eval", lambda: bench.evaluate_plan(plan, ["kl"], layer_fn=layer_fn))["kl"].value
+    later = LayerCache(cache_dir / "layers").layer_fn(bench.loaded.fingerprint(), bench.calibration.digest)
+    stage("cached-trial", lambda: bench.evaluate_plan(plan, ["size", "kl"], layer_fn=later))
+    params = sum(p.numel() for p in bench.original.parameters())
+    bf16 = params * 2 / GIB
+    goal = 1.5 * bf16 + 2
+    real = "model" in spec
+    for r in rows:
+        r.update(model=spec["name"], params=params, real_weights=real, dtype=dtype_name(bench.loaded.dtype),
+                 model_bf16_gib=round(bf16, 3), goal_gib=round(goal, 3), within_goal=r["peak_rss_gib"] <= goal,
+                 note=(f"KL {kl:.4f}" if real else "random weights: KL meaningless") if r["stage"] == "kl-eval" else "")
+    shutil.rmtree(cache_dir, ignore_errors=True)  # statistics with Hessians: GBs per model
+    return rows
+
+
+def plot(rows: list[dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = list(dict.fromkeys(r["stage"] for r in rows))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for s in stages:
+        sel = sorted((r for r in rows if r["stage"] == s), key=lambda r: r["params"])
+        x = [r["params"] / 1e9 for r in sel]
+        ax1.plot(x, [r["peak_rss_gib"] for r in sel], "o-", label=s)
+        ax2.loglog(x, [max(r["wall_s"], 0.01) for r in sel], "o-", label=s)
+    goal = sorted({(r["params"], r["goal_gib"]) for r in rows})
+    ax1.plot([p / 1e9 for p, _ in goal], [g for _, g in goal], "k--", label="goal: 1.5x bf16 + 2 GiB")
+    ax1.set(xlabel="parameters (B)", ylabel="peak resident memory (GiB)", title="memory by stage")
+    ax2.set(xlabel="parameters (B)", ylabel="wall time (s)", title="time by stage (log-log)")
+    ax1.legend(fontsize=7)
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(HERE / "results.png", dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", help="one model of the config (its name), run in this process; prints JSON rows")
+    args = ap.parse_args()
+    cfg = yaml.safe_load((HERE / "config.yaml").read_text())
+    if args.only:
+        spec = next((m for m in cfg["models"] if m["name"] == args.only), None)
+        if spec is None:
+            raise SystemExit(f"--only {args.only!r}: not in config.yaml ({', '.join(m['name'] for m in cfg['models'])})")
+        print("ROWS " + json.dumps(run_one(spec, cfg)), flush=True)
+        return
+    out = HERE / "results.csv"
+    done = list(csv.DictReader(out.open())) if out.is_file() else []
+    rows: list[dict[str, Any]] = []
+    for spec in cfg["models"]:
+        model_folder(spec)  # write a random-weight folder once, in its own process, before anything is timed
+        proc = subprocess.run([sys.executable, __file__, "--only", spec["name"]], capture_output=True, text=True)
+        sys.stdout.write("".join(line + "\n" for line in proc.stdout.splitlines() if not line.startswith("ROWS ")))
+        found = [line for line in proc.stdout.splitlines() if line.startswith("ROWS ")]
+        if proc.returncode or not found:
+            print(f"{spec['name']}: failed (rc {proc.returncode})\n{proc.stderr[-3000:]}", flush=True)
+            rows += [r for r in done if r["model"] == spec["name"]]  # keep its earlier rows, if any
+            continue
+        rows += json.loads(found[0][5:])
+    with out.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    for r in rows:
+        for k in ("params", "wall_s", "peak_rss_gib", "goal_gib"):
+            r[k] = float(r[k])
+    plot(rows)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

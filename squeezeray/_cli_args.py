@@ -12,7 +12,9 @@ DEFAULT_OBJECTIVES = "size,perplexity,kl,latency"
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="smollm2 (default, embedded), a local HF folder, a .gguf file or a hub id")
-    p.add_argument("--dtype", default=None, choices=["auto", "bfloat16", "float16", "float32"],
+    from squeezeray.models import ModelDtype
+
+    p.add_argument("--dtype", default=None, choices=[d.value for d in ModelDtype],
                    help="weights' dtype: auto (default; what the checkpoint holds, GGUF files dequantized to bfloat16; "
                         "a study's commands reuse the dtype it searched in)")
     from squeezeray.data import DataConfig
@@ -97,6 +99,9 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     r.add_argument("--resume-if-exists", action="store_const", const="auto", dest="resume",
                    help="continue the study if it exists, else start it (jobs a scheduler may restart)")
     p.add_argument("--save-plan", default=None, help="also write the selected plan here")
+    p.add_argument("--memory-limit", type=float, default=None, metavar="GIB",
+                   help="memory the search may use, in GiB (default: what the machine has available); a search "
+                        "whose estimated peak exceeds it is refused before the weights load")
     p.add_argument("--no-progress", action="store_true")
     g = p.add_argument_group("cluster", "evaluate trials on Ray workers (needs the cluster extra and RAY_AUTH_MODE set)")
     g.add_argument("--ray", default=None, metavar="local|auto|ADDRESS",

@@ -213,7 +213,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         max_size_bytes=constraints.get("max_size_bytes"), rerank=args.rerank, data=_data_config(args),
         workdir=Path(args.workdir), study_name=args.study_name, storage=args.storage,
         allow=tuple(a.strip() for a in (args.allow or "").split(",") if a.strip()),
-        evo=_evo_config(args),
+        evo=_evo_config(args), memory_limit_gib=args.memory_limit,
     )
     weights = _weights(args.weights)
     executor = _ray_executor(args)  # before the model loads: bad cluster flags fail fast

@@ -37,8 +37,10 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))
 WORK = ROOT / "experiments" / ".work" / "scaling"
 GIB = 1 << 30
-FIELDS = ["model", "params", "real_weights", "dtype", "stage", "wall_s", "peak_rss_gib", "model_bf16_gib",
-          "goal_gib", "within_goal", "note"]
+FIELDS = ["model", "params", "real_weights", "dtype", "stage", "wall_s", "peak_rss_gib", "estimated_gib",
+          "model_bf16_gib", "goal_gib", "within_goal", "note"]
+ESTIMATE_STAGE = {"load": "load", "calibrate": "calibration", "gptq-all": "compression", "reference": "evaluation",
+                  "kl-eval": "evaluation", "cached-trial": "evaluation"}  # which Footprint stage bounds each
 
 
 def model_folder(spec: dict[str, Any]) -> str:
@@ -95,16 +97,16 @@ def run_one(spec: dict[str, Any], cfg: dict[str, Any]) -> list[dict[str, Any]]:
     bench.cache_dir = cache_dir
     stage("calibrate", lambda: bench.stats(hessian=True))
     plan = bench.uniform(cfg["plan"])
-    cache = LayerCache(cache_dir / "layers")
-    layer_fn = cache.layer_fn(bench.loaded.fingerprint(), bench.calibration.digest)
+    first = {"fn": LayerCache(cache_dir / "layers").layer_fn(bench.loaded.fingerprint(), bench.calibration.digest)}
 
     def gptq_all() -> None:
-        with bench.swapped(plan, layer_fn=layer_fn):
+        with bench.swapped(plan, layer_fn=first["fn"]):
             pass
 
     stage("gptq-all", gptq_all)
     stage("reference", lambda: bench.evaluate(bench.original, ["kl"]))
-    kl = stage("kl-eval", lambda: bench.evaluate_plan(plan, ["kl"], layer_fn=layer_fn))["kl"].value
+    kl = stage("kl-eval", lambda: bench.evaluate_plan(plan, ["kl"], layer_fn=first["fn"]))["kl"].value
+    first.clear()  # a later search has its own cache: this one's layers leave memory
     later = LayerCache(cache_dir / "layers").layer_fn(bench.loaded.fingerprint(), bench.calibration.digest)
     stage("cached-trial", lambda: bench.evaluate_plan(plan, ["size", "kl"], layer_fn=later))
     params = sum(p.numel() for p in bench.original.parameters())
@@ -117,6 +119,23 @@ def run_one(spec: dict[str, Any], cfg: dict[str, Any]) -> list[dict[str, Any]]:
                  note=(f"KL {kl:.4f}" if real else "random weights: KL meaningless") if r["stage"] == "kl-eval" else "")
     shutil.rmtree(cache_dir, ignore_errors=True)  # statistics with Hessians: GBs per model
     return rows
+
+
+def add_estimates(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
+    """Each row's ``estimated_gib``: what squeezeray's pre-load estimate (``search/_footprint.py``) says of its stage."""
+    from squeezeray.data import DataConfig
+    from squeezeray.models import resolve_dtype
+    from squeezeray.models import resolve_model
+    from squeezeray.search._footprint import estimate
+    from squeezeray.search._footprint import model_shape
+
+    data = DataConfig.from_dict(cfg["data"])
+    for spec in cfg["models"]:
+        src = resolve_model(model_folder(spec))
+        stages = estimate(model_shape(src), resolve_dtype("auto", src), data).stages
+        for r in rows:
+            if r["model"] == spec["name"]:
+                r["estimated_gib"] = round(stages[ESTIMATE_STAGE[r["stage"]]] / GIB, 3)
 
 
 def plot(rows: list[dict[str, Any]]) -> None:
@@ -145,6 +164,8 @@ def plot(rows: list[dict[str, Any]]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help="one model of the config (its name), run in this process; prints JSON rows")
+    ap.add_argument("--plot-only", action="store_true", help="re-read results.csv: estimates and plot, no runs")
+    ap.add_argument("--models", help="comma-separated names to (re)run; the other models' rows are kept")
     args = ap.parse_args()
     cfg = yaml.safe_load((HERE / "config.yaml").read_text())
     if args.only:
@@ -155,8 +176,10 @@ def main() -> None:
         return
     out = HERE / "results.csv"
     done = list(csv.DictReader(out.open())) if out.is_file() else []
-    rows: list[dict[str, Any]] = []
-    for spec in cfg["models"]:
+    chosen = [] if args.plot_only else [m for m in cfg["models"]
+                                        if not args.models or m["name"] in args.models.split(",")]
+    rows: list[dict[str, Any]] = [r for r in done if r["model"] not in {m["name"] for m in chosen}]
+    for spec in chosen:
         model_folder(spec)  # write a random-weight folder once, in its own process, before anything is timed
         proc = subprocess.run([sys.executable, __file__, "--only", spec["name"]], capture_output=True, text=True)
         sys.stdout.write("".join(line + "\n" for line in proc.stdout.splitlines() if not line.startswith("ROWS ")))
@@ -166,6 +189,7 @@ def main() -> None:
             rows += [r for r in done if r["model"] == spec["name"]]  # keep its earlier rows, if any
             continue
         rows += json.loads(found[0][5:])
+    add_estimates(rows, cfg)
     with out.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=FIELDS)
         w.writeheader()

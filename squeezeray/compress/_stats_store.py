@@ -30,6 +30,7 @@ from squeezeray.techniques import LayerStats
 _INDEX = "index.json"
 _TYPE = "squeezeray.calibration_stats"
 _VERSION = 1
+DEFAULT_MEMORY_BYTES = 256 << 20  # loaded statistics a store keeps by default
 
 
 def stats_nbytes(st: LayerStats) -> int:
@@ -46,7 +47,7 @@ class StatsStore(Mapping[str, LayerStats]):
         max_memory_bytes: Loaded statistics kept in memory (at least the last one loaded is always kept).
     """
 
-    def __init__(self, folder: str | Path, *, max_memory_bytes: int = 256 << 20) -> None:
+    def __init__(self, folder: str | Path, *, max_memory_bytes: int = DEFAULT_MEMORY_BYTES) -> None:
         self.folder = Path(folder)
         self.max_memory_bytes = max_memory_bytes
         self._files: dict[str, str] = {}  # layer -> file name
@@ -96,7 +97,7 @@ class StatsStore(Mapping[str, LayerStats]):
 
     # ------------------------------------------------------------------- read
     @classmethod
-    def open(cls, folder: str | Path, *, max_memory_bytes: int = 256 << 20) -> StatsStore | None:
+    def open(cls, folder: str | Path, *, max_memory_bytes: int = DEFAULT_MEMORY_BYTES) -> StatsStore | None:
         """The complete store in ``folder``, or None when it has no index (absent or still being written)."""
         path = Path(folder) / _INDEX
         if not path.is_file():

@@ -200,7 +200,7 @@ def resolve_dtype(dtype: str | ModelDtype | torch.dtype, src: ModelSource) -> to
         raise ModelLoadError(f"model {src.ref!r}: config unreadable ({_first_line(err)}), so dtype='auto' has "
                              "nothing to read; pass --dtype") from None
     held = cfg.get("dtype") or cfg.get("torch_dtype") or (cfg.get("text_config") or {}).get("dtype")
-    if isinstance(held, str) and held in {d.value for d in ModelDtype} - {"auto"}:
+    if isinstance(held, str) and held in {d.value for d in ModelDtype if d is not ModelDtype.AUTO}:
         return ModelDtype(held).torch_dtype()
     return torch.float32  # a config that names no dtype: Hugging Face stores (and defaults to) float32
 

@@ -30,6 +30,10 @@ from squeezeray.techniques._versions import CALIBRATION_CODE_VERSION
 from squeezeray.techniques._versions import steps_code_versions
 
 
+DEFAULT_MEMORY_BYTES = 2 << 30
+"""The memory budget of a :class:`LayerCache` (its compressed layers' bytes)."""
+
+
 def layer_key(model_fingerprint: str, layer: str, plan: LayerPlan, calibration_digest: str) -> str:
     """Content key of one compressed layer: the model, the layer, its steps, the calibration tokens, the
     layer format and the code versions of the steps' techniques and of calibration (a fix bumps one)."""
@@ -69,7 +73,7 @@ class LayerCache:
         max_memory_bytes: Memory budget for cached layers.
     """
 
-    def __init__(self, directory: str | Path | None = None, *, max_memory_bytes: int = 2 << 30) -> None:
+    def __init__(self, directory: str | Path | None = None, *, max_memory_bytes: int = DEFAULT_MEMORY_BYTES) -> None:
         self.directory = None if directory is None else Path(directory)
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)

@@ -71,6 +71,8 @@ class SearchConfig:
         storage: RDB URL (default ``sqlite:///<workdir>/<study>/study.db``; PostgreSQL URLs work).
         allow: Expert-rule names the user lifts.
         evo: Settings of the ``evo`` sampler (band in average bits, seeds, mutation, sensitivity proxy).
+        memory_limit_gib: Memory the search may use (None: the machine's available memory); a search whose
+            estimated peak exceeds it is refused before the weights load (:mod:`squeezeray.search._footprint`).
     """
 
     model: str | None = None
@@ -92,6 +94,7 @@ class SearchConfig:
     storage: str | None = None
     allow: tuple[str, ...] = ()
     evo: EvoConfig = dataclasses.field(default_factory=EvoConfig)
+    memory_limit_gib: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sampler", enum_value(SamplerName, self.sampler, where="sampler"))
@@ -111,7 +114,7 @@ class SearchConfig:
             raise SqueezerayError(f"n_trials={self.n_trials!r}: must be a positive integer")
         if not isinstance(self.rerank, int) or self.rerank < 1:
             raise SqueezerayError(f"rerank={self.rerank!r}: must be a positive integer")
-        for field in ("max_size_bytes", "max_kl"):
+        for field in ("max_size_bytes", "max_kl", "memory_limit_gib"):
             v = getattr(self, field)
             if v is not None and (not isinstance(v, (int, float)) or v <= 0):
                 raise SqueezerayError(f"{field}={v!r}: must be a positive number")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from collections.abc import Callable
 from collections.abc import Mapping
@@ -35,6 +36,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from squeezeray._errors import SqueezerayError
+from squeezeray._memory import peak_resident_bytes
 from squeezeray.models import dtype_name
 from squeezeray.objectives import Measurement
 from squeezeray.objectives import objective_key
@@ -47,6 +49,7 @@ from squeezeray.search._executor import BaseExecutor
 from squeezeray.search._executor import EvalJob
 from squeezeray.search._executor import EvaluateFn
 from squeezeray.search._executor import InProcessExecutor
+from squeezeray.search._footprint import preflight
 from squeezeray.search._pareto import _directions
 from squeezeray.search._pareto import _pareto_numbers
 from squeezeray.search._pareto import hypervolume
@@ -125,7 +128,9 @@ class _Progress:
         self.bar = tqdm(total=total, initial=done, desc="trials", unit="trial", disable=not enabled)
 
     def update(self, front: int, hv: float, hit_rate: float, extra: Mapping[str, str] | None = None) -> None:
-        self.bar.set_postfix(front=front, hv=f"{hv:.3g}", cache_hits=f"{hit_rate:.0%}", **dict(extra or {}))
+        peak = peak_resident_bytes()  # what this process has held at most, against the estimate printed first
+        memory = {} if peak is None else {"peak_mem": f"{peak / (1 << 30):.2f}GiB"}
+        self.bar.set_postfix(front=front, hv=f"{hv:.3g}", cache_hits=f"{hit_rate:.0%}", **memory, **dict(extra or {}))
         self.bar.update(1)
 
     def close(self) -> None:
@@ -157,7 +162,13 @@ def run_search(
     if evaluate is not None and executor is not None:
         raise SqueezerayError("evaluate= and executor= exclude each other; give the executor its evaluation")
     space = load_space(config.space)
-    bench = bench or Workbench.load(config.model, config.data, progress=False, dtype=config.dtype)
+    footprint = None
+    if bench is None:  # refuse a run that cannot fit before its weights load
+        limit = None if config.memory_limit_gib is None else int(config.memory_limit_gib * (1 << 30))
+        footprint = preflight(config.model, config.dtype, config.data, limit_bytes=limit)
+        if progress:
+            print(footprint.describe(), file=sys.stderr, flush=True)
+        bench = Workbench.load(config.model, config.data, progress=False, dtype=config.dtype)
     bench.hardware = config.hardware
     if bench.cache_dir is None:
         bench.cache_dir = config.workdir / "cache"
@@ -211,6 +222,8 @@ def run_search(
         study.set_user_attr("data", bench.data_record())
         study.set_user_attr("hardware", config.hardware)
         study.set_user_attr("seed", config.seed)
+        if footprint is not None:
+            study.set_user_attr("memory_estimate", footprint.to_dict())
         for params in _baseline_params(space, layer_names, config):
             study.enqueue_trial(params, user_attrs={"baseline": True})
 

@@ -16,6 +16,7 @@ import torch
 from squeezeray._errors import SqueezerayError
 from squeezeray.compress import CompressedLinear
 from squeezeray.objectives import Measurement
+from squeezeray.search._cache import DEFAULT_MEMORY_BYTES
 from squeezeray.search._cache import LayerCache
 from squeezeray.search._executor import EvalJob
 from squeezeray.search._executor import Evaluation
@@ -94,7 +95,7 @@ class SharedLayerCache(LayerCache):
         worker: This worker's name (claims are released if it dies).
     """
 
-    def __init__(self, directory: str | Path | None, *, broker: Any, worker: str, max_memory_bytes: int = 2 << 30) -> None:
+    def __init__(self, directory: str | Path | None, *, broker: Any, worker: str, max_memory_bytes: int = DEFAULT_MEMORY_BYTES) -> None:
         super().__init__(directory, max_memory_bytes=max_memory_bytes)
         self.broker = broker
         self.worker = worker

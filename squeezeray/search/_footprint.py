@@ -1,0 +1,209 @@
+"""What a search will hold in memory, estimated from the model's config before its weights load.
+
+:func:`model_shape` builds the model on PyTorch's ``meta`` device (no weight bytes), so a 70B
+config costs what a 135M one does; :func:`estimate` turns the shape, the dtype and the data sizes
+into a :class:`Footprint` of the stages a search runs one after another, and
+:meth:`Footprint.check` refuses, with the numbers, a run that would not fit. The figures are
+upper-bound estimates of the pipeline as built (block-wise calibration with its statistics on disk,
+candidates swapped into the one model, one decoder block's dense weights at a time when the
+candidate's would exceed 1 GiB); ``experiments/scaling`` has what was measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from squeezeray._errors import ModelLoadError
+from squeezeray._errors import SqueezerayError
+from squeezeray._memory import available_bytes
+from squeezeray.compress._stats_store import DEFAULT_MEMORY_BYTES as STATS_MEMORY_BYTES
+from squeezeray.data import DataConfig
+from squeezeray.models import ModelSource
+from squeezeray.models import dtype_name
+from squeezeray.models import resolve_dtype
+from squeezeray.models import resolve_model
+from squeezeray.objectives._base import MATERIALIZE_WHOLE_BYTES
+from squeezeray.search._cache import DEFAULT_MEMORY_BYTES as LAYER_CACHE_BYTES
+
+GIB = 1 << 30
+RUNTIME_BYTES = 512 << 20
+"""Python, torch and transformers imported, with the tokenizer and the token sets (0.31 GiB measured on the
+development VM, rounded up)."""
+
+
+class ResourceError(SqueezerayError):
+    """A run that cannot fit the memory it is given."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelShape:
+    """What a model's config says about its size, without its weights.
+
+    Attributes:
+        params: Parameters (a tied table counted once).
+        layers: Compressible linear layers, name -> (out, in) features.
+        blocks: The compressible layers of each decoder block (empty when the model has no decoder blocks).
+        vocab: Output vocabulary (the logits' width).
+        hidden: Width of the hidden states.
+        gguf: The weights are a GGUF file (dequantized in float32 while they load).
+    """
+
+    params: int
+    layers: Mapping[str, tuple[int, int]]
+    blocks: tuple[tuple[str, ...], ...]
+    vocab: int
+    hidden: int
+    gguf: bool = False
+
+
+def shape_of(model: torch.nn.Module, *, gguf: bool = False) -> ModelShape:
+    """The :class:`ModelShape` of a built model (real or on the ``meta`` device)."""
+    from squeezeray.compress import decoder_parts
+    from squeezeray.models import compressible_layers
+
+    layers = compressible_layers(model)
+    try:
+        prefix, decoder_blocks, _ = decoder_parts(model)
+        blocks = tuple(tuple(n for n in layers if n.startswith(f"{prefix}.{i}.")) for i in range(len(decoder_blocks)))
+    except SqueezerayError:
+        blocks = ()
+    out = model.get_output_embeddings()
+    vocab = int(out.weight.shape[0]) if out is not None else 0
+    hidden = int(out.weight.shape[1]) if out is not None else max((i for _, i in layers.values()), default=0)
+    params = sum(p.numel() for p in model.parameters())  # parameters() yields a tied table once
+    return ModelShape(params, layers, blocks, vocab, hidden, gguf)
+
+
+def model_shape(src: ModelSource) -> ModelShape:
+    """The shape of the model at ``src`` from its config alone."""
+    import transformers
+
+    kwargs = {"gguf_file": src.gguf_file} if src.gguf_file else {}
+    try:
+        config = transformers.AutoConfig.from_pretrained(src.path, **kwargs)
+        with torch.device("meta"):
+            model = transformers.AutoModelForCausalLM.from_config(config)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(f"model {src.ref!r}: config could not be read to estimate memory: {first}") from None
+    return shape_of(model, gguf=bool(src.gguf_file))
+
+
+@dataclasses.dataclass(frozen=True)
+class Footprint:
+    """Estimated peak bytes of each stage of a search; every stage holds the runtime and the model.
+
+    Attributes:
+        params, dtype: The model and the dtype its weights load in.
+        runtime: The interpreter, libraries, tokenizer and token sets.
+        model: The weights, once.
+        load: Extra while loading (a GGUF file dequantizes through float32).
+        calibration: One block's statistics with Hessians (float32) and activations.
+        compression: The largest layer's working set (its float32 weight and Hessian copies), the loaded
+            statistics and the compressed layers the cache keeps.
+        evaluation: The original's log-probs on the KL proxy, one batch's logits, a candidate's dense weights
+            (whole, or one block's) and the cached compressed layers.
+    """
+
+    params: int
+    dtype: str
+    runtime: int
+    model: int
+    load: int
+    calibration: int
+    compression: int
+    evaluation: int
+
+    VERSION = 1
+
+    @property
+    def stages(self) -> dict[str, int]:
+        """Each stage's estimated peak (bytes)."""
+        base = self.runtime + self.model
+        return {"load": base + self.load, "calibration": base + self.calibration,
+                "compression": base + self.compression, "evaluation": base + self.evaluation}
+
+    @property
+    def peak(self) -> int:
+        return max(self.stages.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.VERSION, **dataclasses.asdict(self), "peak": self.peak}
+
+    def describe(self) -> str:
+        """One line: the peak and what it is made of (GiB)."""
+        return f"memory estimate: peak {self.peak / GIB:.2f} GiB ({self._parts()})"
+
+    def _parts(self) -> str:
+        stages = ", ".join(f"{k} {v / GIB:.2f}" for k, v in self.stages.items())
+        return (f"{self.params / 1e9:.2f}B parameters in {self.dtype}, weights {self.model / GIB:.2f} GiB; "
+                f"stages: {stages} GiB")
+
+    def check(self, limit_bytes: int | None, *, source: str) -> None:
+        """Refuse (:class:`ResourceError`, before any weight loads) when the peak exceeds ``limit_bytes``.
+
+        Args:
+            limit_bytes: What the run may use (None: unknown, nothing is refused).
+            source: Where the limit came from (``--memory-limit``, the machine's available memory), for the message.
+        """
+        if limit_bytes is None or self.peak <= limit_bytes:
+            return
+        worst = max(self.stages, key=self.stages.__getitem__)
+        raise ResourceError(
+            f"this run would need about {self.peak / GIB:.2f} GiB at its peak ({worst} stage) but "
+            f"{limit_bytes / GIB:.2f} GiB is available ({source}); {self._parts()}. Load in bfloat16 "
+            "(--dtype bfloat16), calibrate on fewer or shorter sequences, use a machine with more memory, or "
+            "raise --memory-limit if the estimate is too cautious")
+
+
+def estimate(shape: ModelShape, dtype: torch.dtype, data: DataConfig, *,
+             layer_cache_bytes: int = LAYER_CACHE_BYTES, batch_size: int = 2) -> Footprint:
+    """The :class:`Footprint` of a search on a model of ``shape`` held in ``dtype``, with ``data``'s sizes."""
+    item = dtype.itemsize
+    f32 = 4
+    model = shape.params * item
+    load = shape.params * f32 if shape.gguf else 0
+    hidden_states = data.calib_seqs * data.calib_len * shape.hidden * item  # one block boundary, every sequence
+    block_stats = max((sum(_layer_stats_bytes(shape.layers[n][1]) for n in b) for b in shape.blocks),
+                      default=sum(_layer_stats_bytes(i) for _, i in shape.layers.values()))
+    calibration = 2 * hidden_states + block_stats
+    largest = max(shape.layers.values(), key=lambda oi: oi[0] * oi[1] + oi[1] ** 2, default=(0, 0))
+    out_f, in_f = largest
+    working = 3 * out_f * in_f * f32 + 3 * in_f * in_f * f32  # weight, quantized, error; H, its factor, inverse
+    compressed = sum(o * i for o, i in shape.layers.values()) // 2  # 4-bit codes kept as one byte per two weights
+    cached = min(layer_cache_bytes, compressed)
+    compression = working + max(STATS_MEMORY_BYTES, max((i * i * f32 for _, i in shape.layers.values()), default=0)) \
+        + cached
+    dense = sum(o * i for o, i in shape.layers.values()) * item
+    if dense > MATERIALIZE_WHOLE_BYTES and shape.blocks:
+        dense = max(sum(shape.layers[n][0] * shape.layers[n][1] for n in b) for b in shape.blocks) * item
+    reference = data.proxy_seqs * data.calib_len * shape.vocab * f32
+    logits = 3 * batch_size * max(data.calib_len, data.eval_len) * shape.vocab * f32  # logits, log-softmax, product
+    evaluation = reference + logits + dense + cached
+    return Footprint(shape.params, dtype_name(dtype), RUNTIME_BYTES, model, load, calibration, compression, evaluation)
+
+
+def _layer_stats_bytes(in_features: int) -> int:
+    """One layer's statistics with the Hessian (float32), as calibration holds them (shared inputs counted apart)."""
+    return (in_features * in_features + 3 * in_features) * 4
+
+
+def preflight(ref: str | None, dtype: str, data: DataConfig, *, limit_bytes: int | None = None) -> Footprint:
+    """Estimate the footprint of a search on model ``ref`` in ``dtype`` and refuse it when it cannot fit.
+
+    Reads the config alone; no weight is loaded. ``limit_bytes`` None: the machine's available memory.
+
+    Raises:
+        ResourceError: the estimated peak exceeds the limit (the message gives both and the stages).
+    """
+    src = resolve_model(ref)
+    fp = estimate(model_shape(src), resolve_dtype(dtype, src), data)
+    if limit_bytes is None:
+        fp.check(available_bytes(), source="this machine's available memory")
+    else:
+        fp.check(limit_bytes, source="memory_limit")
+    return fp

@@ -1,0 +1,76 @@
+"""The memory estimate: read from the config alone, and a run that cannot fit is refused before it loads weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from squeezeray._errors import SqueezerayError
+from squeezeray.data import DataConfig
+from squeezeray.models import compressible_layers
+from squeezeray.models import resolve_model
+from squeezeray.search import SearchConfig
+from squeezeray.search import run_search
+from squeezeray.search._footprint import ResourceError
+from squeezeray.search._footprint import estimate
+from squeezeray.search._footprint import model_shape
+from squeezeray.search._footprint import preflight
+from squeezeray.search._footprint import shape_of
+from tests._tiny import TINY_DATA
+from tests._tiny import tiny_model
+
+
+@pytest.fixture
+def tiny_folder(tmp_path, tokenizer_dir) -> str:  # noqa: ANN001
+    import transformers
+
+    model = tiny_model(len(transformers.AutoTokenizer.from_pretrained(tokenizer_dir))).to(torch.bfloat16)
+    model.config.dtype = torch.bfloat16
+    model.save_pretrained(tmp_path / "tiny")
+    transformers.AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(tmp_path / "tiny")
+    return str(tmp_path / "tiny")
+
+
+def test_the_shape_from_the_config_is_the_real_models(tiny_folder) -> None:  # noqa: ANN001
+    import transformers
+
+    real = transformers.AutoModelForCausalLM.from_pretrained(tiny_folder)
+    shape = model_shape(resolve_model(tiny_folder))
+    assert shape.params == sum(p.numel() for p in real.parameters())
+    assert dict(shape.layers) == compressible_layers(real)
+    assert [len(b) for b in shape.blocks] == [7, 7]  # q k v o gate up down in each of the two blocks
+    assert shape.vocab == real.config.vocab_size and shape.hidden == 128 and not shape.gguf
+    assert shape == shape_of(real)
+
+
+def test_the_estimate_scales_with_the_dtype_and_the_data(tiny_folder) -> None:  # noqa: ANN001
+    shape = model_shape(resolve_model(tiny_folder))
+    bf16 = estimate(shape, torch.bfloat16, TINY_DATA)
+    f32 = estimate(shape, torch.float32, TINY_DATA)
+    assert bf16.model == 2 * shape.params and f32.model == 4 * shape.params
+    assert f32.peak > bf16.peak
+    longer = estimate(shape, torch.bfloat16, DataConfig(calib_seqs=64, calib_len=512, proxy_seqs=8))
+    assert longer.calibration > bf16.calibration and longer.evaluation > bf16.evaluation
+    assert bf16.stages["evaluation"] == bf16.runtime + bf16.model + bf16.evaluation
+    assert bf16.to_dict()["peak"] == bf16.peak and "GiB" in bf16.describe()
+
+
+def test_a_run_that_cannot_fit_is_refused_before_it_loads_weights(tiny_folder, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    import squeezeray.workbench as workbench
+
+    def no_load(*_a: object, **_k: object) -> None:
+        raise AssertionError("the weights were loaded")
+
+    monkeypatch.setattr(workbench, "load_model", no_load)
+    config = SearchConfig(model=tiny_folder, data=TINY_DATA, n_trials=2, workdir=tmp_path / "runs",
+                          memory_limit_gib=0.05)
+    with pytest.raises(ResourceError, match=r"would need about [0-9.]+ GiB at its peak \(\w+ stage\) but 0\.05 GiB is available \(memory_limit\)"):
+        run_search(config, progress=False)
+    assert not (tmp_path / "runs").exists()  # nothing was written either
+    fits = preflight(tiny_folder, "auto", TINY_DATA, limit_bytes=64 << 30)
+    assert fits.dtype == "bfloat16" and fits.peak < 64 << 30
+
+
+def test_a_bad_memory_limit_names_the_field() -> None:
+    with pytest.raises(SqueezerayError, match=r"memory_limit_gib=-1: must be a positive number"):
+        SearchConfig(memory_limit_gib=-1)

@@ -60,6 +60,14 @@ def test_bad_data_setting(capsys) -> None:  # noqa: ANN001
     assert line == "error: calib_seqs=0: must be a positive integer"
 
 
+def test_a_search_that_cannot_fit_is_refused_with_the_numbers(capsys, tmp_path) -> None:  # noqa: ANN001
+    code, line = _run(capsys, "search", "--memory-limit", "0.2", "--workdir", str(tmp_path / "runs"), "--no-progress")
+    assert code == 2
+    assert line.startswith("error: this run would need about ") and "but 0.20 GiB is available (memory_limit)" in line
+    assert "0.13B parameters in bfloat16" in line  # the embedded model's config, read without its weights
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.slow
 def test_plan_naming_a_missing_layer_in_a_subprocess(tmp_path) -> None:  # noqa: ANN001
     plan = tmp_path / "plan.json"

@@ -161,10 +161,30 @@ def plot(rows: list[dict[str, Any]]) -> None:
     fig.savefig(HERE / "results.png", dpi=120)
 
 
+def table(rows: list[dict[str, Any]]) -> str:
+    """The README's table: one row per model, each stage's wall time and peak (GiB), and the goal."""
+    stages = list(ESTIMATE_STAGE)
+    lines = ["| model | params | weights | goal GiB | " + " | ".join(stages) + " |",
+             "|---|---:|---|---:|" + "---:|" * len(stages)]
+    for name in dict.fromkeys(r["model"] for r in rows):
+        sel = {r["stage"]: r for r in rows if r["model"] == name}
+        first = next(iter(sel.values()))
+        cells = []
+        for s in stages:
+            r = sel[s]
+            mark = "" if str(r["within_goal"]) == "True" else " ✗"
+            cells.append(f"{float(r['wall_s']):.0f} s / {float(r['peak_rss_gib']):.2f}{mark}")
+        real = "real" if str(first["real_weights"]) == "True" else "random"
+        lines.append(f"| {name} | {int(float(first['params'])) / 1e9:.2f}B | {real} | {float(first['goal_gib']):.2f} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help="one model of the config (its name), run in this process; prints JSON rows")
     ap.add_argument("--plot-only", action="store_true", help="re-read results.csv: estimates and plot, no runs")
+    ap.add_argument("--table", action="store_true", help="print results.csv as the README's markdown table")
     ap.add_argument("--models", help="comma-separated names to (re)run; the other models' rows are kept")
     args = ap.parse_args()
     cfg = yaml.safe_load((HERE / "config.yaml").read_text())
@@ -175,6 +195,9 @@ def main() -> None:
         print("ROWS " + json.dumps(run_one(spec, cfg)), flush=True)
         return
     out = HERE / "results.csv"
+    if args.table:
+        print(table(list(csv.DictReader(out.open()))))
+        return
     done = list(csv.DictReader(out.open())) if out.is_file() else []
     chosen = [] if args.plot_only else [m for m in cfg["models"]
                                         if not args.models or m["name"] in args.models.split(",")]

@@ -141,7 +141,7 @@ def _release_group(group: list[Any], *_: object) -> None:
         m.release()
 
 
-MATERIALIZE_WHOLE_BYTES = 1 << 30
+MATERIALIZE_WHOLE_BYTES = 512 << 20
 """Dense bytes up to which :func:`materialized` holds every compressed layer's dense weight at once; above
 it, one decoder block's at a time."""
 

@@ -6,7 +6,7 @@ into a :class:`Footprint` of the stages a search runs one after another, and
 :meth:`Footprint.check` refuses, with the numbers, a run that would not fit. The figures are
 upper-bound estimates of the pipeline as built (block-wise calibration with its statistics on disk,
 candidates swapped into the one model, one decoder block's dense weights at a time when the
-candidate's would exceed 1 GiB); ``experiments/scaling`` has what was measured.
+candidate's would exceed 512 MiB); ``experiments/scaling`` has what was measured.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ class Footprint:
         model: The weights, once.
         load: Extra while loading (a GGUF file dequantizes through float32).
         calibration: One block's statistics with Hessians (float32) and activations.
-        compression: The largest layer's working set (its float32 weight and Hessian copies), the loaded
+        compression: The largest layer's working set (GPTQ's float64 weight and Hessian copies), the loaded
             statistics and the compressed layers the cache keeps.
         evaluation: The original's log-probs on the KL proxy, one batch's logits, a candidate's dense weights
             (whole, or one block's) and the cached compressed layers.
@@ -173,7 +173,8 @@ def estimate(shape: ModelShape, dtype: torch.dtype, data: DataConfig, *,
     calibration = 2 * hidden_states + block_stats
     largest = max(shape.layers.values(), key=lambda oi: oi[0] * oi[1] + oi[1] ** 2, default=(0, 0))
     out_f, in_f = largest
-    working = 3 * out_f * in_f * f32 + 3 * in_f * in_f * f32  # weight, quantized, error; H, its factor, inverse
+    f64 = 8  # GPTQ solves in float64: the weight, its quantized copy and blocks; H, its clone, factor and inverse
+    working = 4 * out_f * in_f * f64 + 4 * in_f * in_f * f64
     compressed = sum(o * i for o, i in shape.layers.values()) // 2  # 4-bit codes kept as one byte per two weights
     cached = min(layer_cache_bytes, compressed)
     compression = working + max(STATS_MEMORY_BYTES, max((i * i * f32 for _, i in shape.layers.values()), default=0)) \

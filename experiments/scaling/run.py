@@ -166,7 +166,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     stages = list(ESTIMATE_STAGE)
     lines = ["| model | params | weights | goal GiB | " + " | ".join(stages) + " |",
              "|---|---:|---|---:|" + "---:|" * len(stages)]
-    for name in dict.fromkeys(r["model"] for r in rows):
+    for name in sorted(dict.fromkeys(r["model"] for r in rows), key=lambda n: next(float(r["params"]) for r in rows
+                                                                                   if r["model"] == n)):
         sel = {r["stage"]: r for r in rows if r["model"] == name}
         first = next(iter(sel.values()))
         cells = []
@@ -213,6 +214,8 @@ def main() -> None:
             continue
         rows += json.loads(found[0][5:])
     add_estimates(rows, cfg)
+    order = {m["name"]: i for i, m in enumerate(cfg["models"])}
+    rows.sort(key=lambda r: (order.get(r["model"], len(order)), list(ESTIMATE_STAGE).index(r["stage"])))
     with out.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=FIELDS)
         w.writeheader()

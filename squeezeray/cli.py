@@ -265,13 +265,13 @@ def _study_and_bench(args: argparse.Namespace):  # noqa: ANN202
 
     record = StudyRecord.read(open_study(args.study, args.study_name))
     data = _data_config(args)
-    recorded = record.attrs.get("data")
+    recorded = record.header.data
     if isinstance(recorded, dict) and _data_flags_untouched(args):
         from squeezeray.data import DataConfig
 
         data = DataConfig.from_dict(recorded["config"])  # the data the search used, unless flags say otherwise
-    model = args.model or record.attrs["model"]
-    dtype = args.dtype or str(record.attrs.get("dtype", "auto"))  # the dtype the search ran in
+    model = args.model or record.header.model
+    dtype = args.dtype or record.header.dtype  # the dtype the search ran in
     print(f"loading model {model} ({dtype}) ...", file=sys.stderr)
     bench = Workbench.load(model, data, dtype=dtype)
     _print_data_notes(bench.data_notes)

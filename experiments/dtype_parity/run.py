@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PLANS = ["rtn-w4g128", "gptq-w4g128", "gptq-w3g128", "awq-w4g128", "sparsegpt-s50", "wanda-2:4+gptq-w4g128", "rtn-w8"]
+PLANS = ["rtn-w4g128", "gptq-w4g128", "awq-w4g128", "sparsegpt-s50"]
 FIELDS = ["label", "commit", "dtype", "plan", "kl", "perplexity", "seconds"]
 
 

@@ -305,13 +305,13 @@ def export_trial(
     record.check_bench(bench)
     plan = record.plan(trial, tuple(bench.layers))
     search = SearchRecord(
-        study=record.name, storage=record.storage_url(), trial=trial, seed=int(record.attrs["seed"]),
+        study=record.name, storage=record.storage_url(), trial=trial, seed=int(record.header.seed),
         objectives=record.objectives, final_objectives=record.final_objectives, space=record.space.name,
         n_trials=len(record.study.trials), selection=selection, constraints=dict(constraints or {}),
     )
     return export_model(
         bench, plan, out, config=config,
-        hardware=record.attrs["hardware"] if hardware is None else hardware,
+        hardware=record.header.hardware if hardware is None else hardware,
         search=search, search_measurements=record.finals.get(trial), search_baseline=record.baseline,
         layer_fn=layer_fn,
     )

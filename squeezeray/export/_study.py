@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,10 +15,12 @@ import pandas as pd
 from squeezeray._errors import SqueezerayError
 from squeezeray.objectives import Measurement
 from squeezeray.search import TrialOutcome
+from squeezeray.search._study import StudyHeader
+from squeezeray.search._study import read_baseline_final
+from squeezeray.search._study import read_finals
 from squeezeray.spaces import CompressionPlan
 from squeezeray.spaces import SearchSpace
 
-_REQUIRED_ATTRS = ("space", "model", "model_fingerprint", "calibration", "hardware", "seed", "objectives")
 
 
 def storage_url(ref: str | Path) -> str:
@@ -65,7 +66,7 @@ class StudyRecord:
         final_objectives: Objectives the front was re-measured on.
         baseline: The original model's final-objective measurements.
         finals: Trial number -> its final-objective measurements (re-measured trials only).
-        attrs: The study's other records (model, model_fingerprint, calibration, hardware, seed; data when recorded).
+        header: What the search recorded about itself (model, fingerprint, dtype, calibration, data, hardware, seed).
     """
 
     study: optuna.Study
@@ -74,38 +75,32 @@ class StudyRecord:
     final_objectives: tuple[str, ...]
     baseline: Mapping[str, Measurement]
     finals: Mapping[int, Mapping[str, Measurement]]
-    attrs: Mapping[str, Any]
+    header: StudyHeader
 
     @classmethod
     def read(cls, study: optuna.Study) -> StudyRecord:
         """Read ``study``; raise if it lacks the search's records or was never re-measured."""
-        attrs = study.user_attrs
-        missing = [k for k in _REQUIRED_ATTRS if k not in attrs]
-        if missing:
-            raise SqueezerayError(f"study {study.study_name!r}: not a squeezeray search (no {', '.join(missing)})")
-        if "baseline_final" not in attrs:
+        header = StudyHeader.read(study)
+        recorded = read_baseline_final(study)
+        if recorded is None:
             raise SqueezerayError(
                 f"study {study.study_name!r}: has no re-measured front yet (baseline_final missing); "
                 "finish the search (squeezeray search --resume) first"
             )
-        baseline = {k: Measurement.from_dict(v) for k, v in attrs["baseline_final"].items()}
+        baseline = {k: Measurement.from_dict(v) for k, v in recorded.items()}
         names = tuple(baseline)
-        finals: dict[int, Mapping[str, Measurement]] = {}
-        for key, value in attrs.items():
-            if not key.startswith("final:"):
-                continue
-            data = json.loads(value)
-            if set(data) != set(names):
-                continue  # re-measured under another set of final objectives (resumed with a change)
-            finals[int(key.split(":", 1)[1])] = MappingProxyType({k: Measurement.from_dict(data[k]) for k in names})
+        finals = {  # a trial re-measured under another set of final objectives (resumed with a change) is left out
+            number: MappingProxyType({k: Measurement.from_dict(data[k]) for k in names})
+            for number, data in read_finals(study).items() if set(data) == set(names)
+        }
         return cls(
             study=study,
-            space=SearchSpace.from_dict(attrs["space"]),
-            objectives=tuple(attrs["objectives"]),
+            space=SearchSpace.from_dict(dict(header.space)),
+            objectives=header.objectives,
             final_objectives=names,
             baseline=MappingProxyType(baseline),
-            finals=MappingProxyType(dict(sorted(finals.items()))),
-            attrs=MappingProxyType({k: attrs[k] for k in (*_REQUIRED_ATTRS, "data") if k in attrs}),
+            finals=MappingProxyType(finals),
+            header=header,
         )
 
     @property
@@ -147,13 +142,13 @@ class StudyRecord:
 
     def check_bench(self, bench: Any) -> None:
         """Raise unless ``bench`` holds the model and calibration data the search used."""
-        if bench.loaded.fingerprint() != self.attrs["model_fingerprint"]:
+        if bench.loaded.fingerprint() != self.header.model_fingerprint:
             raise SqueezerayError(
                 f"model: {bench.loaded.source.ref!r} is not the model study {self.name!r} searched "
-                f"({self.attrs['model']!r}; weight fingerprints differ)"
+                f"({self.header.model!r}; weight fingerprints differ)"
             )
-        if bench.calibration.source != self.attrs["calibration"]:
+        if bench.calibration.source != self.header.calibration:
             raise SqueezerayError(
-                f"calibration: the study used {self.attrs['calibration']!r}, this workbench has "
+                f"calibration: the study used {self.header.calibration!r}, this workbench has "
                 f"{bench.calibration.source!r}; pass the same data options (--calib-data, --calib-seqs, --calib-len, --seed) as the search"
             )

@@ -22,7 +22,6 @@ Call order of :func:`run_search`:
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -50,6 +49,12 @@ from squeezeray.search._executor import EvalJob
 from squeezeray.search._executor import EvaluateFn
 from squeezeray.search._executor import InProcessExecutor
 from squeezeray.search._footprint import preflight
+from squeezeray.search._study import StudyHeader
+from squeezeray.search._study import read_baseline_final
+from squeezeray.search._study import read_final
+from squeezeray.search._study import write_baseline_final
+from squeezeray.search._study import write_final
+from squeezeray.search._study import write_stopped
 from squeezeray.search._pareto import _directions
 from squeezeray.search._pareto import _pareto_numbers
 from squeezeray.search._pareto import hypervolume
@@ -199,31 +204,26 @@ def run_search(
     )
     fingerprint = bench.loaded.fingerprint()
     if existing:
-        saved = study.user_attrs.get("objectives")
-        if saved != names:
-            raise SqueezerayError(f"--resume: study optimises {saved}, not {names}")
-        if study.user_attrs.get("model_fingerprint") != fingerprint:
+        saved = StudyHeader.read(study)
+        if list(saved.objectives) != names:
+            raise SqueezerayError(f"--resume: study optimises {list(saved.objectives)}, not {names}")
+        if saved.model_fingerprint != fingerprint:
             raise SqueezerayError(
                 f"--resume: the study was run on a different model or dtype (fingerprint differs; the study's dtype "
-                f"{study.user_attrs.get('dtype', 'float32')!r}, this run's {dtype_name(bench.loaded.dtype)!r})")
-        if study.user_attrs.get("calibration") != bench.calibration.source:
+                f"{saved.dtype!r}, this run's {dtype_name(bench.loaded.dtype)!r})")
+        if saved.calibration != bench.calibration.source:
             raise SqueezerayError(
-                f"--resume: the study calibrated on {study.user_attrs.get('calibration')!r}, this run on "
+                f"--resume: the study calibrated on {saved.calibration!r}, this run on "
                 f"{bench.calibration.source!r}; give the same data options as the search"
             )
         requeue_interrupted(study)
     else:
-        study.set_user_attr("objectives", names)
-        study.set_user_attr("space", space.to_dict())
-        study.set_user_attr("model", bench.loaded.source.ref)
-        study.set_user_attr("model_fingerprint", fingerprint)
-        study.set_user_attr("dtype", dtype_name(bench.loaded.dtype))
-        study.set_user_attr("calibration", bench.calibration.source)
-        study.set_user_attr("data", bench.data_record())
-        study.set_user_attr("hardware", config.hardware)
-        study.set_user_attr("seed", config.seed)
-        if footprint is not None:
-            study.set_user_attr("memory_estimate", footprint.to_dict())
+        StudyHeader(
+            objectives=tuple(names), space=space.to_dict(), model=bench.loaded.source.ref,
+            model_fingerprint=fingerprint, calibration=bench.calibration.source, hardware=config.hardware,
+            seed=config.seed, dtype=dtype_name(bench.loaded.dtype), data=bench.data_record(),
+            memory_estimate=None if footprint is None else footprint.to_dict(),
+        ).write(study)
         for params in _baseline_params(space, layer_names, config):
             study.enqueue_trial(params, user_attrs={"baseline": True})
 
@@ -282,7 +282,7 @@ def run_search(
                     if duplicates > 2 * config.n_trials + 20:  # the space is (nearly) exhausted
                         exhausted = (f"stopped after {duplicates} proposals of plans already measured "
                                      f"({_finished(study)} of {config.n_trials} trials finished)")
-                        study.set_user_attr("stopped", exhausted)
+                        write_stopped(study, exhausted)
                         rule_notes += (f"search: {exhausted}",)
                         break
                     continue
@@ -344,11 +344,11 @@ def _remeasure(
     """Re-measure the search-stage front (and the next best by crowding) on the final objectives."""
     final_names = list(config.final_objectives)
     final_keys = [objective_key(n) for n in final_names]  # result columns (accuracy:arc_easy@570 -> accuracy:arc_easy)
-    baseline_key = "baseline_final"
-    if baseline_key not in study.user_attrs or set(study.user_attrs[baseline_key]) != set(final_keys):
-        base = {k: m.to_dict() for k, m in bench.evaluate(bench.original, final_names).items()}
-        study.set_user_attr(baseline_key, base)
-    baseline = {k: float(v["value"]) for k, v in study.user_attrs[baseline_key].items()}
+    recorded = read_baseline_final(study)
+    if recorded is None or set(recorded) != set(final_keys):
+        recorded = {k: m.to_dict() for k, m in bench.evaluate(bench.original, final_names).items()}
+        write_baseline_final(study, recorded)
+    baseline = {k: float(v["value"]) for k, v in recorded.items()}
     ok = _measured_trials(study)
     directions = _directions(config.objectives)
     front = _pareto_numbers(ok, directions)
@@ -366,15 +366,12 @@ def _remeasure(
         chosen = (ordered + rest)[: config.rerank]
     rows = []
     for t in chosen:
-        # finished trials are immutable in Optuna: stage-2 results live on the study, keyed by trial
-        key = f"final:{t.number}"
-        attr = study.user_attrs.get(key)
-        if not attr or set(json.loads(attr)) != set(final_keys):
+        data = read_final(study, t.number)
+        if data is None or set(data) != set(final_keys):
             plan = space.plan_from_params(t.params, layer_names)
             meas = bench.evaluate_plan(plan, final_names, layer_fn=layer_fn)
-            attr = json.dumps({k: m.to_dict() for k, m in meas.items()})
-            study.set_user_attr(key, attr)
-        data = json.loads(attr)
+            data = {k: m.to_dict() for k, m in meas.items()}
+            write_final(study, t.number, data)
         row: dict[str, Any] = {"trial": t.number, "baseline": bool(t.user_attrs.get("baseline", False))}
         row.update({k: float(v["value"]) for k, v in data.items()})
         for k, v in data.items():  # a task scored paired with the original: its difference and standard error

@@ -164,8 +164,8 @@ def front_payload(record: StudyRecord) -> dict[str, Any]:
     ]
     return {
         "study": record.name,
-        "model": str(record.attrs["model"]),
-        "hardware": str(record.attrs["hardware"]),
+        "model": str(record.header.model),
+        "hardware": str(record.header.hardware),
         "space": record.space.name,
         "n_trials": len(record.study.trials),
         "objectives": names,

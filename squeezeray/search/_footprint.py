@@ -160,9 +160,10 @@ class Footprint:
         worst = max(self.stages, key=self.stages.__getitem__)
         raise ResourceError(
             f"this run would need about {self.peak / GIB:.2f} GiB at its peak ({worst} stage) but "
-            f"{limit_bytes / GIB:.2f} GiB is available ({source}); {self._parts()}. Load in bfloat16 "
-            "(--dtype bfloat16), calibrate on fewer or shorter sequences, use a machine with more memory, or "
-            "raise --memory-limit if the estimate is too cautious")
+            f"{limit_bytes / GIB:.2f} GiB is available ({source}); {self._parts()}. "
+            + ("Load in bfloat16 (--dtype bfloat16), " if self.dtype == "float32" else "")
+            + "calibrate on fewer or shorter sequences, use a machine with more memory, or raise --memory-limit "
+            "if the estimate is too cautious")
 
 
 def estimate(shape: ModelShape, dtype: torch.dtype, data: DataConfig, *,
@@ -176,7 +177,7 @@ def estimate(shape: ModelShape, dtype: torch.dtype, data: DataConfig, *,
     hidden_states = data.calib_seqs * data.calib_len * shape.hidden * item  # one block boundary, every sequence
     block_stats = max((sum(_layer_stats_bytes(shape.layers[n][1]) for n in b) for b in shape.blocks),
                       default=sum(_layer_stats_bytes(i) for _, i in shape.layers.values()))
-    calibration = 2 * hidden_states + 3 * block_stats + MARGIN_BYTES  # accumulators, their float32 matmuls, the copy written
+    calibration = 2 * hidden_states + 3 * block_stats + MARGIN_BYTES  # accumulators, their matmuls, the copy written
     largest = max(shape.layers.values(), key=lambda oi: oi[0] * oi[1] + oi[1] ** 2, default=(0, 0))
     out_f, in_f = largest
     f64 = 8  # GPTQ solves in float64: the weight, its quantized copy and blocks; H, its clone, factor and inverse

@@ -5,6 +5,10 @@ quantize activations too, so it differs a little from squeezeray's float computa
 weights; the original's F16 file shows the runtime's own offset). ``llamacpp_latency`` times prefill
 and decode with a stated thread count, warm-up and repeats, and reports tokens per second.
 
+llama.cpp runs in a child process (:func:`isolated`): a crash of the native runtime (a segmentation fault in
+a build that does not suit the CPU) fails that one measurement with the signal named, and the search, the
+study and the test run around it go on.
+
 Both need ``llama-cpp-python`` (``scripts/setup.sh`` builds it) and a model loaded from a GGUF file
 (its metadata and tokenizer are copied into every candidate's file; see ``squeezeray.export._gguf``).
 """
@@ -42,6 +46,26 @@ def _llama_cpp() -> Any:
             "several minutes on 2 cores; scripts/setup.sh installs it)"
         ) from None
     return llama_cpp
+
+
+def isolated(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` in a fresh child process (spawned: no forked torch state), its result returned.
+
+    Raises:
+        RuntimeError: the child died (the native runtime crashed); the message names the exit code or signal.
+    """
+    import concurrent.futures
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        future = pool.submit(fn, *args, **kwargs)
+        try:
+            return future.result()
+        except concurrent.futures.process.BrokenProcessPool:
+            codes = [p.exitcode for p in getattr(pool, "_processes", {}).values() if p.exitcode is not None]
+            how = f"exit codes {codes}; a negative code is the signal that killed it" if codes else "exit code unknown"
+            raise RuntimeError(f"llama.cpp's process died while running {getattr(fn, '__name__', fn)} ({how})") from None
 
 
 def default_threads() -> int:
@@ -141,7 +165,7 @@ class LlamaCppPerplexity(_Runtime):
 
     def measure(self, ctx: EvalContext) -> Measurement:
         with self._file(ctx) as path:
-            ppl, n = llamacpp_perplexity(path, ctx.eval_data.ids, n_threads=self.n_threads)
+            ppl, n = isolated(llamacpp_perplexity, str(path), ctx.eval_data.ids, n_threads=self.n_threads)
             size = path.stat().st_size
         return Measurement(self.name, ppl, self.unit, Provenance.MEASURED, f"{self.where()}; {ctx.eval_data.source}",
                            {"tokens": n, "file_bytes": size})
@@ -162,8 +186,8 @@ class LlamaCppLatency(_Runtime):
     def measure(self, ctx: EvalContext) -> Measurement:
         prompt = ctx.eval_data.ids.reshape(-1)[: self.seq_len].tolist()
         with self._file(ctx) as path:
-            speed = llamacpp_speed(path, prompt, new_tokens=self.new_tokens, n_threads=self.n_threads,
-                                   warmup=self.warmup, repeats=self.repeats)
+            speed = isolated(llamacpp_speed, str(path), prompt, new_tokens=self.new_tokens, n_threads=self.n_threads,
+                             warmup=self.warmup, repeats=self.repeats)
         ms = 1000.0 / speed["decode_tokens_per_s"]
         where = (f"{self.where()}; prompt {len(prompt)} tokens, {self.new_tokens} decoded, "
                  f"{self.warmup} warm-up + {self.repeats} timed, median")

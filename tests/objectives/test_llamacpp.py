@@ -43,3 +43,17 @@ def test_llamacpp_latency_is_measured_in_tokens_per_second(bench) -> None:  # no
     assert m.unit == "ms" and m.provenance is Provenance.MEASURED and math.isfinite(m.value) and m.value > 0
     assert m.details["prefill_tokens_per_s"] > 0 and m.details["decode_tokens_per_s"] > 0
     assert m.value == pytest.approx(1000 / m.details["decode_tokens_per_s"])
+
+
+def _die() -> None:
+    import signal
+
+    os.kill(os.getpid(), signal.SIGSEGV)  # what a native runtime crash does to its process
+
+
+def test_a_runtime_crash_fails_the_measurement_not_the_process() -> None:
+    from squeezeray.objectives.llamacpp import isolated
+
+    assert isolated(math.fsum, [0.5, 0.25]) == 0.75
+    with pytest.raises(RuntimeError, match=r"llama.cpp's process died while running _die \(exit codes \[-11\]"):
+        isolated(_die)

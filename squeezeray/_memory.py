@@ -35,9 +35,10 @@ def trim() -> bool:
     return True
 
 
-def _status_bytes(key: str) -> int | None:
+def _kib_field(path: Path, key: str) -> int | None:
+    """Bytes of a ``key:  N kB`` line of a /proc file, or None where the file or the line is missing."""
     try:
-        text = _STATUS.read_text()
+        text = path.read_text()
     except OSError:
         return None
     for line in text.splitlines():
@@ -48,12 +49,12 @@ def _status_bytes(key: str) -> int | None:
 
 def resident_bytes() -> int | None:
     """This process's resident set now (``VmRSS``)."""
-    return _status_bytes("VmRSS")
+    return _kib_field(_STATUS, "VmRSS")
 
 
 def peak_resident_bytes() -> int | None:
     """The most this process has held resident (``VmHWM``) since it started or since :func:`reset_peak`."""
-    return _status_bytes("VmHWM")
+    return _kib_field(_STATUS, "VmHWM")
 
 
 def reset_peak() -> bool:
@@ -67,11 +68,4 @@ def reset_peak() -> bool:
 
 def available_bytes() -> int | None:
     """Memory the machine can give a new allocation without swapping (``MemAvailable``), or None off Linux."""
-    try:
-        text = Path("/proc/meminfo").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
-    return None
+    return _kib_field(Path("/proc/meminfo"), "MemAvailable")

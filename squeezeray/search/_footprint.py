@@ -23,6 +23,7 @@ from squeezeray._memory import available_bytes
 from squeezeray.compress._stats_store import DEFAULT_MEMORY_BYTES as STATS_MEMORY_BYTES
 from squeezeray.data import DataConfig
 from squeezeray.models import ModelSource
+from squeezeray.models._load import _first_line
 from squeezeray.models import dtype_name
 from squeezeray.models import resolve_dtype
 from squeezeray.models import resolve_model
@@ -93,8 +94,8 @@ def model_shape(src: ModelSource) -> ModelShape:
         with torch.device("meta"):
             model = transformers.AutoModelForCausalLM.from_config(config)
     except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelLoadError(f"model {src.ref!r}: config could not be read to estimate memory: {first}") from None
+        raise ModelLoadError(f"model {src.ref!r}: config could not be read to estimate memory: "
+                             f"{_first_line(err)}") from None
     return shape_of(model, gguf=bool(src.gguf_file))
 
 

@@ -48,24 +48,41 @@ def _llama_cpp() -> Any:
     return llama_cpp
 
 
+def _child(conn: Any, fn: Any, args: tuple, kwargs: dict) -> None:
+    try:
+        conn.send((True, fn(*args, **kwargs)))
+    except BaseException as err:  # handed to the parent, which raises it there
+        conn.send((False, err))
+    finally:
+        conn.close()
+
+
 def isolated(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """``fn(*args, **kwargs)`` in a fresh child process (spawned: no forked torch state), its result returned.
+    """``fn(*args, **kwargs)`` in a fresh child process (spawned: no forked torch state), its result returned and
+    its exception raised here.
 
     Raises:
         RuntimeError: the child died (the native runtime crashed); the message names the exit code or signal.
     """
-    import concurrent.futures
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-        future = pool.submit(fn, *args, **kwargs)
-        try:
-            return future.result()
-        except concurrent.futures.process.BrokenProcessPool:
-            codes = [p.exitcode for p in getattr(pool, "_processes", {}).values() if p.exitcode is not None]
-            how = f"exit codes {codes}; a negative code is the signal that killed it" if codes else "exit code unknown"
-            raise RuntimeError(f"llama.cpp's process died while running {getattr(fn, '__name__', fn)} ({how})") from None
+    receive, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(send, fn, args, kwargs))
+    proc.start()
+    send.close()  # the child holds the only sending end: its death ends the pipe
+    try:
+        ok, value = receive.recv()
+    except EOFError:
+        proc.join()
+        raise RuntimeError(f"llama.cpp's process died while running {getattr(fn, '__name__', fn)} (exit codes "
+                           f"[{proc.exitcode}]; a negative code is the signal that killed it)") from None
+    finally:
+        receive.close()
+    proc.join()
+    if not ok:
+        raise value
+    return value
 
 
 def default_threads() -> int:

@@ -57,3 +57,24 @@ def test_a_runtime_crash_fails_the_measurement_not_the_process() -> None:
     assert isolated(math.fsum, [0.5, 0.25]) == 0.75
     with pytest.raises(RuntimeError, match=r"llama.cpp's process died while running _die \(exit codes \[-11\]"):
         isolated(_die)
+
+
+def _crashes_when_repacking(value: float, *, repack: bool) -> float:
+    if repack:
+        _die()
+    return value
+
+
+def test_a_crash_with_weight_repacking_reruns_without_it_and_says_so() -> None:
+    from squeezeray.objectives.llamacpp import LlamaCppPerplexity
+    from squeezeray.objectives.llamacpp import RuntimeCrash
+
+    auto = LlamaCppPerplexity(n_threads=1)
+    value, how = auto._run(_crashes_when_repacking, 2.5)
+    assert value == 2.5 and how["weight_repacking"] is False and "exit code -11" in how["repacking_note"]
+    assert auto._run(_crashes_when_repacking, 1.5)[0] == 1.5  # remembered: no second crash
+    forced = LlamaCppPerplexity(n_threads=1, repack=True)
+    with pytest.raises(RuntimeCrash, match="_crashes_when_repacking"):
+        forced._run(_crashes_when_repacking, 2.5)
+    assert LlamaCppPerplexity(n_threads=1, repack=False)._run(_crashes_when_repacking, 3.0)[1]["repacking_note"] \
+        == "weight repacking off"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import inspect
 import dataclasses
 from collections.abc import Iterator
 from collections.abc import Mapping
@@ -42,6 +41,7 @@ from squeezeray.models import load_tokenizer
 from squeezeray.objectives import BaseObjective
 from squeezeray.objectives import EvalContext
 from squeezeray.objectives import Measurement
+from squeezeray.objectives import Need
 from squeezeray.objectives import OBJECTIVES
 from squeezeray.objectives import objective_key
 from squeezeray.objectives import split_objective_name
@@ -251,20 +251,21 @@ class Workbench:
         """
         base, task, limit = split_objective_name(name)
         cls = OBJECTIVES.get(base)
-        params = inspect.signature(cls.__init__).parameters
-        kwargs: dict[str, object] = {}
+        kwargs: dict[str, object] = {need.value: self._given(need) for need in cls.needs}
         if task is not None:
             kwargs.update(task=task, limit=limit, paired=True, key=objective_key(name))
             if self.cache_dir is not None:
                 kwargs["run_dir"] = Path(self.cache_dir) / "tasks"
-        if "profile" in params:
-            kwargs["profile"] = self.hardware
-        if "tokenizer" in params:
-            kwargs["tokenizer"] = self.loaded.tokenizer
-        if "source_gguf" in params:
-            src = self.loaded.source
-            kwargs["source_gguf"] = Path(src.path) / src.gguf_file if src.gguf_file else None
         return cls(**kwargs)  # type: ignore[arg-type]
+
+    def _given(self, need: Need) -> object:
+        """What this workbench hands an objective that declares ``need``."""
+        if need is Need.PROFILE:
+            return self.hardware
+        if need is Need.TOKENIZER:
+            return self.loaded.tokenizer
+        src = self.loaded.source
+        return Path(src.path) / src.gguf_file if src.gguf_file else None
 
     def evaluate(self, candidate: nn.Module, objectives: Sequence[BaseObjective | str]) -> dict[str, Measurement]:
         ctx = self.context(candidate)

@@ -4,6 +4,7 @@ from squeezeray.objectives._base import BaseObjective
 from squeezeray.objectives._base import Direction
 from squeezeray.objectives._base import EvalContext
 from squeezeray.objectives._base import Measurement
+from squeezeray.objectives._base import Need
 from squeezeray.objectives._base import Provenance
 from squeezeray.objectives._base import materialized
 from squeezeray.objectives._registry import OBJECTIVES
@@ -18,6 +19,7 @@ __all__ = [
     "Direction",
     "EvalContext",
     "Measurement",
+    "Need",
     "OBJECTIVES",
     "Provenance",
     "get_objective",

@@ -100,10 +100,18 @@ class EvalContext:
         return EvalContext(self.original, self.original, self.eval_data, self.proxy_data, self.reference, memo)
 
 
+class Need(str, enum.Enum):
+    """What an objective is given when a workbench builds it for its model (a keyword argument of the same name)."""
+
+    PROFILE = "profile"  # the target hardware profile
+    TOKENIZER = "tokenizer"  # the model's tokenizer
+    SOURCE_GGUF = "source_gguf"  # the GGUF file the model was loaded from (None when it came from elsewhere)
+
+
 class BaseObjective(abc.ABC):
     """A number to optimise, with its direction and unit.
 
-    Call order: construct (settings as keyword arguments), then
+    Call order: construct (settings as keyword arguments, plus one per entry of :attr:`needs`), then
     :meth:`measure` once per candidate, with the same :class:`EvalContext`
     ``reference`` cache reused across candidates of one model.
     """
@@ -111,6 +119,8 @@ class BaseObjective(abc.ABC):
     name: ClassVar[str]
     direction: ClassVar[Direction]
     unit: ClassVar[str]
+    needs: ClassVar[frozenset[Need]] = frozenset()
+    """What :meth:`squeezeray.workbench.Workbench.objective` passes to the constructor, by :class:`Need` name."""
     swap_safe: ClassVar[bool] = False
     """True when measuring a candidate never looks at ``ctx.original`` beyond the reference results cached
     from an earlier measurement of the original: such objectives may score a candidate swapped into the
@@ -120,6 +130,17 @@ class BaseObjective(abc.ABC):
     @abc.abstractmethod
     def measure(self, ctx: EvalContext) -> Measurement:
         """Measure the candidate in ``ctx``."""
+
+    @classmethod
+    def infeasible_value(cls, reference: float) -> float:
+        """The value a sampler is told for a configuration that cannot exist: worse than anything real.
+
+        ``reference`` is the original model's value. A minimised objective gets twice it plus one, a maximised
+        one zero; an objective whose scale makes that wrong overrides this.
+        """
+        if cls.direction is Direction.MINIMIZE:
+            return 2.0 * max(reference, 1e-9) + 1.0
+        return 0.0
 
 
 def memo_key(objective: BaseObjective) -> str:

@@ -24,6 +24,7 @@ from squeezeray.objectives._base import BaseObjective
 from squeezeray.objectives._base import Direction
 from squeezeray.objectives._base import EvalContext
 from squeezeray.objectives._base import Measurement
+from squeezeray.objectives._base import Need
 from squeezeray.objectives._base import Provenance
 from squeezeray.objectives._base import materialized
 
@@ -73,6 +74,8 @@ class Accuracy(BaseObjective):
             and report ``delta_vs_original`` with its paired standard error.
         key: Result key instead of ``accuracy`` (the search names task objectives ``accuracy:<task>``).
     """
+
+    needs = frozenset({Need.TOKENIZER})
 
     name = "accuracy"
     direction = Direction.MAXIMIZE

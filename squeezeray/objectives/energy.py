@@ -33,6 +33,7 @@ from squeezeray.objectives._base import BaseObjective
 from squeezeray.objectives._base import Direction
 from squeezeray.objectives._base import EvalContext
 from squeezeray.objectives._base import Measurement
+from squeezeray.objectives._base import Need
 from squeezeray.objectives._base import Provenance
 from squeezeray.objectives.latency import Phase
 from squeezeray.objectives.latency import decode_step
@@ -146,6 +147,8 @@ class Energy(BaseObjective):
             whose roofline (with ``calibration``) predicts the time instead of measuring it.
         calibration: Roofline calibration for a predicted time.
     """
+
+    needs = frozenset({Need.PROFILE})
 
     name = "energy"
     direction = Direction.MINIMIZE

@@ -41,6 +41,7 @@ from squeezeray.objectives._base import BaseObjective
 from squeezeray.objectives._base import Direction
 from squeezeray.objectives._base import EvalContext
 from squeezeray.objectives._base import Measurement
+from squeezeray.objectives._base import Need
 from squeezeray.objectives._base import Provenance
 
 
@@ -194,6 +195,8 @@ def llamacpp_speed(
 
 class _Runtime(BaseObjective):
     """Exports the candidate to a temporary GGUF (or takes a given file) and hands it to llama.cpp."""
+
+    needs = frozenset({Need.SOURCE_GGUF})
 
     swap_safe = True  # reads the candidate's layers only
 

@@ -46,6 +46,7 @@ from squeezeray.objectives._base import BaseObjective
 from squeezeray.objectives._base import Direction
 from squeezeray.objectives._base import EvalContext
 from squeezeray.objectives._base import Measurement
+from squeezeray.objectives._base import Need
 from squeezeray.objectives._base import Provenance
 from squeezeray.objectives._base import materialized
 from squeezeray.objectives.accuracy import check_settings
@@ -68,6 +69,8 @@ class _ChoiceObjective(BaseObjective):
         tokenizer: The model's tokenizer (``Workbench.evaluate`` passes the model's).
         perturb_fields: Document fields perturbed by :class:`Robustness`; default the task's.
     """
+
+    needs = frozenset({Need.TOKENIZER})
 
     def __init__(
         self,

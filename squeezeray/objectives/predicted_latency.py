@@ -41,6 +41,7 @@ from squeezeray.objectives._base import BaseObjective
 from squeezeray.objectives._base import Direction
 from squeezeray.objectives._base import EvalContext
 from squeezeray.objectives._base import Measurement
+from squeezeray.objectives._base import Need
 from squeezeray.objectives._base import Provenance
 from squeezeray.objectives.latency import Phase
 
@@ -200,6 +201,8 @@ class PredictedLatency(BaseObjective):
         calibration: Fitted efficiencies (object or JSON path); None uses the ideal roofline.
         act_dtype: Activation dtype on the target (default :func:`default_act_dtype`).
     """
+
+    needs = frozenset({Need.PROFILE})
 
     name = "predicted_latency"
     direction = Direction.MINIMIZE

@@ -16,8 +16,8 @@ import optuna
 import pandas as pd
 
 from squeezeray._errors import PlanError
-from squeezeray.objectives import Direction
 from squeezeray.objectives import objective_class
+from squeezeray.objectives import objective_key
 from squeezeray.search._config import SearchConfig
 from squeezeray.search._executor import Evaluation
 from squeezeray.search._result import TrialOutcome
@@ -26,7 +26,6 @@ from squeezeray.spaces import CompressionPlan
 from squeezeray.spaces import SearchSpace
 
 
-INFEASIBLE_KL = 100.0  # nats/token told for a configuration that cannot exist
 
 def _finished(study: optuna.Study) -> int:
     n = 0
@@ -88,17 +87,8 @@ def _tell_duplicate(study: optuna.Study, trial: optuna.Trial, original: int | No
     study.tell(trial, list(src.values))
 
 def _worst_values(names: Sequence[str], ref: Mapping[str, float]) -> np.ndarray:
-    """Values told for an infeasible configuration: worse than anything real."""
-    out = []
-    for n in names:
-        d = objective_class(n).direction
-        if n == "kl":
-            out.append(INFEASIBLE_KL)
-        elif d is Direction.MINIMIZE:
-            out.append(2.0 * max(ref[n], 1e-9) + 1.0)
-        else:
-            out.append(0.0)
-    return np.array(out, dtype=float)
+    """Values told for an infeasible configuration: each objective's own (``BaseObjective.infeasible_value``)."""
+    return np.array([objective_class(n).infeasible_value(ref[objective_key(n)]) for n in names], dtype=float)
 
 def _prepare_trial(
     study: optuna.Study, trial: optuna.Trial, space: SearchSpace, layer_names: Sequence[str], names: Sequence[str],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from squeezeray.objectives import OBJECTIVES
 from squeezeray.objectives import Direction
 from squeezeray.objectives import Measurement
+from squeezeray.objectives import Need
 from squeezeray.objectives import Provenance
 
 # Objectives that need lm-eval task data and a real model are covered in tests/evaluation.
@@ -23,6 +25,22 @@ def test_declares_name_direction_unit(name: str) -> None:
     assert cls.name == name
     assert isinstance(cls.direction, Direction)
     assert isinstance(cls.unit, str) and cls.unit
+
+
+@pytest.mark.parametrize("name", OBJECTIVES.names())
+def test_declares_what_it_is_given_and_its_infeasible_value(name: str) -> None:
+    cls = OBJECTIVES.get(name)
+    params: set[str] = set()
+    for klass in cls.__mro__:  # an __init__ taking **kwargs hands them on to its base's
+        if "__init__" in vars(klass):
+            sig = inspect.signature(klass.__init__).parameters
+            params |= set(sig)
+            if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.values()):
+                break
+    assert {n.value for n in cls.needs} == {n.value for n in Need} & params  # declared iff taken
+    worst = cls.infeasible_value(1.0)
+    assert math.isfinite(worst)
+    assert worst > 1.0 if cls.direction is Direction.MINIMIZE else worst < 1.0  # worse than the original
 
 
 @pytest.fixture(scope="module")

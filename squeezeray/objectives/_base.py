@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import enum
 import functools
+from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Mapping
 from typing import Any
@@ -120,7 +121,13 @@ class BaseObjective(abc.ABC):
     direction: ClassVar[Direction]
     unit: ClassVar[str]
     needs: ClassVar[frozenset[Need]] = frozenset()
-    """What :meth:`squeezeray.workbench.Workbench.objective` passes to the constructor, by :class:`Need` name."""
+    """What :meth:`squeezeray.workbench.Workbench.objective` passes to the constructor, by :class:`Need` name;
+    declared in the class line (``class Accuracy(BaseObjective, needs={Need.TOKENIZER})``), inherited otherwise."""
+
+    def __init_subclass__(cls, *, needs: Iterable[Need | str] | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if needs is not None:
+            cls.needs = frozenset(Need(n) for n in needs)
     swap_safe: ClassVar[bool] = False
     """True when measuring a candidate never looks at ``ctx.original`` beyond the reference results cached
     from an earlier measurement of the original: such objectives may score a candidate swapped into the

@@ -56,7 +56,7 @@ def subset_key(spec: TaskSpec, doc_ids: tuple[int, ...]) -> str:
     return f"{spec.key}:{spec.metric.value}:{digest}"
 
 
-class Accuracy(BaseObjective):
+class Accuracy(BaseObjective, needs={Need.TOKENIZER}):
     """Accuracy of the candidate on a benchmark task (lm-eval multiple-choice or loglikelihood).
 
     Args:
@@ -74,8 +74,6 @@ class Accuracy(BaseObjective):
             and report ``delta_vs_original`` with its paired standard error.
         key: Result key instead of ``accuracy`` (the search names task objectives ``accuracy:<task>``).
     """
-
-    needs = frozenset({Need.TOKENIZER})
 
     name = "accuracy"
     direction = Direction.MAXIMIZE

@@ -135,7 +135,7 @@ def nvml_counter(device: torch.device) -> tuple[NvmlCounter | None, str]:
         return None, f"NVML energy counter unavailable: {err}"
 
 
-class Energy(BaseObjective):
+class Energy(BaseObjective, needs={Need.PROFILE}):
     """Joules per generated token in decode (counted where possible, else modelled and labelled so).
 
     Args:
@@ -147,8 +147,6 @@ class Energy(BaseObjective):
             whose roofline (with ``calibration``) predicts the time instead of measuring it.
         calibration: Roofline calibration for a predicted time.
     """
-
-    needs = frozenset({Need.PROFILE})
 
     name = "energy"
     direction = Direction.MINIMIZE

@@ -193,10 +193,8 @@ def llamacpp_speed(
             "prefill_spread": max(prefill) - min(prefill), "decode_spread": max(decode) - min(decode)}
 
 
-class _Runtime(BaseObjective):
+class _Runtime(BaseObjective, needs={Need.SOURCE_GGUF}):
     """Exports the candidate to a temporary GGUF (or takes a given file) and hands it to llama.cpp."""
-
-    needs = frozenset({Need.SOURCE_GGUF})
 
     swap_safe = True  # reads the candidate's layers only
 

@@ -56,7 +56,7 @@ from squeezeray.objectives.accuracy import subset_key
 Scores = list[np.ndarray]
 
 
-class _ChoiceObjective(BaseObjective):
+class _ChoiceObjective(BaseObjective, needs={Need.TOKENIZER}):
     """Settings, task and caches shared by the objectives that compare choice distributions.
 
     Args:
@@ -69,8 +69,6 @@ class _ChoiceObjective(BaseObjective):
         tokenizer: The model's tokenizer (``Workbench.evaluate`` passes the model's).
         perturb_fields: Document fields perturbed by :class:`Robustness`; default the task's.
     """
-
-    needs = frozenset({Need.TOKENIZER})
 
     def __init__(
         self,

@@ -190,7 +190,7 @@ def load_calibration(ref: RooflineCalibration | str | Path | None) -> RooflineCa
     return RooflineCalibration.from_dict(json.loads(p.read_text()))
 
 
-class PredictedLatency(BaseObjective):
+class PredictedLatency(BaseObjective, needs={Need.PROFILE}):
     """Roofline latency of the candidate on a profiled device (prefill ms per pass, or decode ms per step).
 
     Args:
@@ -201,8 +201,6 @@ class PredictedLatency(BaseObjective):
         calibration: Fitted efficiencies (object or JSON path); None uses the ideal roofline.
         act_dtype: Activation dtype on the target (default :func:`default_act_dtype`).
     """
-
-    needs = frozenset({Need.PROFILE})
 
     name = "predicted_latency"
     direction = Direction.MINIMIZE

@@ -2,8 +2,8 @@
 
 Each record carries a ``_type`` and a ``_version`` header; :func:`check_header` is the only place that
 checks them, :func:`check_keys` the only place that rejects unknown keys (naming a close match),
-:func:`did_you_mean` the one wording of a close match, and :func:`load_document` reads a YAML or JSON
-file into data. Every function raises the error class its caller passes (a plan raises
+:func:`did_you_mean` the one wording of a close match, :func:`check_int` / :func:`check_number` the one
+check (and wording) of a numeric setting, and :func:`load_document` reads a YAML or JSON file into data. Every function raises the error class its caller passes (a plan raises
 :class:`~squeezeray._errors.PlanError`, a profile :class:`~squeezeray._errors.ProfileError` ...), with
 the record's name (``where``) and the field in the message.
 """
@@ -36,6 +36,25 @@ def require_mapping(data: Any, *, where: str, what: str = "a mapping", error: ty
     if not isinstance(data, Mapping):
         raise error(f"{where}: must be {what}, got {type(data).__name__}")
     return data
+
+
+def check_int(value: Any, *, field: str, minimum: int = 1, where: str = "", error: type[Exception] = SqueezerayError
+              ) -> int:
+    """``value`` when it is an integer (not a bool) of at least ``minimum`` (1: positive, 0: non-negative), or
+    ``error`` naming ``field`` and the value (``where`` prefixes the field: ``evo n_seeds=0: ...``)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "positive" if minimum == 1 else "non-negative" if minimum == 0 else f"at least {minimum}, an"
+        raise error(f"{where}{field}={value!r}: must be a {kind} integer")
+    return value
+
+
+def check_number(value: Any, *, field: str, minimum: float = 0.0, where: str = "",
+                 error: type[Exception] = SqueezerayError) -> float:
+    """``value`` when it is a real number (not a bool) of at least ``minimum``, or ``error`` naming the field."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        kind = "non-negative" if minimum == 0 else f"at least {minimum}, a"
+        raise error(f"{where}{field}={value!r}: must be a {kind} number")
+    return float(value)
 
 
 def check_header(

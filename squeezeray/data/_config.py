@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from squeezeray._errors import DataError
+from squeezeray._schema import check_int
 from squeezeray.data._sources import BUILTIN
 from squeezeray.data._sources import DataSource
 
@@ -58,9 +59,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         for name in _SIZES:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "seed" else 1):
-                raise DataError(f"{name}={value!r}: must be a positive integer")
+            check_int(getattr(self, name), field=name, minimum=0 if name == "seed" else 1, error=DataError)
         if self.proxy_data is None and self.proxy_seqs > self.calib_seqs:
             raise DataError(f"proxy_seqs={self.proxy_seqs}: cannot exceed calib_seqs={self.calib_seqs} "
                             "(the proxy is drawn from the calibration sequences unless proxy_data is given)")

@@ -11,6 +11,7 @@ from pathlib import Path
 import optuna
 
 from squeezeray._errors import SqueezerayError
+from squeezeray._schema import check_int
 from squeezeray._schema import enum_value
 from squeezeray.models import ModelDtype
 from squeezeray.objectives import objective_class
@@ -110,10 +111,8 @@ class SearchConfig:
             raise SqueezerayError(f"sampler='evo' needs the objectives size and kl, got objectives={list(self.objectives)}")
         if not isinstance(self.evo, EvoConfig):
             raise SqueezerayError(f"evo={self.evo!r}: must be an EvoConfig")
-        if not isinstance(self.n_trials, int) or self.n_trials < 1:
-            raise SqueezerayError(f"n_trials={self.n_trials!r}: must be a positive integer")
-        if not isinstance(self.rerank, int) or self.rerank < 1:
-            raise SqueezerayError(f"rerank={self.rerank!r}: must be a positive integer")
+        check_int(self.n_trials, field="n_trials")
+        check_int(self.rerank, field="rerank")
         for field in ("max_size_bytes", "max_kl", "memory_limit_gib"):
             v = getattr(self, field)
             if v is not None and (not isinstance(v, (int, float)) or v <= 0):

@@ -92,20 +92,24 @@ def check_keys(data: Mapping[str, Any], allowed: Iterable[str], *, where: str,
             raise error(f"{where}: unknown key {key!r}.{did_you_mean(str(key), allowed, n=1)} Allowed: {', '.join(allowed)}")
 
 
-def load_document(path: str | Path, *, what: str = "file", error: type[Exception] = SqueezerayError) -> Any:
-    """The data of a YAML (``.yaml``/``.yml``) or JSON file; a clear error when it is missing or malformed."""
+def load_document(
+    path: str | Path, *, what: str = "file", error: type[Exception] = SqueezerayError, syntax: str | None = None
+) -> Any:
+    """The data of a YAML or JSON file; ``error`` naming ``what`` and the path when it is missing or malformed.
+
+    Args:
+        syntax: ``"json"`` or ``"yaml"``; by default the suffix decides (``.json``: JSON, anything else: YAML).
+    """
     import yaml
 
     p = Path(path).expanduser()
     if not p.is_file():
         raise error(f"{what} {str(p)!r} does not exist")
-    text = p.read_text()
-    if p.suffix.lower() == ".json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as err:
-            raise error(f"{p}: not valid JSON ({err})") from None
+    syntax = syntax or ("json" if p.suffix.lower() == ".json" else "yaml")
+    if syntax not in ("json", "yaml"):
+        raise ValueError(f"syntax={syntax!r}: choose json or yaml")
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise error(f"{p.name}: not valid YAML: {err}") from None
+        text = p.read_text()
+        return json.loads(text) if syntax == "json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as err:
+        raise error(f"{what} {str(p)!r} is not valid {syntax.upper()}: {err}") from None

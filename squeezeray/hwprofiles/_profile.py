@@ -38,12 +38,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
 from squeezeray._errors import SqueezerayError
 from squeezeray._schema import check_header
 from squeezeray._schema import did_you_mean
 from squeezeray._schema import enum_value
+from squeezeray._schema import load_document
 from squeezeray.kernels._names import KernelPath
 
 PROFILE_TYPE = "squeezeray.HardwareProfile"
@@ -318,10 +317,5 @@ def _parse_profile(data: Any, origin: str) -> HardwareProfile:
 def load_profile(path: str | Path) -> HardwareProfile:
     """Read and validate one profile YAML file."""
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise ProfileError(f"profile file {str(p)!r} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as err:
-        raise ProfileError(f"{p.name}: not valid YAML: {err}") from None
-    return HardwareProfile.from_dict(data, origin=p.name)
+    return HardwareProfile.from_dict(load_document(p, what="profile file", error=ProfileError, syntax="yaml"),
+                                     origin=p.name)

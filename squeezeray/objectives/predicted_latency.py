@@ -18,7 +18,6 @@ meets (:func:`target_path`).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
@@ -27,6 +26,7 @@ import torch
 from torch import nn
 
 from squeezeray._errors import SqueezerayError
+from squeezeray._schema import load_document
 from squeezeray.hwprofiles import Basis
 from squeezeray.hwprofiles import ComputeDtype
 from squeezeray.hwprofiles import DeviceKind
@@ -184,10 +184,7 @@ def load_calibration(ref: RooflineCalibration | str | Path | None) -> RooflineCa
         return RooflineCalibration.ideal()
     if isinstance(ref, RooflineCalibration):
         return ref
-    p = Path(ref).expanduser()
-    if not p.is_file():
-        raise SqueezerayError(f"calibration file {str(p)!r} does not exist")
-    return RooflineCalibration.from_dict(json.loads(p.read_text()))
+    return RooflineCalibration.from_dict(load_document(ref, what="calibration file", syntax="json"))
 
 
 class PredictedLatency(BaseObjective, needs={Need.PROFILE}):

@@ -31,6 +31,7 @@ from typing import Any
 from squeezeray._errors import PlanError
 from squeezeray._schema import check_header
 from squeezeray._schema import did_you_mean
+from squeezeray._schema import load_document
 from squeezeray.recovery import DistillConfig
 from squeezeray.recovery import parse_distill
 from squeezeray.techniques import GGUFType
@@ -214,14 +215,7 @@ class CompressionPlan:
 
     @classmethod
     def load(cls, path: str | Path) -> CompressionPlan:
-        p = Path(path)
-        if not p.is_file():
-            raise PlanError(f"plan file {str(p)!r} does not exist")
-        try:
-            data = json.loads(p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise PlanError(f"plan file {str(p)!r} is not valid JSON: {err}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(load_document(path, what="plan file", error=PlanError, syntax="json"))
 
     @classmethod
     def uniform(cls, steps: LayerPlan | str, layer_names: Iterable[str], *, name: str = "") -> CompressionPlan:

@@ -30,12 +30,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from squeezeray._errors import PlanError
 from squeezeray._errors import SqueezerayError
 from squeezeray._schema import check_header
 from squeezeray._schema import check_keys
+from squeezeray._schema import load_document
 from squeezeray.spaces._plan import CompressionPlan
 from squeezeray.spaces._plan import LayerPlan
 from squeezeray.spaces._plan import parse_step
@@ -376,14 +375,7 @@ class SearchSpace:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SearchSpace:
-        p = Path(path)
-        if not p.is_file():
-            raise SqueezerayError(f"search space file {str(p)!r} does not exist")
-        try:
-            data = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as err:
-            raise SqueezerayError(f"search space file {str(p)!r} is not valid YAML: {err}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(load_document(path, what="search space file", syntax="yaml"))
 
     def with_groups(self, groups: Sequence[GroupSpec]) -> SearchSpace:
         return dataclasses.replace(self, groups=tuple(groups))

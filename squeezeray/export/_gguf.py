@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from squeezeray._errors import SqueezerayError
+from squeezeray.export._serving import non_integer_form
 from squeezeray.techniques import GGUF_BLOCK
 from squeezeray.techniques import GGUFType
 from squeezeray.techniques import QuantFormat
@@ -39,8 +40,7 @@ def layer_gguf_type(module: Any) -> tuple[GGUFType | None, str]:
     """The GGUF block type a CompressedLinear's stored form is, or None and why it is none."""
     f = module.fmt
     if f.quant_format is not QuantFormat.INT:
-        what = "not quantized" if f.quant_format is None else f"{f.quant_format.value} codes"
-        return None, f"{what} (GGUF's Q8_0/Q5_0/Q4_0 hold integer codes)"
+        return None, f"{non_integer_form(f)} (GGUF's Q8_0/Q5_0/Q4_0 hold integer codes)"
     if f.pattern is not None:
         return None, f"pruned ({f.pattern.value}); GGUF blocks are dense"
     if f.rank or f.lowrank_only:

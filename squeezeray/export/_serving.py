@@ -66,14 +66,18 @@ def serving_formats(values: Any) -> tuple[ServingFormat, ...]:
 
 
 # ------------------------------------------------------------------ schemes
+def non_integer_form(fmt: Any) -> str:
+    """What a layer format that holds no integer codes stores, for a refusal: ``not quantized`` or ``<format> codes``."""
+    return "not quantized" if fmt.quant_format is None else f"{fmt.quant_format.value} codes"
+
+
 def _ct_weights(module: Any) -> tuple[dict[str, Any] | None, str]:
     """compressed-tensors weight args of one CompressedLinear, or None and why it does not map."""
     from squeezeray.techniques._formats import QuantFormat
 
     f = module.fmt
     if f.quant_format is not QuantFormat.INT:
-        what = "not quantized" if f.quant_format is None else f"{f.quant_format.value} codes"
-        return None, f"{what} (needs integer codes)"
+        return None, f"{non_integer_form(f)} (needs integer codes)"
     if f.bits not in _CT_BITS:
         return None, f"{f.bits}-bit (vLLM's weight-only kernels take {' or '.join(map(str, _CT_BITS))} bits)"
     if f.pattern is not None:

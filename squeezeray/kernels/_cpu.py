@@ -49,6 +49,16 @@ def _one_group(fmt: LayerFormat) -> str | None:
     return None
 
 
+def _int8_symmetric(fmt: LayerFormat) -> str | None:
+    """Shared conditions of the int8 paths: dense 8-bit symmetric integer codes."""
+    why = common_int_format(fmt)
+    if why:
+        return why
+    if fmt.bits != 8 or not fmt.symmetric:
+        return f"needs 8-bit symmetric codes, layer has {fmt.bits}-bit {'symmetric' if fmt.symmetric else 'asymmetric'}"
+    return None
+
+
 def int8_weight_from_codes(codes: torch.Tensor, n: int, k: int) -> torch.Tensor:
     """(n, k) int8 ``code - 128`` of 8-bit symmetric codes (uint8 stream)."""
     return codes.view(n, k).bitwise_xor(0x80).view(torch.int8).contiguous()
@@ -87,11 +97,9 @@ class CpuInt8Dynamic(BaseLinearKernel):
         return None if hasattr(torch, "_int_mm") else "this torch has no torch._int_mm"
 
     def unsupported_format(self, fmt: LayerFormat) -> str | None:
-        why = common_int_format(fmt)
+        why = _int8_symmetric(fmt)
         if why:
             return why
-        if fmt.bits != 8 or not fmt.symmetric:
-            return f"needs 8-bit symmetric codes, layer has {fmt.bits}-bit {'symmetric' if fmt.symmetric else 'asymmetric'}"
         if fmt.act_bits != 8:
             return "needs int8 activations (act_bits=8); weight-only layers use cpu-int8-weight"
         return _one_group(fmt)
@@ -120,11 +128,9 @@ class CpuInt8Weight(BaseLinearKernel):
         return None if hasattr(torch.ops.aten, "_weight_int8pack_mm") else "this torch has no aten._weight_int8pack_mm"
 
     def unsupported_format(self, fmt: LayerFormat) -> str | None:
-        why = common_int_format(fmt)
+        why = _int8_symmetric(fmt)
         if why:
             return why
-        if fmt.bits != 8 or not fmt.symmetric:
-            return f"needs 8-bit symmetric codes, layer has {fmt.bits}-bit {'symmetric' if fmt.symmetric else 'asymmetric'}"
         if fmt.act_bits == 8:
             return "layer quantizes activations (W8A8); use cpu-int8-dynamic"
         return _one_group(fmt)

@@ -1,4 +1,5 @@
-"""Triton helpers shared by the kernels: reading codes from squeezeray's packed bit streams."""
+"""Triton helpers shared by the kernels: reading codes from squeezeray's packed bit streams, and the
+GEMM kernels' accumulation and output store."""
 
 from __future__ import annotations
 
@@ -41,3 +42,30 @@ def unpack_codes(ptr, idx, nbytes, mask, BITS: tl.constexpr):
         hi = tl.load(ptr + byte + 1, mask=mask & (byte + 1 < nbytes), other=0).to(tl.int32)
         v = ((lo | (hi << 8)) >> (bit % 8).to(tl.int32)) & ((1 << BITS) - 1)
     return v
+
+
+@triton.jit
+def dot_accumulate(acc, x, w, DOT_IEEE: tl.constexpr):
+    """``acc + x @ w`` in float32: IEEE float32 products when ``DOT_IEEE`` (float32 input), else ``w`` is
+    cast to ``x``'s 16-bit dtype first.
+
+    Args:
+        acc: (BM, BN) float32 accumulator.
+        x: (BM, BK) activation tile.
+        w: (BK, BN) float32 weight tile.
+    """
+    if DOT_IEEE:
+        acc += tl.dot(x, w, input_precision="ieee")
+    else:
+        acc += tl.dot(x, w.to(x.dtype))
+    return acc
+
+
+@triton.jit
+def store_tile(y_ptr, acc, rm, rn, M, N, stride_ym, stride_yn):
+    """Write the (BM, BN) tile ``acc`` of y (M, N) at rows ``rm`` and columns ``rn``, in y's dtype."""
+    tl.store(
+        y_ptr + rm[:, None] * stride_ym + rn[None, :] * stride_yn,
+        acc.to(y_ptr.dtype.element_ty),
+        mask=(rm[:, None] < M) & (rn[None, :] < N),
+    )

@@ -21,6 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
+from squeezeray.kernels._triton_common import dot_accumulate
+from squeezeray.kernels._triton_common import store_tile
 from squeezeray.kernels._triton_common import unpack_codes
 from squeezeray.techniques._packing import packed_nbytes
 
@@ -93,15 +95,8 @@ def _dequant_gemm_kernel(
             codes_ptr, scales_ptr, zeros_ptr, rk, rn, N, K, n_groups, codes_nbytes, zeros_nbytes,
             GROUP_SIZE, BITS, SYMMETRIC,
         )  # (BK, BN) float32
-        if DOT_IEEE:
-            acc += tl.dot(x, w, input_precision="ieee")
-        else:
-            acc += tl.dot(x, w.to(x.dtype))
-    tl.store(
-        y_ptr + rm[:, None] * stride_ym + rn[None, :] * stride_yn,
-        acc.to(y_ptr.dtype.element_ty),
-        mask=(rm[:, None] < M) & (rn[None, :] < N),
-    )
+        acc = dot_accumulate(acc, x, w, DOT_IEEE)
+    store_tile(y_ptr, acc, rm, rn, M, N, stride_ym, stride_yn)
 
 
 @triton.jit

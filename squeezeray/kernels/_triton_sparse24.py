@@ -18,6 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
+from squeezeray.kernels._triton_common import dot_accumulate
+from squeezeray.kernels._triton_common import store_tile
 from squeezeray.kernels._triton_common import unpack_codes
 from squeezeray.techniques._packing import packed_nbytes
 
@@ -65,15 +67,8 @@ def _sparse24_gemm_kernel(
         v1 = tl.load(values_ptr + slot0 + 1, mask=mask, other=0.0).to(tl.float32)
         pos = (rk % 4)[:, None]  # (BK, 1)
         w = tl.where(i0 == pos, v0, tl.where(i1 == pos, v1, 0.0))  # (BK, BN)
-        if DOT_IEEE:
-            acc += tl.dot(x, w, input_precision="ieee")
-        else:
-            acc += tl.dot(x, w.to(x.dtype))
-    tl.store(
-        y_ptr + rm[:, None] * stride_ym + rn[None, :] * stride_yn,
-        acc.to(y_ptr.dtype.element_ty),
-        mask=(rm[:, None] < M) & (rn[None, :] < N),
-    )
+        acc = dot_accumulate(acc, x, w, DOT_IEEE)
+    store_tile(y_ptr, acc, rm, rn, M, N, stride_ym, stride_yn)
 
 
 _autotuned = triton.autotune(configs=get_autotune_configs(), key=["M", "N", "K"])(_sparse24_gemm_kernel)

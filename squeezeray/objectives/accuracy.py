@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 from squeezeray._errors import SqueezerayError
 from squeezeray.evaluation import Metric
@@ -56,8 +57,8 @@ def subset_key(spec: TaskSpec, doc_ids: tuple[int, ...]) -> str:
     return f"{spec.key}:{spec.metric.value}:{digest}"
 
 
-class Accuracy(BaseObjective, needs={Need.TOKENIZER}):
-    """Accuracy of the candidate on a benchmark task (lm-eval multiple-choice or loglikelihood).
+class TaskObjective(BaseObjective, needs={Need.TOKENIZER}):
+    """An objective scored on a seeded subset of one lm-eval task: its settings, the task and its harness.
 
     Args:
         task: A packaged task (``arc_easy``, ``arc_challenge``, ``hellaswag``, ``piqa``,
@@ -70,14 +71,7 @@ class Accuracy(BaseObjective, needs={Need.TOKENIZER}):
         run_dir: Folder for the task files, derived data and ``datasets`` cache;
             ``None`` uses a temporary folder.
         tokenizer: The model's tokenizer (``Workbench.evaluate`` passes the model's).
-        paired: Also score the original on the same items (once per context cache)
-            and report ``delta_vs_original`` with its paired standard error.
-        key: Result key instead of ``accuracy`` (the search names task objectives ``accuracy:<task>``).
     """
-
-    name = "accuracy"
-    direction = Direction.MAXIMIZE
-    unit = "fraction"
 
     def __init__(
         self,
@@ -89,24 +83,49 @@ class Accuracy(BaseObjective, needs={Need.TOKENIZER}):
         batch_size: int = 8,
         run_dir: str | Path | None = None,
         tokenizer: object | None = None,
-        paired: bool = False,
-        key: str | None = None,
     ) -> None:
         check_settings(limit=limit, batch_size=batch_size)
-        if key is not None:
-            self.name = key  # results keyed by task (accuracy:arc_easy), so two tasks are two columns
-        self.spec = resolve_task(task, metric=metric)
+        self.spec = self._resolve(task, metric)
         self.limit, self.seed, self.batch_size = limit, seed, batch_size
-        self.run_dir, self.tokenizer, self.paired = run_dir, tokenizer, paired
+        self.run_dir, self.tokenizer = run_dir, tokenizer
         self._harness: TaskHarness | None = None
+
+    def _resolve(self, task: str, metric: Metric | str | None) -> TaskSpec:
+        """The task's spec (a subclass that perturbs documents adds its fields)."""
+        return resolve_task(task, metric=metric)
+
+    def _check_task(self, harness: TaskHarness) -> None:
+        """Raise if this objective cannot score the loaded task (any task by default)."""
 
     def harness(self) -> TaskHarness:
         """The loaded task and its subset (built on first use)."""
         if self._harness is None:
-            self._harness = TaskHarness(
-                self.spec, run_dir=self.run_dir, limit=self.limit, seed=self.seed, batch_size=self.batch_size
-            )
+            h = TaskHarness(self.spec, run_dir=self.run_dir, limit=self.limit, seed=self.seed, batch_size=self.batch_size)
+            self._check_task(h)
+            self._harness = h
         return self._harness
+
+
+class Accuracy(TaskObjective):
+    """Accuracy of the candidate on a benchmark task (lm-eval multiple-choice or loglikelihood).
+
+    Args:
+        paired: Also score the original on the same items (once per context cache)
+            and report ``delta_vs_original`` with its paired standard error.
+        key: Result key instead of ``accuracy`` (the search names task objectives ``accuracy:<task>``).
+        **kwargs: The task and its subset (``task``, ``limit``, ``seed``, ``metric``, ``batch_size``,
+            ``run_dir``, ``tokenizer``); see :class:`TaskObjective`.
+    """
+
+    name = "accuracy"
+    direction = Direction.MAXIMIZE
+    unit = "fraction"
+
+    def __init__(self, *, paired: bool = False, key: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if key is not None:
+            self.name = key  # results keyed by task (accuracy:arc_easy), so two tasks are two columns
+        self.paired = paired
 
     def _original(self, ctx: EvalContext, tok: object, harness: TaskHarness) -> TaskResult:
         key = f"accuracy:{subset_key(self.spec, harness.doc_ids)}"

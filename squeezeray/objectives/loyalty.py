@@ -22,7 +22,6 @@ The original's side is computed once and kept in ``EvalContext.reference``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 from typing import ClassVar
 
@@ -36,6 +35,7 @@ from squeezeray.evaluation import ChoiceComparison
 from squeezeray.evaluation import Metric
 from squeezeray.evaluation import Perturbation
 from squeezeray.evaluation import TaskHarness
+from squeezeray.evaluation import TaskSpec
 from squeezeray.evaluation import compare_choices
 from squeezeray.evaluation import gold_index
 from squeezeray.evaluation import gold_probability
@@ -46,59 +46,38 @@ from squeezeray.objectives._base import BaseObjective
 from squeezeray.objectives._base import Direction
 from squeezeray.objectives._base import EvalContext
 from squeezeray.objectives._base import Measurement
-from squeezeray.objectives._base import Need
 from squeezeray.objectives._base import Provenance
 from squeezeray.objectives._base import materialized
-from squeezeray.objectives.accuracy import check_settings
+from squeezeray.objectives.accuracy import TaskObjective
 from squeezeray.objectives.accuracy import context_tokenizer
 from squeezeray.objectives.accuracy import subset_key
 
 Scores = list[np.ndarray]
 
 
-class _ChoiceObjective(BaseObjective, needs={Need.TOKENIZER}):
+class _ChoiceObjective(TaskObjective):
     """Settings, task and caches shared by the objectives that compare choice distributions.
 
     Args:
-        task: A multiple-choice task reference (see :class:`~squeezeray.objectives.accuracy.Accuracy`).
-        limit: Items, a seeded subset; ``None`` uses all items.
-        seed: Seed of the subset (and of the perturbations).
-        metric: Scoring rule, ``acc`` or ``acc_norm``; default the task's headline metric.
-        batch_size: lm-eval batch size.
-        run_dir: Folder for task files and caches; ``None`` uses a temporary folder.
-        tokenizer: The model's tokenizer (``Workbench.evaluate`` passes the model's).
         perturb_fields: Document fields perturbed by :class:`Robustness`; default the task's.
+        **kwargs: The multiple-choice task and its subset (``task``, ``limit``, ``seed`` (also of the
+            perturbations), ``metric``, ``batch_size``, ``run_dir``, ``tokenizer``); see
+            :class:`~squeezeray.objectives.accuracy.TaskObjective`.
     """
 
-    def __init__(
-        self,
-        *,
-        task: str = "arc_easy",
-        limit: int | None = None,
-        seed: int = 0,
-        metric: Metric | str | None = None,
-        batch_size: int = 8,
-        run_dir: str | Path | None = None,
-        tokenizer: object | None = None,
-        perturb_fields: Sequence[str] | None = None,
-    ) -> None:
-        check_settings(limit=limit, batch_size=batch_size)
-        self.spec = resolve_task(task, metric=metric, perturb_fields=perturb_fields)
-        self.limit, self.seed, self.batch_size = limit, seed, batch_size
-        self.run_dir, self.tokenizer = run_dir, tokenizer
-        self._harness: TaskHarness | None = None
+    def __init__(self, *, perturb_fields: Sequence[str] | None = None, **kwargs: Any) -> None:
+        self._perturb_fields = perturb_fields  # read by _resolve, during the base's construction
+        super().__init__(**kwargs)
         self._gold: tuple[int, ...] | None = None
 
-    def harness(self) -> TaskHarness:
-        """The loaded task and its subset (built on first use)."""
-        if self._harness is None:
-            h = TaskHarness(self.spec, run_dir=self.run_dir, limit=self.limit, seed=self.seed, batch_size=self.batch_size)
-            if h.task.OUTPUT_TYPE != "multiple_choice":
-                raise SqueezerayError(
-                    f"objective {self.name!r}: task {self.spec.ref!r} is {h.task.OUTPUT_TYPE}, not multiple_choice"
-                )
-            self._harness = h
-        return self._harness
+    def _resolve(self, task: str, metric: Metric | str | None) -> TaskSpec:
+        return resolve_task(task, metric=metric, perturb_fields=self._perturb_fields)
+
+    def _check_task(self, harness: TaskHarness) -> None:
+        if harness.task.OUTPUT_TYPE != "multiple_choice":
+            raise SqueezerayError(
+                f"objective {self.name!r}: task {self.spec.ref!r} is {harness.task.OUTPUT_TYPE}, not multiple_choice"
+            )
 
     def gold(self) -> tuple[int, ...]:
         """Correct choice of each item of the subset."""

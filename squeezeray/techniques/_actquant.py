@@ -8,12 +8,20 @@ quantization at all: only the division by ``smooth`` (AWQ's folded scale).
 
 ``smooth`` is stored in float16, so techniques round it with
 :func:`to_float16_scale` before using it; the stored layer then computes exactly
-what the technique measured.
+what the technique measured. A layer holds one ``smooth`` at most
+(:func:`require_no_act_scale`).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+
+from squeezeray._errors import InfeasibleStepError
+
+if TYPE_CHECKING:
+    from squeezeray.techniques._state import LayerState
 
 # ``ActQuantState.bits`` value meaning "divide x by smooth, do not quantize x" (AWQ).
 SCALE_ONLY_BITS = 16
@@ -73,3 +81,9 @@ def to_float16_scale(s: torch.Tensor) -> torch.Tensor:
         (in,) float32 holding float16-representable values.
     """
     return s.float().clamp(_FP16_MIN_NORMAL, _FP16_MAX).half().float()
+
+
+def require_no_act_scale(state: LayerState, technique: str) -> None:
+    """Guard of the techniques that set ``state.act`` (AWQ, W8A8): a layer takes one activation scale."""
+    if state.act is not None:
+        raise InfeasibleStepError(f"{state.name}: {technique} cannot apply to a layer that already has an activation scale")

@@ -28,8 +28,8 @@ import dataclasses
 
 import torch
 
-from squeezeray._errors import InfeasibleStepError
 from squeezeray.techniques._actquant import SCALE_ONLY_BITS
+from squeezeray.techniques._actquant import require_no_act_scale
 from squeezeray.techniques._actquant import to_float16_scale
 from squeezeray.techniques._base import BaseTechnique
 from squeezeray.techniques._configs import AWQConfig
@@ -231,12 +231,12 @@ class AWQ(BaseTechnique[AWQConfig]):
     name = "awq"
     config_cls = AWQConfig
     needs_hessian = True
+    code_version = 2
 
     def apply(self, state: LayerState, config: AWQConfig, stats: LayerStats) -> None:
         require_unquantized(state, self.name)
         hessian = stats.require_hessian(self.name)
-        if state.act is not None:
-            raise InfeasibleStepError(f"{state.name}: awq cannot apply to a layer that already has an activation scale")
+        require_no_act_scale(state, self.name)
         res = awq_quantize(
             state.weight,
             hessian,

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import torch
 
-from squeezeray.techniques._base import BaseTechnique
+from squeezeray.techniques._absmax import AbsmaxTechnique
 from squeezeray.techniques._configs import FP8Config
 from squeezeray.techniques._formats import QuantFormat
 from squeezeray.techniques._formats import QuantGrid
-from squeezeray.techniques._formats import minmax_grid
-from squeezeray.techniques._state import LayerState
-from squeezeray.techniques._state import LayerStats
-from squeezeray.techniques._steps import require_unquantized
+
+
+class FP8(AbsmaxTechnique[FP8Config], fmt=QuantFormat.FP8_E4M3, bits=8):
+    """FP8 E4M3 weight quantization (no calibration data used)."""
+
+    name = "fp8"
+    config_cls = FP8Config
+    code_version = 2
 
 
 def fp8_quantize(weight: torch.Tensor, group_size: int | None) -> tuple[torch.Tensor, QuantGrid]:
@@ -28,17 +32,4 @@ def fp8_quantize(weight: torch.Tensor, group_size: int | None) -> tuple[torch.Te
     Returns:
         (out, in) uint8 E4M3 bit patterns and the grid (scales (out, n_groups)).
     """
-    grid = minmax_grid(weight.float(), bits=8, group_size=group_size, symmetric=True, fmt=QuantFormat.FP8_E4M3)
-    return grid.quantize(weight.float()), grid
-
-
-class FP8(BaseTechnique[FP8Config]):
-    """FP8 E4M3 weight quantization (no calibration data used)."""
-
-    name = "fp8"
-    config_cls = FP8Config
-
-    def apply(self, state: LayerState, config: FP8Config, stats: LayerStats) -> None:
-        require_unquantized(state, self.name)
-        codes, grid = fp8_quantize(state.weight, config.group_size)
-        state.set_quantized(grid, codes)
+    return FP8.quantize(weight, group_size)

@@ -192,39 +192,13 @@ def gptq_solve(
     return GPTQSolution(codes=codes_p[:, inv].contiguous(), grid=solved, qweight=q_p[:, inv].float(), damp=damp_used)
 
 
-def gptq_quantize(
-    weight: torch.Tensor,
-    hessian: torch.Tensor,
-    *,
-    bits: int,
-    group_size: int | None,
-    symmetric: bool,
-    act_order: bool = True,
-    damp: float = 0.01,
-    block_size: int = 128,
-    mask: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, QuantGrid]:
-    """Codes (out, in) uint8 and grid of :func:`gptq_solve` (same arguments)."""
-    sol = gptq_solve(
-        weight,
-        hessian,
-        bits=bits,
-        group_size=group_size,
-        symmetric=symmetric,
-        act_order=act_order,
-        damp=damp,
-        block_size=block_size,
-        mask=mask,
-    )
-    return sol.codes, sol.grid
-
-
 class GPTQ(BaseTechnique[GPTQConfig]):
     """GPTQ integer weight quantization (needs the calibration Hessian)."""
 
     name = "gptq"
     config_cls = GPTQConfig
     needs_hessian = True
+    code_version = 2
 
     def apply(self, state: LayerState, config: GPTQConfig, stats: LayerStats) -> None:
         require_unquantized(state, self.name)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import torch
 
-from squeezeray.techniques._base import BaseTechnique
+from squeezeray.techniques._absmax import AbsmaxTechnique
 from squeezeray.techniques._configs import NF4Config
 from squeezeray.techniques._formats import QuantFormat
 from squeezeray.techniques._formats import QuantGrid
-from squeezeray.techniques._formats import minmax_grid
-from squeezeray.techniques._state import LayerState
-from squeezeray.techniques._state import LayerStats
-from squeezeray.techniques._steps import require_unquantized
+
+
+class NF4(AbsmaxTechnique[NF4Config], fmt=QuantFormat.NF4, bits=4):
+    """NF4 weight quantization (no calibration data used)."""
+
+    name = "nf4"
+    config_cls = NF4Config
+    code_version = 2
 
 
 def nf4_quantize(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, QuantGrid]:
@@ -24,17 +28,4 @@ def nf4_quantize(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, Q
     Returns:
         (out, in) uint8 codes in [0, 16) and the grid (scales (out, ceil(in / group_size))).
     """
-    grid = minmax_grid(weight.float(), bits=4, group_size=group_size, symmetric=True, fmt=QuantFormat.NF4)
-    return grid.quantize(weight.float()), grid
-
-
-class NF4(BaseTechnique[NF4Config]):
-    """NF4 weight quantization (no calibration data used)."""
-
-    name = "nf4"
-    config_cls = NF4Config
-
-    def apply(self, state: LayerState, config: NF4Config, stats: LayerStats) -> None:
-        require_unquantized(state, self.name)
-        codes, grid = nf4_quantize(state.weight, config.group_size)
-        state.set_quantized(grid, codes)
+    return NF4.quantize(weight, group_size)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from squeezeray._errors import InfeasibleStepError
+from squeezeray.techniques._actquant import require_no_act_scale
 from squeezeray.techniques._actquant import to_float16_scale
 from squeezeray.techniques._base import BaseTechnique
 from squeezeray.techniques._configs import W8A8Config
@@ -76,11 +76,11 @@ class W8A8(BaseTechnique[W8A8Config]):
 
     name = "w8a8"
     config_cls = W8A8Config
+    code_version = 2
 
     def apply(self, state: LayerState, config: W8A8Config, stats: LayerStats) -> None:
         require_unquantized(state, self.name)
-        if state.act is not None:
-            raise InfeasibleStepError(f"{state.name}: w8a8 cannot apply to a layer that already has an activation scale")
+        require_no_act_scale(state, self.name)
         smooth, codes, grid = w8a8_quantize(state.weight, stats.abs_max, float(config.alpha))
         # Must precede set_quantized: refresh_weight divides the codes by smooth.
         state.act = ActQuantState(smooth=smooth, bits=ACT_BITS)

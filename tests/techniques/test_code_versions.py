@@ -52,9 +52,10 @@ def test_gptq_counts_the_grid_and_hessian_modules_it_imports() -> None:
 def test_layer_key_changes_with_the_technique_code_version(monkeypatch: pytest.MonkeyPatch) -> None:
     plan = parse_steps("gptq-w4g128")
     before = layer_key("fp", "model.layers.0.mlp.down_proj", plan, "calib")
-    monkeypatch.setattr(TECHNIQUES.get("gptq"), "code_version", 2)
+    version = TECHNIQUES.get("gptq").code_version
+    monkeypatch.setattr(TECHNIQUES.get("gptq"), "code_version", version + 1)
     assert layer_key("fp", "model.layers.0.mlp.down_proj", plan, "calib") != before
-    monkeypatch.setattr(TECHNIQUES.get("gptq"), "code_version", 1)
+    monkeypatch.setattr(TECHNIQUES.get("gptq"), "code_version", version)
     monkeypatch.setattr(TECHNIQUES.get("rtn"), "code_version", 7)  # a technique the plan does not use
     assert layer_key("fp", "model.layers.0.mlp.down_proj", plan, "calib") == before
 

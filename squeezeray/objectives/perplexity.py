@@ -32,10 +32,11 @@ def perplexity(model: nn.Module, windows: torch.Tensor, *, batch_size: int = 4) 
     count = 0
     for start in range(0, windows.shape[0], batch_size):
         ids = windows[start : start + batch_size]  # (B, T)
-        logits = model(input_ids=ids, use_cache=False).logits.float()  # (B, T, V)
-        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum")
-        nll += float(loss)
+        logits = model(input_ids=ids, use_cache=False).logits  # (B, T, V) in the model's dtype
+        for row in range(ids.shape[0]):  # one window's float32 logits and log-softmax at a time, not the batch's
+            nll += float(F.cross_entropy(logits[row, :-1].float(), ids[row, 1:], reduction="sum"))
         count += ids[:, 1:].numel()
+        del logits
     return math.exp(nll / count), count
 
 

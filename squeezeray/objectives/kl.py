@@ -25,9 +25,14 @@ def log_probs(model: nn.Module, windows: torch.Tensor, *, batch_size: int = 2) -
 
 
 def kl_sum(logp: torch.Tensor, logits: torch.Tensor) -> float:
-    """Sum over tokens of KL(P || Q) for reference log-probs ``logp`` and candidate ``logits`` (both (B, T, V))."""
-    logq = F.log_softmax(logits.float(), dim=-1)
-    return float((logp.exp() * (logp - logq)).sum())
+    """Sum over tokens of KL(P || Q) for reference log-probs ``logp`` and candidate ``logits`` (both (B, T, V)),
+    one sequence at a time (its float32 temporaries, not the batch's)."""
+    total = 0.0
+    for row in range(logits.shape[0]):
+        p = logp[row]
+        logq = F.log_softmax(logits[row].float(), dim=-1)
+        total += float((p.exp() * (p - logq)).sum())
+    return total
 
 
 @torch.no_grad()

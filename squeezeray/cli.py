@@ -319,25 +319,26 @@ def cmd_export(args: argparse.Namespace) -> int:
     from squeezeray.export import export_trial
     from squeezeray.export import summarize
     from squeezeray.search import LayerCache
-    from squeezeray.ui import select_payload
 
     record, bench = _study_and_bench(args)
     limits = _constraints(args)
-    sel = select_payload(record, limits)
     if args.trial is None:
-        if sel["selected"] is None:
-            raise SqueezerayError(sel["error"])
-        trial = int(sel["selected"])
-        print(f"trial {trial}: {sel['reason']}", file=sys.stderr)
+        sel = record.select(limits)  # nothing to export without a pick: the selector's error says why
+        trial = int(sel.trial)
+        print(f"trial {trial}: {sel.reason}", file=sys.stderr)
     else:
         trial = args.trial
-    picked = sel["selected"] == trial
+        try:
+            sel = record.select(limits)
+        except SqueezerayError:  # the trial asked for is exported, without a selection
+            sel = None
+    picked = sel is not None and sel.trial == trial
     out = Path(args.out) if args.out else Path(args.out_dir) / f"{record.name}-t{trial}"
     layer_fn = None
     if args.cache:
         layer_fn = LayerCache(args.cache).layer_fn(bench.loaded.fingerprint(), bench.calibration.digest)
     exported = export_trial(
-        record, trial, bench, out, config=_export_config(args), selection=sel["reason"] if picked else "",
+        record, trial, bench, out, config=_export_config(args), selection=sel.reason if picked else "",
         constraints=limits if picked else None, layer_fn=layer_fn,
     )
     print(summarize(exported.card))

@@ -307,7 +307,8 @@ def export_trial(
     search = SearchRecord(
         study=record.name, storage=record.storage_url(), trial=trial, seed=int(record.header.seed),
         objectives=record.objectives, final_objectives=record.final_objectives, space=record.space.name,
-        n_trials=len(record.study.trials), selection=selection, constraints=dict(constraints or {}),
+        n_trials=len(record.study.get_trials(deepcopy=False)), selection=selection,
+        constraints=dict(constraints or {}),
     )
     return export_model(
         bench, plan, out, config=config,

@@ -14,8 +14,13 @@ import pandas as pd
 
 from squeezeray._errors import SqueezerayError
 from squeezeray.objectives import Measurement
-from squeezeray.search import TrialOutcome
+from squeezeray.search import Selection
+from squeezeray.search import select_front
 from squeezeray.search._study import StudyHeader
+from squeezeray.search._study import front_table
+from squeezeray.search._study import is_ok
+from squeezeray.search._study import outcome_of
+from squeezeray.search._study import plan_of
 from squeezeray.search._study import read_baseline_final
 from squeezeray.search._study import read_finals
 from squeezeray.spaces import CompressionPlan
@@ -117,28 +122,34 @@ class StudyRecord:
         return engine.url.render_as_string(hide_password=True)
 
     def front(self) -> pd.DataFrame:
-        """One row per re-measured trial: ``trial``, ``baseline`` (a uniform baseline trial), the
-        final objectives, ``plan`` (summary); the same table as ``SearchResult.front`` without ``pareto``."""
-        rows = []
-        for number, meas in self.finals.items():
-            t = self.study.trials[number]
-            row: dict[str, Any] = {"trial": number, "baseline": bool(t.user_attrs.get("baseline", False))}
-            row.update({k: float(m.value) for k, m in meas.items()})
-            row["plan"] = " | ".join(f"{n}x {lbl}" for lbl, n in sorted(t.user_attrs.get("plan_summary", {}).items()))
-            rows.append(row)
-        return pd.DataFrame(rows, columns=["trial", "baseline", *self.final_objectives, "plan"])
+        """One row per re-measured trial, by trial number: ``trial``, ``baseline`` (a uniform baseline trial), the
+        final objectives, ``plan`` (summary); the same table as ``SearchResult.front`` without ``pareto``
+        (:func:`~squeezeray.search._study.front_table` builds both)."""
+        return front_table(self.study, self.finals, self.final_objectives)
+
+    def select(
+        self, constraints: Mapping[str, float] | None = None, weights: Mapping[str, float] | None = None,
+    ) -> Selection:
+        """The selector's pick among the re-measured trials (what ``squeezeray search`` runs on its front).
+
+        Raises:
+            SqueezerayError: bad constraints or weights, or no trial meets the constraints (the reason says why).
+        """
+        return select_front(self.front(), {k: float(m.value) for k, m in self.baseline.items()}, constraints, weights)
 
     def plan(self, trial: int, layer_names: Sequence[str]) -> CompressionPlan:
         """The plan of a completed trial, for a model with these compressible layers."""
-        if not isinstance(trial, int) or isinstance(trial, bool) or not 0 <= trial < len(self.study.trials):
-            raise SqueezerayError(f"trial={trial!r}: study {self.name!r} has trials 0..{len(self.study.trials) - 1}")
-        t = self.study.trials[trial]
-        if t.state is not optuna.trial.TrialState.COMPLETE or t.user_attrs.get("outcome") != TrialOutcome.OK.value:
+        trials = self.study.get_trials(deepcopy=False)
+        if not isinstance(trial, int) or isinstance(trial, bool) or not 0 <= trial < len(trials):
+            raise SqueezerayError(f"trial={trial!r}: study {self.name!r} has trials 0..{len(trials) - 1}")
+        t = trials[trial]
+        if t.state is not optuna.trial.TrialState.COMPLETE or not is_ok(t):
+            outcome = outcome_of(t)
             raise SqueezerayError(
-                f"trial={trial}: is {t.state.name.lower()} ({t.user_attrs.get('outcome', 'no outcome')}); "
+                f"trial={trial}: is {t.state.name.lower()} ({'no outcome' if outcome is None else outcome.value}); "
                 "only measured trials can be exported"
             )
-        return self.space.plan_from_params(t.params, tuple(layer_names), name=f"{self.name}#{trial}")
+        return plan_of(t, space=self.space, layer_names=tuple(layer_names), name=f"{self.name}#{trial}")
 
     def check_bench(self, bench: Any) -> None:
         """Raise unless ``bench`` holds the model and calibration data the search used."""

@@ -4,6 +4,7 @@ from squeezeray.search._allocate import AllocationProblem
 from squeezeray.search._allocate import solve_front
 from squeezeray.search._api import search
 from squeezeray.search._api import select_from
+from squeezeray.search._api import select_front
 from squeezeray.search._cache import LayerCache
 from squeezeray.search._cache import layer_key
 from squeezeray.search._config import Resume
@@ -64,6 +65,7 @@ __all__ = [
     "run_search",
     "search",
     "select_from",
+    "select_front",
 ]
 
 

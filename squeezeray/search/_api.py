@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from squeezeray._errors import SqueezerayError
 from squeezeray.data import DataConfig
 from squeezeray.data import SourcesLike
@@ -17,26 +19,40 @@ from squeezeray.search._config import SearchConfig
 from squeezeray.search._driver import SearchResult
 from squeezeray.search._driver import run_search
 from squeezeray.search._executor import BaseExecutor
+from squeezeray.search._select import Constraints
+from squeezeray.search._select import Selection
+from squeezeray.search._select import select
 from squeezeray.spaces import SearchSpace
 from squeezeray.workbench import Workbench
 
 DEFAULT_WEIGHTS = {"size": 1.0, "perplexity": 1.0, "latency": 0.5}
 
 
-def select_from(result: SearchResult, constraints: Mapping[str, float] | None, weights: Mapping[str, float] | None) -> SearchResult:
-    """Fill ``result.selected`` / ``selection_reason`` with the selector's pick among the re-measured trials."""
-    from squeezeray.search._select import Constraints
-    from squeezeray.search._select import select
+def select_front(
+    front: pd.DataFrame, baseline: Mapping[str, float], constraints: Mapping[str, float] | None,
+    weights: Mapping[str, float] | None,
+) -> Selection:
+    """The selector's pick among the re-measured trials of ``front`` (a search's or a study record's).
 
-    if result.front.empty:
+    Args:
+        front: The front table (``trial``, the final objectives, other columns ignored).
+        baseline: The original's final-objective values.
+        constraints: :class:`~squeezeray.search.Constraints` fields (None: none).
+        weights: Objective weights (None: :data:`DEFAULT_WEIGHTS` of the objectives the front has).
+    """
+    if front.empty:
         raise SqueezerayError("no trial finished successfully; nothing to select")
-    names = [c for c in result.front.columns if is_objective(c)]
+    names = [c for c in front.columns if is_objective(c)]
     directions = {n: objective_class(n).direction for n in names}
     w = dict(weights) if weights is not None else {k: v for k, v in DEFAULT_WEIGHTS.items() if k in names}
-    sel = select(
-        result.front, baseline=result.baseline, directions=directions,
-        constraints=Constraints(**dict(constraints or {})), weights=w,
+    return select(
+        front, baseline=baseline, directions=directions, constraints=Constraints(**dict(constraints or {})), weights=w,
     )
+
+
+def select_from(result: SearchResult, constraints: Mapping[str, float] | None, weights: Mapping[str, float] | None) -> SearchResult:
+    """Fill ``result.selected`` / ``selection_reason`` with the selector's pick among the re-measured trials."""
+    sel = select_front(result.front, result.baseline, constraints, weights)
     result.selected = int(sel.trial)
     result.selection_reason = sel.reason
     return result
@@ -114,4 +130,4 @@ def search(
     return select_from(result, cons, weights)
 
 
-__all__ = ["SearchConfig", "SearchResult", "search", "select_from"]
+__all__ = ["SearchConfig", "SearchResult", "search", "select_front", "select_from"]

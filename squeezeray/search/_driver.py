@@ -50,10 +50,14 @@ from squeezeray.search._executor import EvaluateFn
 from squeezeray.search._executor import InProcessExecutor
 from squeezeray.search._footprint import preflight
 from squeezeray.search._study import StudyHeader
+from squeezeray.search._study import baseline_attrs
+from squeezeray.search._study import front_table
+from squeezeray.search._study import plan_of
 from squeezeray.search._study import read_baseline_final
 from squeezeray.search._study import read_final
 from squeezeray.search._study import write_baseline_final
 from squeezeray.search._study import write_final
+from squeezeray.search._study import write_plan_key
 from squeezeray.search._study import write_stopped
 from squeezeray.search._pareto import _directions
 from squeezeray.search._pareto import _pareto_numbers
@@ -112,8 +116,8 @@ class SearchResult:
         number = self.selected if trial is None else trial
         if number is None:
             raise SqueezerayError("no trial was selected; pass a trial number")
-        t = self.study.trials[number]
-        return self.space.plan_from_params(t.params, self.layer_names, name=f"{self.study.study_name}#{number}")
+        t = self.study.get_trials(deepcopy=False)[number]
+        return plan_of(t, space=self.space, layer_names=self.layer_names, name=f"{self.study.study_name}#{number}")
 
 def default_baselines(space: SearchSpace, layer_names: Sequence[str]) -> list[dict[str, str]]:
     """Uniform configurations users would try first: each quantize option alone, then each prune option alone."""
@@ -225,7 +229,7 @@ def run_search(
             memory_estimate=None if footprint is None else footprint.to_dict(),
         ).write(study)
         for params in _baseline_params(space, layer_names, config):
-            study.enqueue_trial(params, user_attrs={"baseline": True})
+            study.enqueue_trial(params, user_attrs=baseline_attrs())
 
     cache = LayerCache(config.workdir / "cache")
     layer_fn = cache.layer_fn(fingerprint, bench.calibration.digest)
@@ -275,7 +279,7 @@ def run_search(
                     step_done()
                     continue
                 key = plan_key(plan)
-                trial.set_user_attr("plan_key", key)
+                write_plan_key(trial, key)
                 if key in measured or key in {plan_key(p) for _, p, _ in in_flight.values()}:
                     duplicates += 1
                     _tell_duplicate(study, trial, measured.get(key))
@@ -364,24 +368,16 @@ def _remeasure(
         chosen = [ordered[i] for i in idx]
     else:
         chosen = (ordered + rest)[: config.rerank]
-    rows = []
+    finals: dict[int, Mapping[str, Measurement]] = {}
     for t in chosen:
         data = read_final(study, t.number)
         if data is None or set(data) != set(final_keys):
-            plan = space.plan_from_params(t.params, layer_names)
-            meas = bench.evaluate_plan(plan, final_names, layer_fn=layer_fn)
-            data = {k: m.to_dict() for k, m in meas.items()}
-            write_final(study, t.number, data)
-        row: dict[str, Any] = {"trial": t.number, "baseline": bool(t.user_attrs.get("baseline", False))}
-        row.update({k: float(v["value"]) for k, v in data.items()})
-        for k, v in data.items():  # a task scored paired with the original: its difference and standard error
-            details = v.get("details") or {}
-            if "delta_vs_original" in details:
-                row[f"delta:{k}"] = float(details["delta_vs_original"])
-                row[f"delta_stderr:{k}"] = float(details["delta_stderr"])
-        row["plan"] = " | ".join(f"{n}x {lbl}" for lbl, n in sorted(t.user_attrs.get("plan_summary", {}).items()))
-        rows.append(row)
-    df = pd.DataFrame(rows)
+            plan = plan_of(t, space=space, layer_names=layer_names, name="")
+            finals[t.number] = bench.evaluate_plan(plan, final_names, layer_fn=layer_fn)
+            write_final(study, t.number, {k: m.to_dict() for k, m in finals[t.number].items()})
+        else:
+            finals[t.number] = {k: Measurement.from_dict(v) for k, v in data.items()}
+    df = front_table(study, finals, final_keys)
     if not df.empty:
         fdirs = _directions(final_keys)
         df["pareto"] = pareto_mask(df[final_keys].to_numpy(dtype=float), fdirs)

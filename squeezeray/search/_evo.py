@@ -43,9 +43,12 @@ from optuna.distributions import BaseDistribution
 from optuna.distributions import CategoricalDistribution
 
 from squeezeray._errors import SqueezerayError
+from squeezeray._schema import check_int
+from squeezeray._schema import check_number
 from squeezeray.search._allocate import AllocationProblem
 from squeezeray.search._sensitivity import UnitOption
 from squeezeray.search._sensitivity import option_label
+from squeezeray.search._study import is_ok
 from squeezeray.spaces import Unit
 
 Genome = tuple[int, ...]
@@ -88,19 +91,14 @@ class EvoConfig:
 
     def __post_init__(self) -> None:
         for f in ("bits_min", "bits_max", "size_band", "crossover_prob"):
-            v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise SqueezerayError(f"evo {f}={v!r}: must be a non-negative number")
+            check_number(getattr(self, f), field=f, where="evo ")
         if not self.bits_min < self.bits_max:
             raise SqueezerayError(f"evo bits_min={self.bits_min!r}, bits_max={self.bits_max!r}: need bits_min < bits_max")
         if self.crossover_prob > 1:
             raise SqueezerayError(f"evo crossover_prob={self.crossover_prob!r}: must be at most 1")
-        if isinstance(self.screen, bool) or not isinstance(self.screen, int) or self.screen < 0:
-            raise SqueezerayError(f"evo screen={self.screen!r}: must be a non-negative integer")
+        check_int(self.screen, field="screen", minimum=0, where="evo ")
         for f in ("n_seeds", "mutation_units", "candidates", "sensitivity_seqs", "sensitivity_len"):
-            v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise SqueezerayError(f"evo {f}={v!r}: must be a positive integer")
+            check_int(getattr(self, f), field=f, where="evo ")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -247,7 +245,7 @@ class EvoSampler(optuna.samplers.BaseSampler):
             if g is None:
                 continue
             seen.add(g)
-            if (t.state is optuna.trial.TrialState.COMPLETE and t.user_attrs.get("outcome") == "ok"
+            if (t.state is optuna.trial.TrialState.COMPLETE and is_ok(t)
                     and t.values is not None):
                 population.append((g, float(t.values[m.size_index]), float(t.values[m.cost_index])))
         return population, seen

@@ -40,6 +40,7 @@ from squeezeray.search._sensitivity import SensitivityRow
 from squeezeray.search._sensitivity import SensitivityTable
 from squeezeray.search._sensitivity import measure_sensitivity
 from squeezeray.search._sensitivity import unit_options
+from squeezeray.search._study import solver_seed_attrs
 from squeezeray.spaces import SearchSpace
 from squeezeray.workbench import Workbench
 
@@ -177,9 +178,7 @@ def prepare(
             if a.choice in seeded:
                 continue
             seeded.add(a.choice)
-            study.enqueue_trial(model.params_of(a.choice), user_attrs={
-                "solver_seed": True, "budget_bits": round(problem.avg_bits(a.choice), 4),
-                "predicted_kl": a.predicted_cost,
-            })
+            study.enqueue_trial(model.params_of(a.choice), user_attrs=solver_seed_attrs(
+                round(problem.avg_bits(a.choice), 4), a.predicted_cost))
     sampler.bind(model, make_screen(bench, model, stats, layer_fn, proxy) if config.screen > 1 else None)
     return EvoStage(table, solved, model, len(units) - len(done))

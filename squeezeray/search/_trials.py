@@ -22,6 +22,20 @@ from squeezeray.search._config import SearchConfig
 from squeezeray.search._executor import Evaluation
 from squeezeray.search._result import TrialOutcome
 from squeezeray.search._result import TrialResult
+from squeezeray.search._study import duplicate_of
+from squeezeray.search._study import error_of
+from squeezeray.search._study import is_baseline
+from squeezeray.search._study import is_duplicate
+from squeezeray.search._study import is_ok
+from squeezeray.search._study import mark_duplicate
+from squeezeray.search._study import mark_interrupted
+from squeezeray.search._study import mark_outcome
+from squeezeray.search._study import outcome_of
+from squeezeray.search._study import plan_key_of
+from squeezeray.search._study import requeued_attrs
+from squeezeray.search._study import was_interrupted
+from squeezeray.search._study import write_plan
+from squeezeray.search._study import write_worker
 from squeezeray.spaces import CompressionPlan
 from squeezeray.spaces import SearchSpace
 
@@ -30,11 +44,11 @@ from squeezeray.spaces import SearchSpace
 def _finished(study: optuna.Study) -> int:
     n = 0
     for t in study.get_trials(deepcopy=False):
-        if "duplicate_of" in t.user_attrs:  # closed without an evaluation (also one of a plan still in flight)
+        if is_duplicate(t):  # closed without an evaluation (also one of a plan still in flight)
             continue
         if t.state is optuna.trial.TrialState.COMPLETE:
             n += 1
-        elif t.state is optuna.trial.TrialState.FAIL and not t.user_attrs.get("interrupted"):
+        elif t.state is optuna.trial.TrialState.FAIL and not was_interrupted(t):
             n += 1
     return n
 
@@ -43,10 +57,10 @@ def requeue_interrupted(study: optuna.Study) -> int:
     storage = study._storage
     n = 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+        mark_interrupted(study, t)
         storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
         if t.params:
-            study.enqueue_trial(dict(t.params), user_attrs={"requeued_from": t.number}, skip_if_exists=False)
+            study.enqueue_trial(dict(t.params), user_attrs=requeued_attrs(t.number), skip_if_exists=False)
         n += 1
     return n
 
@@ -61,27 +75,24 @@ def plan_key(plan: CompressionPlan) -> str:
 def _measured_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Trials whose plan was measured here (complete, ok, not a duplicate of an earlier trial)."""
     return [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-            if t.user_attrs.get("outcome") == TrialOutcome.OK.value and "duplicate_of" not in t.user_attrs]
+            if is_ok(t) and not is_duplicate(t)]
 
 def _measured_plans(study: optuna.Study) -> dict[str, int]:
     """Plan key -> trial number of every plan this study has measured."""
     out: dict[str, int] = {}
     for t in _measured_trials(study):
-        if t.user_attrs.get("plan_key"):
-            out.setdefault(t.user_attrs["plan_key"], t.number)
+        key = plan_key_of(t)
+        if key:
+            out.setdefault(key, t.number)
     return out
 
 def _tell_duplicate(study: optuna.Study, trial: optuna.Trial, original: int | None) -> None:
     """A plan already measured (or in flight) is not evaluated again; the trial is closed as a duplicate."""
+    mark_duplicate(trial, original)
     if original is None:  # the same plan is still being measured: nothing to copy yet
-        trial.set_user_attr("duplicate_of", -1)
-        trial.set_user_attr("outcome", TrialOutcome.FAILED.value)
-        trial.set_user_attr("error", "duplicate of a plan still being measured")
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return
-    src = study.trials[original]
-    trial.set_user_attr("duplicate_of", original)
-    trial.set_user_attr("outcome", TrialOutcome.OK.value)
+    src = study.get_trials(deepcopy=False)[original]
     for k, v in src.constraints.items():
         trial.set_constraint(k, float(v))
     study.tell(trial, list(src.values))
@@ -100,7 +111,7 @@ def _prepare_trial(
     except PlanError as err:
         _tell_infeasible(study, trial, names, worst, str(err), t0)
         return None
-    trial.set_user_attr("plan_summary", plan.summary())
+    write_plan(trial, plan)
     return plan
 
 def _finish_trial(
@@ -108,17 +119,12 @@ def _finish_trial(
     worst: np.ndarray, config: SearchConfig, t0: float,
 ) -> None:
     """Tell the study what the evaluation of ``plan`` gave (ok, infeasible, or failed with its error)."""
-    if ev.worker:
-        trial.set_user_attr("worker", ev.worker)
-    if ev.retries:
-        trial.set_user_attr("retries", list(ev.retries))
+    write_worker(trial, ev.worker, ev.retries)
     if ev.outcome is TrialOutcome.INFEASIBLE:
         _tell_infeasible(study, trial, names, worst, ev.error, t0)
         return
     if ev.outcome is TrialOutcome.FAILED:
-        trial.set_user_attr("outcome", TrialOutcome.FAILED.value)
-        trial.set_user_attr("error", ev.error)
-        trial.set_user_attr("traceback", ev.traceback)
+        mark_outcome(trial, TrialOutcome.FAILED, error=ev.error, traceback=ev.traceback)
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return
     meas = dict(ev.measurements)
@@ -130,8 +136,7 @@ def _finish_trial(
         trial=trial.number, outcome=TrialOutcome.OK, plan_summary=plan.summary(), measurements=meas,
         wall_s=ev.wall_s, cache_hits=ev.cache_hits, cache_misses=ev.cache_misses,
     )
-    trial.set_user_attr("outcome", TrialOutcome.OK.value)
-    trial.set_user_attr("result", json.dumps(result.to_dict()))
+    mark_outcome(trial, TrialOutcome.OK, result=result)
     constraints = []
     if config.max_size_bytes is not None and "size" in meas:
         constraints.append(meas["size"].value - config.max_size_bytes)
@@ -145,9 +150,7 @@ def _finish_trial(
 def _tell_infeasible(
     study: optuna.Study, trial: optuna.Trial, names: Sequence[str], worst: np.ndarray, why: str, t0: float
 ) -> None:
-    trial.set_user_attr("outcome", TrialOutcome.INFEASIBLE.value)
-    trial.set_user_attr("error", why)
-    trial.set_user_attr("wall_s", time.perf_counter() - t0)
+    mark_outcome(trial, TrialOutcome.INFEASIBLE, error=why, wall_s=time.perf_counter() - t0)
     trial.set_constraint("feasibility", 1.0)  # > 0: violated
     study.tell(trial, [float(v) for v in worst])
 
@@ -156,14 +159,14 @@ def _trials_table(study: optuna.Study, names: Sequence[str]) -> pd.DataFrame:
     for t in study.get_trials(deepcopy=False):
         if t.state not in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL):
             continue
+        outcome = outcome_of(t)
         row: dict[str, Any] = {
-            "trial": t.number, "state": t.state.name, "outcome": t.user_attrs.get("outcome", "interrupted"),
-            "baseline": bool(t.user_attrs.get("baseline", False)), "error": t.user_attrs.get("error", ""),
-            "duplicate_of": t.user_attrs.get("duplicate_of"),
+            "trial": t.number, "state": t.state.name, "outcome": "interrupted" if outcome is None else outcome.value,
+            "baseline": is_baseline(t), "error": error_of(t), "duplicate_of": duplicate_of(t),
         }
         # only measured values: an infeasible trial's worst-case values (what the sampler was told) stay out,
         # its columns empty and its outcome and error saying why
-        measured = t.values is not None and row["outcome"] == TrialOutcome.OK.value
+        measured = t.values is not None and outcome is TrialOutcome.OK
         row.update({n: (float(v) if measured else float("nan")) for n, v in zip(names, t.values or [None] * len(names))})
         rows.append(row)
     return pd.DataFrame(rows, columns=[*_TRIAL_COLUMNS, *names])

@@ -7,7 +7,7 @@
 * :func:`trial_payload`: one trial's objectives beside the original's, its plan as JSON and
   a per-layer table (block x layer kind) of bits, sparsity and technique for the heat maps;
 * :func:`select_payload`: the selector's pick under slider constraints (the same
-  :func:`squeezeray.search.select_from` the CLI runs).
+  :meth:`StudyRecord.select <squeezeray.export.StudyRecord.select>` ``squeezeray export`` runs).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from squeezeray.export._study import StudyRecord
 from squeezeray.objectives import objective_class
 from squeezeray.objectives import Direction
 from squeezeray.objectives.tradeoff import relative_cost
+from squeezeray.search._study import is_baseline
 from squeezeray.spaces import CompressionPlan
 from squeezeray.techniques import StepKind
 
@@ -125,23 +126,15 @@ def select_payload(
     record: StudyRecord, constraints: Mapping[str, float | None], weights: Mapping[str, float] | None = None
 ) -> dict[str, Any]:
     """The selector's pick under ``constraints`` (unset limits dropped), or the reason nothing fits."""
-    from squeezeray.search import SearchResult
-    from squeezeray.search import select_from
-
     limits = {k: float(v) for k, v in constraints.items() if v is not None}
     for k in limits:
         if k not in SLIDERS:
             raise SqueezerayError(f"constraint {k!r}: the page offers {', '.join(SLIDERS)}")
-    front = record.front()
-    result = SearchResult(
-        study=record.study, space=record.space, front=front, trials=pd.DataFrame(),
-        baseline={k: float(m.value) for k, m in record.baseline.items()},
-    )
     try:
-        select_from(result, limits, weights)
+        sel = record.select(limits, weights)
     except SqueezerayError as err:
         return {"selected": None, "reason": "", "error": str(err), "constraints": limits}
-    return {"selected": result.selected, "reason": result.selection_reason, "error": "", "constraints": limits}
+    return {"selected": int(sel.trial), "reason": sel.reason, "error": "", "constraints": limits}
 
 
 def front_payload(record: StudyRecord) -> dict[str, Any]:
@@ -167,7 +160,7 @@ def front_payload(record: StudyRecord) -> dict[str, Any]:
         "model": str(record.header.model),
         "hardware": str(record.header.hardware),
         "space": record.space.name,
-        "n_trials": len(record.study.trials),
+        "n_trials": len(record.study.get_trials(deepcopy=False)),
         "objectives": names,
         "search_objectives": list(record.objectives),
         "meta": meta,
@@ -248,10 +241,10 @@ def trial_payload(record: StudyRecord, trial: int, layer_names: Sequence[str]) -
             "name": n, "value": _clean(m.value), "original": _clean(b.value), "unit": m.unit, "change": change,
             "direction": objective_class(n).direction.value, "provenance": m.provenance.value, "where": m.where,
         })
-    t = record.study.trials[trial]
+    t = record.study.get_trials(deepcopy=False)[trial]
     return {
         "trial": trial,
-        "baseline_trial": bool(t.user_attrs.get("baseline", False)),
+        "baseline_trial": is_baseline(t),
         "search_values": dict(zip(record.objectives, [float(v) for v in (t.values or [])])),
         "objectives": objectives,
         "layers": layer_table(plan, layer_names),

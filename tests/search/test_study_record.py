@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import optuna
 import pytest
 
+from squeezeray._errors import PlanError
 from squeezeray._errors import SqueezerayError
+from squeezeray.objectives import Measurement
+from squeezeray.objectives import Provenance
+from squeezeray.search import TrialOutcome
+from squeezeray.search import TrialResult
 from squeezeray.search import _study
 from squeezeray.search._study import StudyHeader
+from squeezeray.search._study import TrialKey
+from squeezeray.spaces import CompressionPlan
+from squeezeray.spaces import SearchSpace
+from squeezeray.spaces import preset_space
+
+LAYERS = [f"model.layers.{b}.{p}" for b in range(2)
+          for p in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+                    "mlp.up_proj", "mlp.down_proj")]
 
 
 def _study_in_memory() -> optuna.Study:
@@ -68,4 +82,142 @@ def test_no_other_module_spells_the_study_keys() -> None:
     root = Path(_study.__file__).resolve().parents[1]
     offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
                  if p != Path(_study.__file__).resolve() and pattern.search(p.read_text())]
+    assert offenders == []
+
+
+# ------------------------------------------------------------------ trials
+def _ask_sampled(
+    study: optuna.Study, space: SearchSpace, params: dict | None = None, **attrs: object
+) -> tuple[optuna.Trial, CompressionPlan]:
+    """A trial asked with ``params`` queued (default: each parameter's last choice) and its plan sampled."""
+    if params is None:
+        params = {k: v[-1] for k, v in space.distributions(LAYERS).items()}
+    study.enqueue_trial(params, user_attrs=dict(attrs) or None)
+    trial = study.ask()
+    return trial, space.sample(trial, LAYERS)
+
+
+class _NoSpace:
+    def plan_from_params(self, *args: object, **kwargs: object) -> None:
+        raise AssertionError("a stored plan is read, not rebuilt from the parameters")
+
+
+def test_a_trial_plan_is_stored_as_its_versioned_json_and_reads_back() -> None:
+    space = preset_space("weights-int")
+    study = _study_in_memory()
+    trial, plan = _ask_sampled(study, space)
+    _study.write_plan(trial, plan)
+    study.tell(trial, [1.0, 2.0])
+    t = study.trials[0]
+    assert t.user_attrs[TrialKey.PLAN.value] == plan.to_dict() and t.user_attrs[TrialKey.PLAN.value]["_version"] == 1
+    assert _study.plan_summary_of(t) == plan.summary()
+    again = _study.plan_of(t, space=_NoSpace(), layer_names=LAYERS)  # type: ignore[arg-type]
+    assert again == plan
+    named = _study.plan_of(t, space=_NoSpace(), layer_names=LAYERS, name="s#0")  # type: ignore[arg-type]
+    assert named.name == "s#0" and named.layers == plan.layers
+
+
+def test_a_trial_from_before_plans_were_stored_is_rebuilt_from_its_parameters() -> None:
+    space = preset_space("weights-int")
+    study = _study_in_memory()
+    trial, plan = _ask_sampled(study, space)
+    trial.set_user_attr(TrialKey.PLAN_SUMMARY.value, plan.summary())  # what a study written before this stored
+    study.tell(trial, [1.0, 2.0])
+    t = study.trials[0]
+    assert TrialKey.PLAN.value not in t.user_attrs
+    legacy = _study.plan_of(t, space=space, layer_names=LAYERS, name="s#0")
+    assert legacy.layers == plan.layers and legacy.name == "s#0"
+
+
+def test_a_stored_plan_of_another_version_is_refused() -> None:
+    space = preset_space("weights-int")
+    study = _study_in_memory()
+    trial, plan = _ask_sampled(study, space)
+    trial.set_user_attr(TrialKey.PLAN.value, {**plan.to_dict(), "_version": 99})
+    study.tell(trial, [1.0, 2.0])
+    with pytest.raises(PlanError, match="version"):
+        _study.plan_of(study.trials[0], space=space, layer_names=LAYERS)
+
+
+def test_outcomes_read_back() -> None:
+    space = preset_space("weights-int")
+    study = _study_in_memory()
+    ok, plan = _ask_sampled(study, space, **_study.baseline_attrs())
+    result = TrialResult(trial=ok.number, outcome=TrialOutcome.OK, plan_summary=plan.summary(), measurements={})
+    _study.mark_outcome(ok, TrialOutcome.OK, result=result)
+    _study.write_plan_key(ok, "k0")
+    study.tell(ok, [1.0, 2.0])
+    bad, _ = _ask_sampled(study, space)
+    _study.mark_outcome(bad, TrialOutcome.FAILED, error="boom", traceback="tb")
+    study.tell(bad, state=optuna.trial.TrialState.FAIL)
+    dup, _ = _ask_sampled(study, space)
+    _study.mark_duplicate(dup, 0)
+    study.tell(dup, [1.0, 2.0])
+    flight, _ = _ask_sampled(study, space)
+    _study.mark_duplicate(flight, None)
+    study.tell(flight, state=optuna.trial.TrialState.FAIL)
+    t_ok, t_bad, t_dup, t_flight = study.trials
+    assert [_study.outcome_of(t) for t in study.trials] == [TrialOutcome.OK, TrialOutcome.FAILED, TrialOutcome.OK,
+                                                            TrialOutcome.FAILED]
+    assert _study.is_ok(t_ok) and _study.is_baseline(t_ok) and not _study.is_baseline(t_bad)
+    assert TrialResult.from_dict(json.loads(t_ok.user_attrs[TrialKey.RESULT.value])) == result
+    assert _study.plan_key_of(t_ok) == "k0" and _study.plan_key_of(t_bad) is None
+    assert _study.error_of(t_bad) == "boom" and _study.error_of(t_ok) == ""
+    assert [_study.is_duplicate(t) for t in study.trials] == [False, False, True, True]
+    assert [_study.duplicate_of(t) for t in study.trials] == [None, None, 0, -1]
+    assert _study.error_of(t_flight) == "duplicate of a plan still being measured"
+
+
+def _m(name: str, value: float, **details: float) -> Measurement:
+    return Measurement(name, value, "u", Provenance.COMPUTED, "here", details)
+
+
+def test_the_front_table_has_a_row_per_re_measured_trial_in_the_order_given() -> None:
+    space = preset_space("weights-int")
+    study = _study_in_memory()
+    for attrs in (_study.baseline_attrs(), {}):
+        trial, plan = _ask_sampled(study, space, **attrs)
+        _study.write_plan(trial, plan)
+        study.tell(trial, [1.0, 2.0])
+    empty = _study.front_table(study, {}, ["size", "kl"])
+    assert empty.empty and list(empty.columns) == ["trial", "baseline", "size", "kl", "plan"]
+    finals = {1: {"size": _m("size", 5.0), "kl": _m("kl", 0.1)}, 0: {"size": _m("size", 7.0), "kl": _m("kl", 0.2)}}
+    front = _study.front_table(study, finals, ["size", "kl"])
+    assert list(front.columns) == ["trial", "baseline", "size", "kl", "plan"]
+    assert front["trial"].tolist() == [1, 0] and front["baseline"].tolist() == [False, True]
+    assert front["size"].tolist() == [5.0, 7.0]
+    label = _study.plan_label(study.trials[0])
+    assert front["plan"].tolist()[1] == label and label.startswith(f"{len(LAYERS)}x ")
+    paired = {0: {"size": _m("size", 7.0), "accuracy:arc": _m("accuracy:arc", 0.5, delta_vs_original=-0.1,
+                                                                    delta_stderr=0.02)}}
+    front = _study.front_table(study, paired, ["size", "accuracy:arc"])
+    assert list(front.columns) == ["trial", "baseline", "size", "accuracy:arc", "delta:accuracy:arc",
+                                   "delta_stderr:accuracy:arc", "plan"]
+    assert front["delta:accuracy:arc"].tolist() == [-0.1] and front["delta_stderr:accuracy:arc"].tolist() == [0.02]
+
+
+_TRIAL_KEYS = re.compile(r"""["'](%s)["']""" % "|".join(re.escape(k.value) for k in TrialKey))
+_ATTRS_DICT = re.compile(r"user_attrs\s*=\s*(?:dict\(|\{)[^)}]*", re.S)
+
+
+def _spells_a_trial_key(text: str) -> bool:
+    """A trial key written as a literal where user attributes are written or read (a line that names user_attr, or
+    an ``enqueue_trial(..., user_attrs={...})`` dict however it is wrapped)."""
+    parts = [line for line in text.splitlines() if "user_attr" in line]
+    parts += [m.group(0) for m in _ATTRS_DICT.finditer(text)]
+    return any(_TRIAL_KEYS.search(part) for part in parts)
+
+
+def test_the_trial_key_check_finds_each_way_a_key_was_spelled() -> None:
+    for spelled in ('trial.set_user_attr("outcome", "ok")', "t.user_attrs.get('plan_summary', {})",
+                    'if "duplicate_of" in t.user_attrs:', 'storage.set_trial_user_attr(t._trial_id, "interrupted", 1)',
+                    'study.enqueue_trial(p, user_attrs={\n    "solver_seed": True,\n})', 'user_attrs["baseline"]'):
+        assert _spells_a_trial_key(spelled), spelled
+    assert not _spells_a_trial_key('row = {"outcome": outcome.value}\nstudy.enqueue_trial(p, user_attrs=attrs())')
+
+
+def test_no_other_module_spells_the_trial_keys() -> None:
+    root = Path(_study.__file__).resolve().parents[1]
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
+                 if p != Path(_study.__file__).resolve() and _spells_a_trial_key(p.read_text())]
     assert offenders == []

@@ -33,8 +33,9 @@ from squeezeray.techniques._versions import steps_code_versions
 DEFAULT_MEMORY_BYTES = 256 << 20
 """The memory budget of a :class:`LayerCache` (its compressed layers' bytes). Small on purpose: a search's
 cache has a disk folder, and a layer evicted from memory is read back from it (a safetensors file, mostly from
-the page cache) instead of being recomputed. At 2 GiB the main job's cache kept every unit's options: its resident
-memory grew by about 0.75 GiB over the sensitivity stage and the trials (one run's RSS curve, 2026-12-02)."""
+the page cache) instead of being recomputed. (With 256 MiB instead of 2 GiB the main job's
+resident memory during the sensitivity stage did not fall: that growth is not this cache; see
+experiments/main_job/memory-bf16.)"""
 
 
 def layer_key(model_fingerprint: str, layer: str, plan: LayerPlan, calibration_digest: str) -> str:

@@ -19,6 +19,7 @@ from squeezeray.search import select_front
 from squeezeray.search._study import StudyHeader
 from squeezeray.search._study import front_table
 from squeezeray.search._study import is_ok
+from squeezeray.search._study import open_storage
 from squeezeray.search._study import outcome_of
 from squeezeray.search._study import plan_of
 from squeezeray.search._study import read_baseline_final
@@ -47,7 +48,7 @@ def open_study(ref: str | Path, study_name: str | None = None) -> optuna.Study:
     """Load a study from ``ref`` (see :func:`storage_url`); ``study_name`` is needed when it holds several."""
     url = storage_url(ref)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(url)
+    storage = open_storage(url)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     if study_name is None:
         if len(names) != 1:

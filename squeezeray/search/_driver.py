@@ -52,6 +52,7 @@ from squeezeray.search._footprint import preflight
 from squeezeray.search._study import StudyHeader
 from squeezeray.search._study import baseline_attrs
 from squeezeray.search._study import front_table
+from squeezeray.search._study import open_storage
 from squeezeray.search._study import plan_of
 from squeezeray.search._study import read_baseline_final
 from squeezeray.search._study import read_final
@@ -191,7 +192,7 @@ def run_search(
     directions = _directions(names)
     study_name = config.resolved_study_name(bench.loaded.source.ref)
     url = config.storage_url(bench.loaded.source.ref)
-    storage = optuna.storages.RDBStorage(url)
+    storage = open_storage(url)
     existing = study_name in {s.study_name for s in optuna.get_all_study_summaries(storage)}
     mode = Resume.of(resume)
     if existing and mode is Resume.NEW:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import time
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -94,6 +95,26 @@ class StudyHeader:
         values = {k: attrs[k] for k in (*_REQUIRED, *_OPTIONAL) if k in attrs}
         values["objectives"] = tuple(values["objectives"])
         return cls(**values)
+
+
+def open_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """Open an Optuna RDB storage, surviving another process creating the same schema at the same moment.
+
+    Optuna creates its tables on open; two processes opening a new SQLite file together (a search starting
+    while ``squeezeray status`` or the UI polls it, or two workers) race on ``CREATE TABLE`` and the loser
+    gets "table ... already exists" (or a duplicate schema-version row). The schema is complete once the winner commits, so the loser retries.
+    """
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError) as exc:
+            racing = "already exists" in str(exc) or "alembic_version" in str(exc)  # tables, or the version row
+            if not racing or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def write_baseline_final(study: optuna.Study, measurements: Mapping[str, Mapping[str, Any]]) -> None:

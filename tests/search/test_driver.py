@@ -19,6 +19,7 @@ from squeezeray.search import Resume
 from squeezeray.search import SearchConfig
 from squeezeray.search import TrialOutcome
 from squeezeray.search import run_search
+from squeezeray.search._study import open_storage
 from squeezeray.spaces import preset_space
 from tests._tiny import TINY_DATA
 
@@ -160,7 +161,7 @@ def test_resume_after_kill_runs_every_trial_once(tiny, tokenizer_dir, tmp_path) 
     while time.time() < deadline and proc.poll() is None:
         time.sleep(0.3)
         try:
-            study = optuna.load_study(study_name="resume", storage=url)
+            study = optuna.load_study(study_name="resume", storage=open_storage(url))
         except Exception:  # noqa: BLE001 - not created yet
             continue
         states = [t.state for t in study.trials]

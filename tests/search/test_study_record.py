@@ -221,3 +221,41 @@ def test_no_other_module_spells_the_trial_keys() -> None:
     offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
                  if p != Path(_study.__file__).resolve() and _spells_a_trial_key(p.read_text())]
     assert offenders == []
+
+
+def test_opening_a_storage_retries_only_the_schema_creation_race(monkeypatch, tmp_path) -> None:  # noqa: ANN001
+    import sqlalchemy.exc
+
+    real = optuna.storages.RDBStorage
+    calls = []
+
+    def racing(url: str):  # noqa: ANN202 - the first open loses the CREATE TABLE race, as a second process would
+        calls.append(url)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.OperationalError("CREATE TABLE trials", {}, Exception("table trials already exists"))
+        return real(url)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    storage = _study.open_storage(url)
+    assert len(calls) == 2 and isinstance(storage, real)
+
+    def locked(url: str):  # noqa: ANN202 - any other database error is the user's to see, at once
+        calls.append(url)
+        raise sqlalchemy.exc.OperationalError("SELECT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", locked)
+    calls.clear()
+    with pytest.raises(sqlalchemy.exc.OperationalError, match="locked"):
+        _study.open_storage(url)
+    assert len(calls) == 1
+
+
+def test_several_openers_of_one_new_storage_all_succeed(tmp_path) -> None:  # noqa: ANN001
+    import concurrent.futures
+
+    for i in range(4):
+        url = f"sqlite:///{tmp_path / f'race{i}.db'}"
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            storages = list(pool.map(lambda _: _study.open_storage(url), range(6)))
+        assert len(storages) == 6

@@ -40,6 +40,7 @@ from squeezeray.spaces import load_space  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 FINAL = ["size", "perplexity", "kl"]
+CLIP_LINE = "uniform-gptq-asym-clip"  # the strong uniform line: what the space's options give every layer alike
 
 
 def measure_plan(bench, layer_fn, plan: CompressionPlan) -> dict[str, float]:  # noqa: ANN001
@@ -137,9 +138,7 @@ def main() -> None:
     for preset in cfg["uniform"]:
         t0 = time.perf_counter()
         r = measure_plan(bench, layer_fn, bench.uniform(preset))
-        tech, grid = preset.split("-")[0], preset.split("-")[1]
-        group = "" if grid.endswith("g128") else "-g" + grid.split("g")[1]  # the g128 line is "uniform-<tech>"
-        rows.append({"method": f"uniform-{tech}{group}", "plan": preset, "trial": -1, **r,
+        rows.append({"method": uniform_line(preset), "plan": preset, "trial": -1, **r,
                      "seconds": time.perf_counter() - t0})
         print(f"uniform {preset}: {r}", flush=True)
     uni = pd.DataFrame([r for r in rows if r["method"] == "uniform-gptq"])  # the g128 line
@@ -205,6 +204,16 @@ def main() -> None:
     plot(df, hv, out, name)
 
 
+def uniform_line(preset: str) -> str:
+    """The uniform line a preset belongs to: ``uniform-<tech>[-<words>]`` for g128, ``...-g<n>`` otherwise.
+
+    ``gptq-w3g128`` -> ``uniform-gptq`` (the line the issue's ratio is stated against),
+    ``gptq-w3g64-asym-clip`` -> ``uniform-gptq-asym-clip-g64``."""
+    tech, grid, *words = preset.split("-")
+    group = "" if grid.endswith("g128") else "-g" + grid.split("g")[1]
+    return "-".join(["uniform", tech, *words]) + group
+
+
 def add_envelope_ratio(df: pd.DataFrame) -> None:
     """Each plan's perplexity over the best uniform GPTQ plan (any group size) interpolated at its size."""
     env = lower_envelope(df[df["method"].str.startswith("uniform-gptq")])
@@ -217,7 +226,9 @@ def summarize(df: pd.DataFrame, hv: pd.DataFrame, out: Path, band: list, timings
     rows = []
     g4 = df[(df["method"] == "uniform-gptq") & (df["plan"] == "gptq-w4g128")].iloc[0]
     line = df[df["method"] == "uniform-gptq"]  # g128, the line the issue's ratio is stated against
-    envelope = df[df["method"].str.startswith("uniform-gptq")]  # every uniform GPTQ plan (g128, g64, g32)
+    envelope = df[df["method"].str.startswith("uniform-gptq")]  # every uniform GPTQ plan (any group size and grid)
+    clip_line = df[df["method"] == CLIP_LINE]  # GPTQ g128 with zero points and the clipping search
+    g4c = df[(df["method"] == CLIP_LINE) & (df["plan"] == "gptq-w4g128-asym-clip")]
     for method, sub in df[~df["method"].str.startswith("uniform")].groupby("method"):
         inb = sub[(sub["avg_bits"] >= 3.0) & (sub["avg_bits"] <= 3.5)]
         band_all = sub[(sub["avg_bits"] >= band[0]) & (sub["avg_bits"] <= band[1])]
@@ -234,10 +245,16 @@ def summarize(df: pd.DataFrame, hv: pd.DataFrame, out: Path, band: list, timings
             "budget_ratio_3.0_3.5_vs_g128": budget_ratio(sub, line, 3.0, 3.5),
             "budget_ratio_3.0_3.5_vs_gptq_envelope": budget_ratio(sub, envelope, 3.0, 3.5),
             "budget_ratio_3.14_3.5_vs_gptq_envelope": budget_ratio(sub, envelope, 3.14, 3.5),
+            "band_ratio_3.0_3.5_vs_clip_line": band_ratio(sub, clip_line, 3.0, 3.5) if len(clip_line) else float("nan"),
+            "budget_ratio_3.0_3.5_vs_clip_line": budget_ratio(sub, clip_line, 3.0, 3.5) if len(clip_line)
+            else float("nan"),
             "geo_mean_ratio_band": float(np.exp(np.log(ratios).mean())) if len(ratios) else float("nan"),
             "worst_ratio_band": float(ratios.max()) if len(ratios) else float("nan"),
             "smaller_and_better_than_gptq_w4g128": int(((sub["size"] < g4["size"])
                                                         & (sub["perplexity"] < g4["perplexity"])).sum()),
+            "smaller_and_better_than_gptq_w4g128_asym_clip": int(((sub["size"] < g4c["size"].iloc[0])
+                                                                  & (sub["perplexity"] < g4c["perplexity"].iloc[0])).sum())
+            if len(g4c) else -1,
             "final_hypervolume": float(last.iloc[-1]) if len(last) else float("nan"),
             "search_seconds": timings.get(method, float("nan")),
         })

@@ -91,15 +91,19 @@ class GPTQConfig(IntQuantConfig):
             layout needs no permutation index.
         damp: Dampening added to the Hessian diagonal, as a fraction of its mean.
         block_size: Columns per lazy-batch block.
+        clip_search: Choose each (row, group)'s range by a clipping search on the output error
+            (AWQ's, without the scaling) before solving, instead of the min/max range. Static groups only
+            (``act_order`` or one group per row).
     """
 
     technique: ClassVar[str] = "gptq"
     act_order: bool = True
     damp: float = 0.01
     block_size: int = 128
+    clip_search: bool = False
 
     def label(self) -> str:
-        return super().label() + ("" if self.act_order else "-noact")
+        return super().label() + ("" if self.act_order else "-noact") + ("-clip" if self.clip_search else "")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -107,6 +111,18 @@ class GPTQConfig(IntQuantConfig):
             self._fail("damp", self.damp, "must be in (0, 1)")
         if not isinstance(self.block_size, int) or self.block_size < 1:
             self._fail("block_size", self.block_size, "must be a positive integer")
+        if not isinstance(self.clip_search, bool):
+            self._fail("clip_search", self.clip_search, "must be true or false")
+        if self.clip_search and self.gguf is not None:
+            self._fail("clip_search", True, f"does not apply to the fixed GGUF block grid ({GGUFType(self.gguf).value})")
+        if self.clip_search and not self.act_order and self.group_size is not None:
+            self._fail("clip_search", True, "needs static groups: act_order, or one group per row (group_size null)")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        if not data.get("clip_search"):
+            data.pop("clip_search", None)  # plans (and cache keys) without the search read as before the field existed
+        return data
 
 
 @dataclasses.dataclass(frozen=True)

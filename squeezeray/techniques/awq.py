@@ -32,6 +32,9 @@ from squeezeray.techniques._actquant import SCALE_ONLY_BITS
 from squeezeray.techniques._actquant import require_no_act_scale
 from squeezeray.techniques._actquant import to_float16_scale
 from squeezeray.techniques._base import BaseTechnique
+from squeezeray.techniques._clip import clip_search
+from squeezeray.techniques._clip import effective_weight
+from squeezeray.techniques._clip import output_error
 from squeezeray.techniques._configs import AWQConfig
 from squeezeray.techniques._formats import QuantGrid
 from squeezeray.techniques._formats import minmax_grid
@@ -40,7 +43,6 @@ from squeezeray.techniques._state import LayerState
 from squeezeray.techniques._state import LayerStats
 from squeezeray.techniques._steps import require_unquantized
 
-CLIP_RATIOS = tuple(1.0 - 0.05 * k for k in range(11))  # 1.0, 0.95, ..., 0.5
 _SALIENCE_FLOOR = 1e-4  # relative to the largest channel; keeps dead channels finite
 
 
@@ -63,45 +65,6 @@ class AWQResult:
     error: float
 
 
-def output_error(dw: torch.Tensor, hessian: torch.Tensor) -> torch.Tensor:
-    """Mean squared output error ``tr(dW H dW^T)`` per output row.
-
-    Args:
-        dw: (out, in) weight change.
-        hessian: (in, in) ``X^T X / n``.
-
-    Returns:
-        (out,) error of each row; their sum is the layer's error.
-    """
-    return ((dw @ hessian) * dw).sum(dim=1)
-
-
-def group_output_error(dw: torch.Tensor, hessian: torch.Tensor, group_size: int) -> torch.Tensor:
-    """Output error of each (row, group) partial sum, ``dw_g H_gg dw_g^T``.
-
-    Cross-group terms of ``H`` are ignored (AWQ's per-group clipping objective).
-
-    Args:
-        dw: (out, in) weight change.
-        hessian: (in, in).
-        group_size: Inputs per group (a shorter last group is allowed).
-
-    Returns:
-        (out, n_groups) error per (row, group).
-    """
-    out_f, in_f = dw.shape
-    pad = (-in_f) % group_size  # ragged last group: zero padding adds no error
-    if pad:
-        dw = torch.nn.functional.pad(dw, (0, pad))
-        hessian = torch.nn.functional.pad(hessian, (0, pad, 0, pad))
-    n_groups = (in_f + pad) // group_size
-    blocks = hessian.reshape(n_groups, group_size, n_groups, group_size)  # (G, gs, G, gs)
-    blocks = blocks.diagonal(dim1=0, dim2=2).permute(2, 0, 1)  # (G, gs, gs)
-    d = dw.reshape(out_f, n_groups, group_size)  # (out, G, gs)
-    hd = torch.einsum("rgi,gij->rgj", d, blocks)  # (out, G, gs)
-    return (hd * d).sum(dim=2)  # (out, G)
-
-
 def awq_scales(salience: torch.Tensor, alpha: float) -> torch.Tensor:
     """AWQ's per-input-channel scale ``s = x**alpha / sqrt(max * min)``, float16-rounded.
 
@@ -118,63 +81,6 @@ def awq_scales(salience: torch.Tensor, alpha: float) -> torch.Tensor:
     s = x.clamp(min=floor).pow(alpha)  # (in,)
     s = s / torch.sqrt(s.max() * s.min())
     return to_float16_scale(s)
-
-
-def _effective(grid: QuantGrid, ws: torch.Tensor, smooth: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-    """(out, in) effective weight ``Q(W * s) / s`` (times the mask)."""
-    w_eff = grid.fake_quantize(ws) / smooth  # (out, in)
-    return w_eff if keep is None else w_eff * keep
-
-
-def clip_search(
-    weight: torch.Tensor,
-    smooth: torch.Tensor,
-    hessian: torch.Tensor,
-    *,
-    bits: int,
-    group_size: int | None,
-    symmetric: bool,
-    ratios: tuple[float, ...] = CLIP_RATIOS,
-    mask: torch.Tensor | None = None,
-) -> QuantGrid:
-    """Per-(row, group) clipping ratio of the scaled weight's grid.
-
-    Each (row, group) takes the ratio minimising its own output error
-    ``dw_g H_gg dw_g^T``; since that ignores cross-group terms, a row keeps the
-    unclipped grid if that gives it a lower full output error.
-
-    Args:
-        weight: (out, in) weight to approximate.
-        smooth: (in,) AWQ scale; the grid is of ``weight * smooth``.
-        hessian: (in, in).
-        bits, group_size, symmetric: The integer grid.
-        ratios: Clipping ratios tried; 1.0 should be among them.
-        mask: (out, in) bool kept weights, or None.
-
-    Returns:
-        Grid of ``weight * smooth`` with the chosen clipped scales / zero points.
-    """
-    out_f, in_f = weight.shape
-    gs = in_f if group_size is None else group_size
-    ws = weight * smooth  # (out, in)
-    grids = [minmax_grid(ws, bits=bits, group_size=gs, symmetric=symmetric, clip=r) for r in ratios]
-    errs = torch.stack(
-        [group_output_error(_effective(g, ws, smooth, mask) - weight, hessian, gs) for g in grids]
-    )  # (R, out, G)
-    best = errs.argmin(dim=0)  # (out, G)
-    scales = torch.stack([g.scales for g in grids])  # (R, out, G)
-    zeros = torch.stack([g.zero_points() for g in grids])  # (R, out, G)
-    pick_s = scales.gather(0, best.unsqueeze(0)).squeeze(0)  # (out, G)
-    pick_z = zeros.gather(0, best.unsqueeze(0)).squeeze(0)  # (out, G)
-    clipped = dataclasses.replace(grids[0], scales=pick_s, zeros=None if symmetric else pick_z)
-
-    base = minmax_grid(ws, bits=bits, group_size=gs, symmetric=symmetric)
-    err_base = output_error(_effective(base, ws, smooth, mask) - weight, hessian)  # (out,)
-    err_clip = output_error(_effective(clipped, ws, smooth, mask) - weight, hessian)  # (out,)
-    use_clip = (err_clip < err_base).unsqueeze(1)  # (out, 1)
-    final_s = torch.where(use_clip, clipped.scales, base.scales)  # (out, G)
-    final_z = None if symmetric else torch.where(use_clip, clipped.zero_points(), base.zero_points())
-    return dataclasses.replace(base, scales=final_s, zeros=final_z)
 
 
 def awq_quantize(
@@ -212,7 +118,7 @@ def awq_quantize(
         s = awq_scales(salience.to(w.device), alpha)  # (in,)
         ws = w * s  # (out, in)
         grid = minmax_grid(ws, bits=bits, group_size=group_size, symmetric=symmetric)
-        err = float(output_error(_effective(grid, ws, s, keep) - w, h).sum())
+        err = float(output_error(effective_weight(grid, ws, s, keep) - w, h).sum())
         if best is None or err < best[0]:
             best = (err, alpha, s, grid)
     if best is None:
@@ -220,7 +126,7 @@ def awq_quantize(
     err, alpha, s, grid = best
     if clip:
         grid = clip_search(w, s, h, bits=bits, group_size=group_size, symmetric=symmetric, mask=keep)
-        err = float(output_error(_effective(grid, w * s, s, keep) - w, h).sum())
+        err = float(output_error(effective_weight(grid, w * s, s, keep) - w, h).sum())
     codes = grid.quantize(w * s)  # (out, in) uint8
     return AWQResult(codes=codes, grid=grid, smooth=s, alpha=alpha, error=err)
 
@@ -231,7 +137,7 @@ class AWQ(BaseTechnique[AWQConfig]):
     name = "awq"
     config_cls = AWQConfig
     needs_hessian = True
-    code_version = 2
+    code_version = 3
 
     def apply(self, state: LayerState, config: AWQConfig, stats: LayerStats) -> None:
         require_unquantized(state, self.name)

@@ -27,6 +27,7 @@ import torch
 
 from squeezeray._errors import InfeasibleStepError
 from squeezeray.techniques._base import BaseTechnique
+from squeezeray.techniques._clip import clip_search
 from squeezeray.techniques._configs import GPTQConfig
 from squeezeray.techniques._hessian import damped_inverse_cholesky
 from squeezeray.techniques._hessian import note_damping
@@ -84,6 +85,7 @@ def gptq_solve(
     block_size: int = 128,
     mask: torch.Tensor | None = None,
     grid: QuantGrid | None = None,
+    clip: bool = False,
 ) -> GPTQSolution:
     """Quantize ``weight`` with GPTQ on an integer min/max grid.
 
@@ -104,6 +106,8 @@ def gptq_solve(
         mask: (out, in) bool, True where the weight is kept; None for dense.
         grid: A fixed integer grid to solve on (static groups; e.g. a GGUF block grid) instead of the
             min/max grid; its bits, group size and symmetry must be the ones given.
+        clip: Static groups: each (row, group)'s range from :func:`~squeezeray.techniques._clip.clip_search`
+            on the layer's output error instead of the min/max range (not with ``grid``).
 
     Returns:
         The codes, the grid and the solver's quantized weight.
@@ -131,8 +135,14 @@ def gptq_solve(
         raise ValueError(f"grid ({grid.fmt.value}, {grid.bits} bits, groups of {grid.group_size}) does not match "
                          f"bits={bits}, group_size={gs}, symmetric={symmetric}")
     static = group_size is None or act_order or grid is not None
+    if clip and (grid is not None or not static):
+        raise ValueError("clip needs static groups (act_order or one group per row) and no fixed grid")
     if static:
-        grid0 = grid if grid is not None else minmax_grid(w.float(), bits=bits, group_size=gs, symmetric=symmetric)
+        if clip:
+            ones = torch.ones(in_f, dtype=torch.float32, device=dev)  # (in,) no AWQ scaling
+            grid0 = clip_search(w.float(), ones, h.float(), bits=bits, group_size=gs, symmetric=symmetric, mask=keep)
+        else:
+            grid0 = grid if grid is not None else minmax_grid(w.float(), bits=bits, group_size=gs, symmetric=symmetric)
         scales = grid0.scales.clone()  # (out, n_groups) float32
         zeros = grid0.zero_points().clone()  # (out, n_groups) float32
         bs = block_size
@@ -198,7 +208,7 @@ class GPTQ(BaseTechnique[GPTQConfig]):
     name = "gptq"
     config_cls = GPTQConfig
     needs_hessian = True
-    code_version = 2
+    code_version = 3
 
     def apply(self, state: LayerState, config: GPTQConfig, stats: LayerStats) -> None:
         require_unquantized(state, self.name)
@@ -214,6 +224,7 @@ class GPTQ(BaseTechnique[GPTQConfig]):
             block_size=config.block_size,
             mask=state.mask,
             grid=None if config.gguf is None else gguf_grid(state.weight, config.gguf),
+            clip=config.clip_search,
         )
         note_damping(state, self.name, float(config.damp), sol.damp)
         state.set_quantized(sol.grid, sol.codes)

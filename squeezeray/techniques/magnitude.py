@@ -48,6 +48,7 @@ class Magnitude(BaseTechnique[MagnitudeConfig]):
     """Prune by ``|W|``: scores are the absolute effective weights."""
 
     name = "magnitude"
+    code_version = 2  # 2: the shared config module changed (GPTQ's clip_search); the layer math did not
     config_cls = MagnitudeConfig
 
     def apply(self, state: LayerState, config: MagnitudeConfig, stats: LayerStats) -> None:

@@ -174,6 +174,7 @@ class SparseGPT(BaseTechnique[SparseGPTConfig]):
     """OBS pruning with weight reconstruction; keeps a quantized layer on its grid."""
 
     name = "sparsegpt"
+    code_version = 2  # 2: the shared config module changed (GPTQ's clip_search); the layer math did not
     config_cls = SparseGPTConfig
     needs_hessian = True
 

@@ -50,6 +50,7 @@ class SVD(BaseTechnique[SVDConfig]):
     """Plain or residual truncated SVD."""
 
     name = "svd"
+    code_version = 2  # 2: the shared config module changed (GPTQ's clip_search); the layer math did not
     config_cls = SVDConfig
 
     def apply(self, state: LayerState, config: SVDConfig, stats: LayerStats) -> None:

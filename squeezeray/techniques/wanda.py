@@ -43,6 +43,7 @@ class Wanda(BaseTechnique[WandaConfig]):
     """Prune by weight magnitude times input-channel norm."""
 
     name = "wanda"
+    code_version = 2  # 2: the shared config module changed (GPTQ's clip_search); the layer math did not
     config_cls = WandaConfig
 
     def apply(self, state: LayerState, config: WandaConfig, stats: LayerStats) -> None:

@@ -13,6 +13,7 @@ from squeezeray.search import run_search
 from squeezeray.search._evo import EvoConfig
 from squeezeray.search._sensitivity import SensitivityProbe
 from squeezeray.spaces import GroupSpec
+from squeezeray.spaces._presets import PER_LAYER_QUANT
 from squeezeray.spaces import SearchSpace
 from squeezeray.spaces import Tie
 from tests._tiny import TINY_DATA
@@ -42,8 +43,9 @@ def test_evo_search_seeds_the_solver_front_and_refines(tiny, tmp_path, monkeypat
             qkv = {plan.layers[f"model.layers.{block}.self_attn.{p}_proj"].label() for p in "qkv"}
             gu = {plan.layers[f"model.layers.{block}.mlp.{p}_proj"].label() for p in ("gate", "up")}
             assert len(qkv) == 1 and len(gu) == 1
-    # 8 block units x 8 options, and the token table's unit with the options the 8-bit floor leaves (rtn-w8, none)
-    assert result.sensitivity is not None and len(result.sensitivity) == 8 * 8 + 2
+    # 8 block units x the space's options, and the token table's unit with the options the 8-bit floor leaves
+    # (rtn-w8, none)
+    assert result.sensitivity is not None and len(result.sensitivity) == 8 * len(PER_LAYER_QUANT) + 2
     assert result.solver_front is not None and result.solver_front["predicted_kl"].is_monotonic_decreasing
 
     # the page and the report draw the table as a per-layer heat map
@@ -52,7 +54,8 @@ def test_evo_search_seeds_the_solver_front_and_refines(tiny, tmp_path, monkeypat
 
     heat = front_payload(StudyRecord.read(study))["sensitivity"]
     assert heat["units"][0].startswith("attn_qkv@model.layers.0") and heat["units"][-1] == "head@lm_head"
-    assert len(heat["units"]) == 9 and len(heat["options"]) == 9 and all(len(row) == 9 for row in heat["kl"])
+    n_options = len(PER_LAYER_QUANT) + 1  # and the token table's "none"
+    assert len(heat["units"]) == 9 and len(heat["options"]) == n_options and all(len(row) == n_options for row in heat["kl"])
     assert all(v is not None and v >= 0 for row in heat["kl"][:-1] for v, o in zip(row, heat["options"]) if o != "none")
 
     # resume: the sensitivity rows come from the study, no unit is measured again (a sensitivity

@@ -17,8 +17,8 @@ from squeezeray.techniques._state import SparsityState
 from squeezeray.techniques.awq import AWQ
 from squeezeray.techniques.awq import awq_quantize
 from squeezeray.techniques.awq import awq_scales
-from squeezeray.techniques.awq import clip_search
-from squeezeray.techniques.awq import output_error
+from squeezeray.techniques._clip import clip_search
+from squeezeray.techniques._clip import output_error
 
 
 def _salient_inputs(n: int, d: int, seed: int, boost: float = 20.0) -> torch.Tensor:

@@ -165,3 +165,33 @@ def test_gptq_refuses_quantized_state_and_missing_hessian() -> None:
     with pytest.raises(RuntimeError, match="Hessian"):
         GPTQ().apply(fresh, GPTQConfig(bits=4, group_size=None), LayerStats.synthetic(x, with_hessian=False))
     assert GPTQ.needs_hessian
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_clip_search_lowers_the_output_error_of_heavy_tailed_weights(symmetric: bool) -> None:
+    x = _correlated_inputs(512, 128, seed=4)
+    h = x.T @ x / x.shape[0]  # (in, in)
+    torch.manual_seed(5)
+    w = torch.distributions.StudentT(2.0).sample((32, 128))  # heavy tails: min/max ranges waste levels
+    plain = gptq_solve(w, h, bits=3, group_size=32, symmetric=symmetric)
+    clipped = gptq_solve(w, h, bits=3, group_size=32, symmetric=symmetric, clip=True)
+    assert _out_err(clipped.qweight, w, h) < 0.9 * _out_err(plain.qweight, w, h)
+    torch.testing.assert_close(clipped.grid.dequantize(clipped.codes), clipped.qweight, rtol=0, atol=0)
+    assert bool((clipped.grid.scales <= plain.grid.scales * (1 + 1e-6)).all())  # a clip only narrows a range
+
+
+def test_clip_search_is_a_setting_of_its_own_label_and_needs_static_groups() -> None:
+    from squeezeray._errors import PlanError
+    from squeezeray.spaces import parse_step
+
+    cfg = parse_step("gptq-w3g64-asym-clip")
+    assert cfg.clip_search and cfg.label() == "gptq-w3g64-asym-clip" and parse_step(cfg.label()) == cfg
+    assert "clip_search" not in GPTQConfig().to_dict()  # plans and cache keys of unclipped GPTQ stay as they were
+    assert GPTQConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(PlanError, match="clip_search"):
+        GPTQConfig(bits=3, group_size=64, act_order=False, clip_search=True)
+    with pytest.raises(PlanError, match="clip_search"):
+        parse_step("gptq-q4_0-clip")
+    with pytest.raises(ValueError, match="static groups"):
+        gptq_solve(torch.randn(4, 64), torch.eye(64), bits=3, group_size=32, symmetric=True, act_order=False,
+                   clip=True)

@@ -63,7 +63,7 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     add_data_args(p)
     p.set_defaults(fn=commands['compress'])
     p = sub.add_parser("search", help="search per-layer plans (Optuna, multi-objective) and select one")
-    p.add_argument("--space", default="weights-int", help="weights-int (default), per-layer, per-layer-full, gguf (llama.cpp block types), by-role, prune+quant, full, or a YAML file")
+    p.add_argument("--space", default="weights-int", help="weights-int (default), per-layer, per-layer-full, per-layer-prune, gguf (llama.cpp block types), by-role, prune+quant, full, or a YAML file")
     p.add_argument("--hardware", default="host", help="hardware profile name or YAML file (default host)")
     p.add_argument("--objectives", default="size,kl", help="search-stage objectives (default size,kl)")
     p.add_argument("--final-objectives", default="size,perplexity,kl,latency", help="re-measured on the front")

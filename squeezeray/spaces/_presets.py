@@ -70,6 +70,12 @@ uniform 3-bit g128: held-out perplexity 39.6 against 87.0 for the symmetric min/
 experiments/search_quality), 2-5 bits, and RTN 8-bit per row."""
 
 
+PER_LAYER_PRUNE_QUANT = ("gptq-w4g128-asym-clip", "gptq-w4g64-asym-clip", "gptq-w3g128-asym-clip", "rtn-w8")
+PER_LAYER_PRUNE = (NONE, "wanda-s25", "wanda-s50", "wanda-2:4", "sparsegpt-s25", "sparsegpt-s50", "sparsegpt-2:4")
+"""``per-layer-prune``: every unit free among these quantizers, alone or with Wanda/SparseGPT at 25%, 50% and
+2:4, pruned before or after quantizing."""
+
+
 GGUF_QUANT = ("gptq-q4_0", "gptq-q5_0", "gptq-q8_0")
 
 
@@ -83,13 +89,14 @@ def per_layer_full_quant() -> tuple[str, ...]:
 
 
 def preset_space(name: str) -> SearchSpace:
-    """Built-in spaces: ``per-layer``, ``per-layer-full``, ``gguf``, ``weights-int``, ``by-role``, ``prune+quant``, ``full``.
+    """Built-in spaces: ``per-layer``, ``per-layer-full``, ``per-layer-prune``, ``gguf``, ``weights-int``,
+    ``by-role``, ``prune+quant``, ``full``.
 
     Every preset starts with the group ``head``: the output head, which on a tied model is the token
     table the input embedding shares (:data:`HEAD_QUANT`).
 
-    ``per-layer`` and ``per-layer-full`` give every unit (a block's q/k/v, o, gate/up, down) its own
-    choice, for the ``evo`` sampler: their per-unit option counts are what its sensitivity stage measures.
+    ``per-layer``, ``per-layer-full`` and ``per-layer-prune`` (:data:`PER_LAYER_PRUNE`) give every unit (a
+    block's q/k/v, o, gate/up, down) its own choice, for the ``evo`` sampler: their per-unit option counts are what its sensitivity stage measures.
     ``gguf`` does the same with llama.cpp's block types only (:data:`GGUF_QUANT`; the head: Q8_0, Q5_0, Q4_0
     or dense), so every plan it finds is a GGUF file.
     """
@@ -103,6 +110,9 @@ def preset_space(name: str) -> SearchSpace:
         groups = _by_role()
     elif name == "weights-int":
         groups = _four_groups(quantize=("rtn-w8", "gptq-w4g128", "gptq-w3g128"))
+    elif name == "per-layer-prune":
+        groups = _role_groups(quantize=PER_LAYER_PRUNE_QUANT, prune=PER_LAYER_PRUNE,
+                              orders=(Order.PRUNE_FIRST, Order.QUANT_FIRST))
     elif name == "prune+quant":
         groups = _four_groups(
             quantize=("rtn-w8", "gptq-w4g128", "gptq-w3g128", NONE),
@@ -124,7 +134,7 @@ def preset_space(name: str) -> SearchSpace:
     return SearchSpace(name, (_head_group(), *groups))
 
 
-PRESET_SPACES = ("per-layer", "per-layer-full", "gguf", "weights-int", "by-role", "prune+quant", "full")
+PRESET_SPACES = ("per-layer", "per-layer-full", "per-layer-prune", "gguf", "weights-int", "by-role", "prune+quant", "full")
 
 
 def load_space(ref: str | SearchSpace) -> SearchSpace:

@@ -20,7 +20,7 @@ LAYERS = [
 ]
 
 
-@pytest.mark.parametrize("name", ["weights-int", "by-role", "prune+quant", "full"])
+@pytest.mark.parametrize("name", ["weights-int", "by-role", "prune+quant", "full", "per-layer", "per-layer-prune"])
 def test_plan_to_params_to_plan_round_trip(name: str) -> None:
     space = preset_space(name)
     rng = random.Random(0)
@@ -134,3 +134,17 @@ def test_yaml_space(tmp_path) -> None:  # noqa: ANN001
 def test_unknown_preset_space() -> None:
     with pytest.raises(SqueezerayError, match="Did you mean: weights-int"):
         preset_space("weights-ints")
+
+
+def test_the_per_layer_prune_space_offers_both_pruners_at_several_sparsities_in_both_orders() -> None:
+    from squeezeray.search._sensitivity import unit_options
+
+    space = preset_space("per-layer-prune")
+    units = space.units(LAYERS)
+    assert len(units) == 3 * 4  # every block's q/k/v, o, gate/up and down alone (no head in LAYERS)
+    labels = {o.label for o in unit_options(space.groups[1])}
+    for pruner in ("wanda", "sparsegpt"):
+        for s in ("s25", "s50", "2:4"):
+            assert f"{pruner}-{s}+gptq-w4g128-asym-clip" in labels  # prune, then quantize the survivors
+            assert f"gptq-w4g128-asym-clip+{pruner}-{s}" in labels  # quantize, then prune
+    assert "gptq-w3g128-asym-clip" in labels and "rtn-w8" in labels  # and every quantizer alone

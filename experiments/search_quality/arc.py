@@ -46,7 +46,8 @@ def main() -> None:
     space = SearchSpace.from_dict(study.user_attrs["space"])
     tasks = task_objectives(bench, [{"task": "arc_easy", "limit": None}])
     rows = [{"plan": "original", "trial": -1, **measure(bench, bench.original, [], tasks)}]
-    todo = [(f"uniform {p}", -1, bench.uniform(p)) for p in ("gptq-w3g128", "gptq-w4g128")]
+    todo = [(f"uniform {p}", -1, bench.uniform(p))
+            for p in ("gptq-w3g128", "gptq-w4g128", "gptq-w3g128-asym-clip", "gptq-w4g128-asym-clip")]
     todo += [(f"evo #{int(r.trial)}", int(r.trial), space.plan_from_params(study.trials[int(r.trial)].params, bench.layers))
              for r in picked.itertuples()]
     for label, trial, plan in todo:

@@ -215,11 +215,17 @@ def uniform_line(preset: str) -> str:
 
 
 def add_envelope_ratio(df: pd.DataFrame) -> None:
-    """Each plan's perplexity over the best uniform GPTQ plan (any group size) interpolated at its size."""
+    """Each plan's perplexity over the best uniform GPTQ plan (any group size or grid) interpolated at its size,
+    and over the uniform asym+clip g128 line (``CLIP_LINE``) when the run measured it."""
     env = lower_envelope(df[df["method"].str.startswith("uniform-gptq")])
     df["ppl_ratio_vs_best_uniform_gptq"] = [
         p / interpolate_log(env["size"].to_numpy(), env["perplexity"].to_numpy(), s)
         for s, p in zip(df["size"], df["perplexity"])]
+    clip = df[df["method"] == CLIP_LINE]
+    if len(clip):
+        df["ppl_ratio_vs_clip_line"] = [
+            p / interpolate_log(clip["size"].to_numpy(), clip["perplexity"].to_numpy(), s)
+            for s, p in zip(df["size"], df["perplexity"])]
 
 
 def summarize(df: pd.DataFrame, hv: pd.DataFrame, out: Path, band: list, timings: dict, total: float | None) -> None:

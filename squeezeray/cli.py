@@ -250,8 +250,8 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
     print("techniques:", ", ".join(TECHNIQUES.names()))
     print("preset grammar: step[+step...], step = technique[-token...]; tokens:")
-    print("  w<bits>[g<group>]  g<group>  asym|sym  s<percent>  <n>:<m>  rows|heads  r<rank>  res  a<alpha>  noact  noclip")
-    print("examples: rtn-w8  gptq-w4g128  awq-w3g128-asym  nf4-g64  fp8  w8a8-a0.5  wanda-2:4  sparsegpt-s50")
+    print("  w<bits>[g<group>]  g<group>  asym|sym  s<percent>  <n>:<m>  rows|heads  r<rank>  res  a<alpha>  noact  noclip  clip")
+    print("examples: rtn-w8  gptq-w4g128  gptq-w3g128-asym-clip  awq-w3g128-asym  nf4-g64  fp8  w8a8-a0.5  wanda-2:4  sparsegpt-s50")
     print("          magnitude-s25-rows  wanda-2:4+gptq-w4g128  rtn-w3g128+svd-r32-res  svd-r128")
     return 0
 

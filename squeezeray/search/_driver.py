@@ -236,11 +236,6 @@ def run_search(
     layer_fn = cache.layer_fn(fingerprint, bench.calibration.digest)
     ref_values = _reference_values(bench, names)
     stage = None
-    if isinstance(study.sampler, EvoSampler):
-        from squeezeray.search import _evo_stage
-
-        stage = _evo_stage.prepare(study, study.sampler, bench, space, layer_names, layer_fn, names,
-                                   new_study=not existing, progress=progress)
     worst = _worst_values(names, ref_values)
 
     def default_evaluate(plan: CompressionPlan) -> dict[str, Measurement]:
@@ -253,7 +248,7 @@ def run_search(
         cache_dir=(config.workdir / "cache").resolve(), hardware=config.hardware,
         dtype=dtype_name(bench.loaded.dtype),
     )
-    bar = _Progress(config.n_trials, _finished(study), progress)
+    bar: _Progress | None = None
     lookups = [0, 0]  # cache hits, misses of this run's evaluations
 
     def step_done() -> None:
@@ -261,6 +256,7 @@ def run_search(
         front = _pareto_numbers(done, directions)
         vals = np.array([done_t.values for done_t in done if done_t.number in front]) if front else np.empty((0, len(names)))
         hit_rate = lookups[0] / sum(lookups) if sum(lookups) else 0.0
+        assert bar is not None
         bar.update(len(front), hypervolume(vals, directions, worst), hit_rate, executor.progress())
 
     in_flight: dict[int, tuple[optuna.Trial, CompressionPlan, float]] = {}
@@ -269,6 +265,13 @@ def run_search(
     exhausted = ""
     try:
         executor.start(job, bench)
+        if isinstance(study.sampler, EvoSampler):  # its workers (if any) measure the sensitivity stage
+            from squeezeray.search import _evo_stage
+
+            stage = _evo_stage.prepare(study, study.sampler, bench, space, layer_names, layer_fn, names,
+                                       new_study=not existing, progress=progress,
+                                       remote=executor.measure_sensitivity)
+        bar = _Progress(config.n_trials, _finished(study), progress)
         while True:
             finished = _finished(study)
             # ask as many trials as the executor has room for (never more than the budget needs)
@@ -305,7 +308,8 @@ def run_search(
                 step_done()
     finally:
         executor.close()
-        bar.close()
+        if bar is not None:
+            bar.close()
 
     final = _remeasure(study, space, layer_names, bench, config, layer_fn)
     trials_df = _trials_table(study, names)

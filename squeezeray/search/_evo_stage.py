@@ -42,9 +42,12 @@ from squeezeray.search._sensitivity import measure_sensitivity
 from squeezeray.search._sensitivity import unit_options
 from squeezeray.search._study import solver_seed_attrs
 from squeezeray.spaces import SearchSpace
+from squeezeray.spaces import Unit
 from squeezeray.workbench import Workbench
 
 _KEY = "sensitivity"
+
+RemoteSensitivity = Callable[[Sequence[Unit], TokenData, bool, Callable[[str, list[SensitivityRow]], None]], bool]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +57,8 @@ class EvoStage:
     table: SensitivityTable
     solved: SolvedFront
     model: EvoModel
-    measured_units: int  # units this run measured (the rest came from the study)
+    measured_units: int  # units this run measured in the driver's process (the rest came from the study ...)
+    remote_units: int = 0  # ... or from the executor's workers
 
     def solver_front(self, n: int = 11) -> pd.DataFrame:
         """The solver's predicted front at ``n`` budgets across the band: bits, bytes, predicted cost."""
@@ -139,8 +143,10 @@ def read_table(study: optuna.Study) -> SensitivityTable | None:
 def prepare(
     study: optuna.Study, sampler: EvoSampler, bench: Workbench, space: SearchSpace, layer_names: Sequence[str],
     layer_fn: Callable[..., Any], objectives: Sequence[str], *, new_study: bool, progress: bool,
+    remote: RemoteSensitivity | None = None,
 ) -> EvoStage:
-    """Stages 1-4 of the module docstring."""
+    """Stages 1-4 of the module docstring; ``remote`` (an executor's ``measure_sensitivity``) measures the
+    units the study does not hold yet on its workers, or answers False and the driver measures them."""
     config = sampler.config
     units = space.units(layer_names)
     proxy = sensitivity_proxy(bench, config)
@@ -151,6 +157,16 @@ def prepare(
         study.set_user_attr(prefix + unit, json.dumps([r.to_dict() for r in rows]))
 
     needs_h = any(o.plan is not None and o.plan.needs_hessian() for u in units for o in unit_options(u.group))
+    pending = [u for u in units if u.key not in done]
+    measured_here = len(pending)
+    if pending and remote is not None:
+
+        def arrived(unit: str, rows: list[SensitivityRow]) -> None:
+            store(unit, rows)
+            done[unit] = rows
+
+        if remote(pending, proxy, needs_h, arrived):
+            measured_here = 0
     stats = bench.stats(hessian=needs_h)
     table = measure_sensitivity(bench.original, units, stats, proxy, layer_fn=layer_fn, done=done, on_unit=store,
                                 progress=progress)
@@ -181,4 +197,4 @@ def prepare(
             study.enqueue_trial(model.params_of(a.choice), user_attrs=solver_seed_attrs(
                 round(problem.avg_bits(a.choice), 4), a.predicted_cost))
     sampler.bind(model, make_screen(bench, model, stats, layer_fn, proxy) if config.screen > 1 else None)
-    return EvoStage(table, solved, model, len(units) - len(done))
+    return EvoStage(table, solved, model, measured_here, len(pending) - measured_here)

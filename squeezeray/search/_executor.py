@@ -23,6 +23,7 @@ import time
 import traceback
 from collections.abc import Callable
 from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,7 +36,10 @@ from squeezeray.spaces import SearchSpace
 from squeezeray.workbench import DataConfig
 
 if TYPE_CHECKING:
+    from squeezeray.data import TokenData
     from squeezeray.search._cache import CacheStats
+    from squeezeray.search._sensitivity import SensitivityRow
+    from squeezeray.spaces import Unit
     from squeezeray.workbench import Workbench
 
 EvaluateFn = Callable[[CompressionPlan], dict[str, Measurement]]
@@ -152,6 +156,17 @@ class BaseExecutor(abc.ABC):
     def progress(self) -> dict[str, str]:
         """Extra fields for the progress display (throughput, utilisation)."""
         return {}
+
+    def measure_sensitivity(  # noqa: B027 - optional hook
+        self, units: Sequence[Unit], proxy: TokenData, hessian: bool,
+        on_unit: Callable[[str, list[SensitivityRow]], None],
+    ) -> bool:
+        """Measure the sensitivity rows of ``units`` on this executor's workers (after ``start``).
+
+        Calls ``on_unit(unit_key, rows)`` for each unit as its rows arrive. Returns False when the executor
+        has no workers of its own (the driver then measures in its process), True once every unit is done.
+        """
+        return False
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release workers; called once, also after an error."""

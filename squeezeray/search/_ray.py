@@ -38,8 +38,11 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Callable
 from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from typing import Any
 
 from squeezeray._errors import SqueezerayError
@@ -61,6 +64,11 @@ from squeezeray.search._ray_workers import default_worker_evaluate
 from squeezeray.search._result import TrialOutcome
 from squeezeray.spaces import CompressionPlan
 from squeezeray.workbench import Workbench
+
+if TYPE_CHECKING:
+    from squeezeray.data import TokenData
+    from squeezeray.search._sensitivity import SensitivityRow
+    from squeezeray.spaces import Unit
 
 
 _HEAD_RESOURCE = "node:__internal_head__"  # every Ray head node has it
@@ -289,6 +297,59 @@ class RayExecutor(BaseExecutor):
         self._t_last = time.perf_counter()
         self._done += len(results)
         return results
+
+    # ------------------------------------------------------------------ sensitivity
+    def measure_sensitivity(
+        self, units: Sequence[Unit], proxy: TokenData, hessian: bool,
+        on_unit: Callable[[str, list[SensitivityRow]], None],
+    ) -> bool:
+        """One unit per task, to whichever worker is free; a unit whose worker is lost goes to another
+        (up to ``max_retries`` times); an exception inside a measurement stops the search (it would be
+        the same on every worker)."""
+        import ray
+
+        from squeezeray.search._sensitivity import SensitivityRow
+
+        queue = collections.deque((u, 0) for u in units)
+        busy: dict[Any, tuple[_Worker, Unit, int]] = {}
+        proxy_ref = ray.put(proxy)
+        while queue or busy:
+            taken = {id(w) for w, _, _ in busy.values()}
+            for w in self._workers:
+                if queue and w.alive and w.ready_at is not None and id(w) not in taken:
+                    unit, tries = queue.popleft()
+                    busy[w.handle.sensitivity.remote([unit], proxy_ref, hessian)] = (w, unit, tries)
+                    taken.add(id(w))
+            starting = {w.ready_ref: w for w in self._workers
+                        if w.alive and w.ready_at is None and w.ready_ref is not None}
+            if not busy and not starting:
+                raise SqueezerayError(
+                    f"no worker left to measure {len(queue)} unit(s)' sensitivity: {self._restarts} of "
+                    f"max_worker_restarts={self._max_restarts} replacements used; last death: {self._last_death()}")
+            timeout = None if busy else self.config.start_timeout_s
+            ready, _ = ray.wait([*busy, *starting], num_returns=1, timeout=timeout)
+            if not ready:
+                raise SqueezerayError(
+                    f"no worker became ready within start_timeout_s={self.config.start_timeout_s:g} "
+                    "to measure the sensitivity")
+            ref = ready[0]
+            if ref in starting:
+                self._on_ready(starting[ref])
+                continue
+            w, unit, tries = busy.pop(ref)
+            try:
+                rows = ray.get(ref)
+            except ray.exceptions.RayTaskError as err:
+                raise SqueezerayError(f"sensitivity of unit {unit.key!r} failed on {w.name}: {err}") from None
+            except ray.exceptions.RayError as err:
+                self._lost(w, err)
+                if tries + 1 > self.config.max_retries:
+                    raise SqueezerayError(f"sensitivity of unit {unit.key!r}: worker lost {tries + 1} times "
+                                          f"(max_retries={self.config.max_retries}); last: {_one_line(err)}") from None
+                queue.appendleft((unit, tries + 1))
+                continue
+            on_unit(unit.key, [SensitivityRow.from_dict(r) for r in rows])
+        return True
 
     def _on_ready(self, w: _Worker) -> None:
         import ray

@@ -158,6 +158,7 @@ class _TrialWorker:
         self.objectives = tuple(job.objectives)
         self.evaluate_fn = evaluate
         self.trials = 0
+        self.sensitivity_units = 0
         self.busy_s = 0.0
         self.error = ""
         t0 = time.perf_counter()
@@ -200,10 +201,22 @@ class _TrialWorker:
         self.busy_s += ev.wall_s
         return ev
 
+    def sensitivity(self, units: Sequence[Any], proxy: Any, hessian: bool) -> list[dict[str, Any]]:
+        """The sensitivity rows of ``units`` (every option alone) on this worker's model, as dicts."""
+        from squeezeray.search._sensitivity import measure_sensitivity
+
+        t0 = time.perf_counter()
+        table = measure_sensitivity(self.bench.original, units, self.bench.stats(hessian=hessian), proxy,
+                                    layer_fn=self.layer_fn)
+        self.busy_s += time.perf_counter() - t0
+        self.sensitivity_units += len(units)
+        return [r.to_dict() for r in table.rows]
+
     def info(self) -> dict[str, Any]:
         s = self.cache.stats
         return {
-            "name": self.name, "trials": self.trials, "busy_s": self.busy_s, "stats_passes": self.bench.stats_passes,
+            "name": self.name, "trials": self.trials, "sensitivity_units": self.sensitivity_units,
+            "busy_s": self.busy_s, "stats_passes": self.bench.stats_passes,
             "cache": {"memory_hits": s.memory_hits, "disk_hits": s.disk_hits, "shared_hits": s.shared_hits,
                       "misses": s.misses},
         }

@@ -260,3 +260,26 @@ def test_driver_killed_mid_sweep_resumes_on_the_cluster(two_nodes, tiny, factory
     local = _by_number(local_run.study)
     for n, values in before_complete.items():
         assert trials[n].params == local[n].params and values == pytest.approx(local[n].values, rel=1e-6, abs=1e-9)
+
+
+def test_the_sensitivity_stage_runs_on_the_workers_and_equals_a_local_one(two_nodes, tiny, factory, tmp_path,
+                                                                           monkeypatch) -> None:  # noqa: ANN001
+    from squeezeray.search._sensitivity import SensitivityProbe
+
+    cfg = dict(space="per-layer", sampler="evo", n_trials=12)
+    local = run_search(_cfg(tmp_path / "local", **cfg), bench=tiny, progress=False)
+
+    def driver_must_not_measure(self, candidates):  # noqa: ANN001, ANN202 - patched in this process only
+        raise AssertionError("the driver measured a sensitivity row itself")
+
+    monkeypatch.setattr(SensitivityProbe, "kl_many", driver_must_not_measure)
+    executor = _executor(two_nodes, factory)
+    result = run_search(_cfg(tmp_path / "ray", **cfg), bench=tiny, progress=False, executor=executor)
+    ours, theirs = result.sensitivity, local.sensitivity
+    assert ours is not None and theirs is not None and len(ours) == len(theirs) > 0
+    assert list(ours["unit"]) == list(theirs["unit"]) and list(ours["option"]) == list(theirs["option"])
+    assert list(ours["nbytes"]) == list(theirs["nbytes"])
+    assert ours["kl"].to_numpy() == pytest.approx(theirs["kl"].to_numpy(), rel=1e-4, abs=1e-7)
+    assert sum(i["sensitivity_units"] for i in executor.worker_infos) == ours["unit"].nunique()  # each unit once
+    assert sum(t.state is optuna.trial.TrialState.COMPLETE and "duplicate_of" not in t.user_attrs
+               for t in result.study.trials) == 12

@@ -75,6 +75,9 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--bits-max", type=float, default=None, help="evo: highest average bits per weight searched (5.0)")
     p.add_argument("--sensitivity-len", type=int, default=None,
                    help="evo: tokens of the one calibration sequence each unit's options are scored on (128)")
+    p.add_argument("--max-predicted-latency-ms", type=float, default=None, metavar="MS",
+                   help="evo: latency budget, ms per decode step predicted by the roofline on --hardware; no plan "
+                        "over it is seeded (the solver meets both budgets) or proposed")
     p.add_argument("--evo-screen", type=int, default=None,
                    help="evo: mutated plans measured on those tokens per proposal, the best proposed (default 0: none)")
     p.add_argument("--rerank", type=int, default=6, help="trials re-measured on the final objectives (default 6)")

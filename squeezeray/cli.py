@@ -172,7 +172,7 @@ def _evo_config(args: argparse.Namespace):  # noqa: ANN202
     from squeezeray.search import EvoConfig
 
     given = (("bits_min", args.bits_min), ("bits_max", args.bits_max), ("sensitivity_len", args.sensitivity_len),
-             ("screen", args.evo_screen))
+             ("screen", args.evo_screen), ("max_predicted_latency_ms", args.max_predicted_latency_ms))
     return EvoConfig(**{k: v for k, v in given if v is not None})
 
 

@@ -228,6 +228,19 @@ class PredictedLatency(BaseObjective, needs={Need.PROFILE}):
             self._profile = get_profile(str(self._profile_ref))
         return self._profile
 
+    def layer_seconds(self, name: str, module: nn.Module) -> float:
+        """Predicted seconds of one call of one linear layer (dense or compressed), as :meth:`predict` counts it."""
+        profile = self.profile
+        act = self._act_dtype or default_act_dtype(profile)
+        tokens = self.batch * (self.seq_len if self.phase is Phase.PREFILL else 1)
+        cost = linear_cost(name, module, tokens=tokens, profile=profile, act_dtype=act)
+        return roofline_time(cost, profile, self.calibration).total_s
+
+    def describe(self) -> str:
+        """What the prediction is: phase, shape, device and calibration."""
+        return (f"roofline {self.phase.value} (batch {self.batch}, context {self.seq_len}) on "
+                f"{self.profile.device} [{self.profile.name}], {self.calibration.describe()}")
+
     def predict(self, model: nn.Module) -> tuple[float, list[tuple[LayerCost, float, str]]]:
         """Seconds per call, and (cost, seconds, bound) for every cost entry."""
         profile = self.profile

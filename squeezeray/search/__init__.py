@@ -1,6 +1,8 @@
 """The search engine: Optuna study, compressed-layer cache, staged evaluation, selection."""
 
+from squeezeray.search._allocate import Allocation
 from squeezeray.search._allocate import AllocationProblem
+from squeezeray.search._allocate import allocate
 from squeezeray.search._allocate import solve_front
 from squeezeray.search._api import search
 from squeezeray.search._api import select_from
@@ -34,7 +36,9 @@ from squeezeray.search._select import Selection
 from squeezeray.search._select import select
 
 __all__ = [
+    "Allocation",
     "AllocationProblem",
+    "allocate",
     "EvoConfig",
     "EvoSampler",
     "solve_front",

@@ -76,6 +76,10 @@ class EvoConfig:
             against 1-2.5% without it.
         sensitivity_seqs, sensitivity_len: Proxy the sensitivity stage measures each option on
             (the first calibration sequences, truncated).
+        max_predicted_latency_ms: A latency budget (None: none): no plan whose predicted latency on the
+            search's hardware profile (roofline, one decode step at batch 1 and context 128, summed over
+            layers: :class:`~squeezeray.objectives.predicted_latency.PredictedLatency`) exceeds it is seeded
+            or proposed; the seeds solve both budgets (:func:`~squeezeray.search._allocate.allocate`).
     """
 
     bits_min: float = 2.5
@@ -88,8 +92,11 @@ class EvoConfig:
     screen: int = 0
     sensitivity_seqs: int = 1
     sensitivity_len: int = 128
+    max_predicted_latency_ms: float | None = None
 
     def __post_init__(self) -> None:
+        if self.max_predicted_latency_ms is not None:
+            check_number(self.max_predicted_latency_ms, field="max_predicted_latency_ms", minimum=1e-9, where="evo ")
         for f in ("bits_min", "bits_max", "size_band", "crossover_prob"):
             check_number(getattr(self, f), field=f, where="evo ")
         if not self.bits_min < self.bits_max:
@@ -117,6 +124,8 @@ class EvoModel:
         band: (lowest, highest) total bytes a proposal may have.
         frontier: (bytes, least predicted cost) of the solver's front, by bytes: a child's predicted
             regret (its predicted cost above the front at its size) ranks the candidates.
+        max_latency: Predicted seconds a proposal may not exceed (None: no latency budget; needs the
+            problem's latencies).
     """
 
     units: tuple[Unit, ...]
@@ -127,8 +136,11 @@ class EvoModel:
     cost_index: int
     band: tuple[int, int]
     frontier: tuple[tuple[int, float], ...] = ()
+    max_latency: float | None = None
 
     def __post_init__(self) -> None:
+        if self.max_latency is not None and self.problem.latency is None:
+            raise SqueezerayError("evo model: a latency budget needs the allocation problem's latencies")
         labels = tuple(tuple(o.label for o in opts) for opts in self.options)
         if labels != self.problem.options:
             raise SqueezerayError("evo model: the options differ from the allocation problem's")
@@ -163,8 +175,11 @@ class EvoModel:
         return cost - float(np.interp(self.problem.total_bytes(genome), xs, ys))
 
     def in_band(self, genome: Genome) -> bool:
+        """Inside the byte band, and within the latency budget when there is one."""
         lo, hi = self.band
-        return lo <= self.problem.total_bytes(genome) <= hi
+        if not lo <= self.problem.total_bytes(genome) <= hi:
+            return False
+        return self.max_latency is None or self.problem.predicted_latency(genome) <= self.max_latency
 
 
 def _front(points: Sequence[tuple[Genome, float, float]]) -> list[tuple[Genome, float, float]]:
@@ -221,8 +236,9 @@ class EvoSampler(optuna.samplers.BaseSampler):
         population, seen = self._population(study, trial.number)
         child = self.propose(population, seen)
         if child is None:
+            budget = "" if self.model.max_latency is None else f", at most {self.model.max_latency:.6g} s predicted"
             raise SqueezerayError("evo sampler: no unseen plan inside the budget band could be found "
-                                  f"(band {self.model.band} bytes, {len(seen)} plans seen)")
+                                  f"(band {self.model.band} bytes{budget}, {len(seen)} plans seen)")
         self.proposed += 1
         return self.model.params_of(child)
 
@@ -254,7 +270,7 @@ class EvoSampler(optuna.samplers.BaseSampler):
         """A new genome inside the band that is not in ``seen`` (None when none was found)."""
         assert self.model is not None
         m = self.model
-        front = [p for p in _front(population) if m.in_band(p[0])] or _front(population)
+        front = _front([p for p in population if m.in_band(p[0])]) or _front(population)
         if not front:
             front = [(self._random_genome(), 0.0, 0.0)]
         for attempt in range(200):

@@ -5,8 +5,10 @@ opened and before the first trial:
 
 1. measure every unit's options alone (:func:`measure_sensitivity`), each unit's rows written to
    the study's user attributes as soon as they exist, so a killed run resumes with them;
-2. build the knapsack and solve it for every budget (:func:`solve_front`);
-3. on a new study, enqueue the solver's plans at ``n_seeds`` budgets across the band;
+2. build the knapsack and solve it for every budget (:func:`solve_front`), with each option's predicted
+   latency on the target profile when the search has a latency budget (:mod:`squeezeray.search._unit_latency`);
+3. on a new study, enqueue the solver's plans at ``n_seeds`` budgets across the band (within the latency
+   budget: :func:`~squeezeray.search._allocate.allocate`);
 4. bind the sampler to the units, options and band, and to a screen that measures candidate plans
    on the sensitivity proxy (the layers come from the layer cache, which the sensitivity stage filled;
    they are swapped into the one original model in place and restored).
@@ -25,10 +27,14 @@ import numpy as np
 import optuna
 import pandas as pd
 
+from squeezeray._errors import SqueezerayError
 from squeezeray.data import TokenData
 from squeezeray.models import model_dtype
+from squeezeray.objectives.predicted_latency import PredictedLatency
 from squeezeray.objectives.size import model_nbytes
+from squeezeray.search._allocate import Allocation
 from squeezeray.search._allocate import SolvedFront
+from squeezeray.search._allocate import allocate
 from squeezeray.search._allocate import solve_front
 from squeezeray.search._evo import EvoConfig
 from squeezeray.search._evo import EvoModel
@@ -41,6 +47,7 @@ from squeezeray.search._sensitivity import SensitivityTable
 from squeezeray.search._sensitivity import measure_sensitivity
 from squeezeray.search._sensitivity import unit_options
 from squeezeray.search._study import solver_seed_attrs
+from squeezeray.search._unit_latency import unit_latencies
 from squeezeray.spaces import SearchSpace
 from squeezeray.spaces import Unit
 from squeezeray.workbench import Workbench
@@ -63,13 +70,27 @@ class EvoStage:
     def solver_front(self, n: int = 11) -> pd.DataFrame:
         """The solver's predicted front at ``n`` budgets across the band: bits, bytes, predicted cost."""
         p = self.model.problem
-        lo, hi = self.model.band
         rows = []
-        for budget in np.linspace(lo, hi, n):
-            a = self.solved.allocate(int(budget))
-            rows.append({"budget_bytes": int(budget), "bytes": a.nbytes, "avg_bits": p.avg_bits(a.choice),
-                         "predicted_kl": a.predicted_cost, "gap_bytes": a.gap_bytes})
+        for a in solver_plans(self.model, self.solved, n):
+            row = {"budget_bytes": a.budget_bytes, "bytes": a.nbytes, "avg_bits": p.avg_bits(a.choice),
+                   "predicted_kl": a.predicted_cost, "gap_bytes": a.gap_bytes}
+            if a.predicted_latency is not None:
+                row |= {"predicted_latency_ms": 1000 * a.predicted_latency, "gap_kl": a.gap_cost}
+            rows.append(row)
         return pd.DataFrame(rows)
+
+
+def solver_plans(model: EvoModel, solved: SolvedFront, n: int) -> list[Allocation]:
+    """The solver's plans at ``n`` budgets evenly across the band (within the latency budget when there is one;
+    a budget no plan meets is left out)."""
+    out = []
+    for budget in np.linspace(model.band[0], model.band[1], n):
+        try:
+            out.append(allocate(model.problem, max_bytes=int(budget), max_latency=model.max_latency, solved=solved))
+        except SqueezerayError:
+            if model.max_latency is None:
+                raise
+    return out
 
 
 def sensitivity_proxy(bench: Workbench, config: EvoConfig) -> TokenData:
@@ -174,6 +195,13 @@ def prepare(
     study.set_user_attr(f"{_KEY}_units", [u.key for u in units])
     original_bytes, _ = model_nbytes(bench.original)
     problem = table.problem(units, original_bytes)
+    options = tuple(tuple(unit_options(u.group)) for u in units)
+    max_latency = None
+    if config.max_predicted_latency_ms is not None:
+        lat, fixed = unit_latencies(bench.original, units, options, layer_fn, stats,
+                                    PredictedLatency(profile=bench.hardware))
+        problem = dataclasses.replace(problem, latency=lat, fixed_latency=fixed)
+        max_latency = config.max_predicted_latency_ms / 1000.0
     solved = solve_front(problem)
     lo = max(problem.bytes_for_bits(config.bits_min), problem.min_bytes())
     hi = min(problem.bytes_for_bits(config.bits_max), problem.max_bytes())
@@ -182,15 +210,21 @@ def prepare(
     band = (lo, hi) if hi > lo else (problem.min_bytes(), problem.max_bytes())
     grid = [solved.allocate(int(b)) for b in np.linspace(problem.min_bytes(), problem.max_bytes(), 200)]
     model = EvoModel(
-        units=tuple(units), options=tuple(tuple(unit_options(u.group)) for u in units), problem=problem,
+        units=tuple(units), options=options, problem=problem,
         distributions=space.distributions(layer_names), size_index=list(objectives).index("size"),
         cost_index=list(objectives).index("kl"), band=band,
-        frontier=tuple(sorted({(a.nbytes, a.predicted_cost) for a in grid})),
+        frontier=tuple(sorted({(a.nbytes, a.predicted_cost) for a in grid})), max_latency=max_latency,
     )
+    seeds = solver_plans(model, solved, config.n_seeds)
+    if not seeds:  # not even the band's largest budget meets the latency budget: say why, naming the setting
+        try:
+            allocate(problem, max_bytes=band[1], max_latency=max_latency, solved=solved)
+        except SqueezerayError as e:
+            raise SqueezerayError(f"evo max_predicted_latency_ms={config.max_predicted_latency_ms!r}: {e}; "
+                                  f"{PredictedLatency(profile=bench.hardware).describe()}") from None
     if new_study:
         seeded: set[tuple[int, ...]] = set()
-        for budget in np.linspace(band[0], band[1], config.n_seeds):
-            a = solved.allocate(int(budget))
+        for a in seeds:
             if a.choice in seeded:
                 continue
             seeded.add(a.choice)

@@ -129,3 +129,48 @@ def test_no_screen_proposes_the_least_regret_child() -> None:
     parent = solve_front(model.problem).allocate(model.problem.bytes_for_bits(3.5)).choice
     child = sampler.propose([(parent, 0.0, 0.0)], {parent})
     assert child is not None and sampler.screened == 0
+
+
+def test_a_latency_budget_binds_the_seeds_and_every_proposal() -> None:
+    import dataclasses
+
+    from squeezeray.search._allocate import allocate
+    from squeezeray.search._evo_stage import solver_plans
+
+    base = synthetic_model(4)
+    rng = np.random.RandomState(4)
+    # latency roughly follows bytes, but not exactly (some units are slower per byte): the budget reshapes plans
+    speed = rng.lognormal(0, 0.5, size=len(base.units))
+    lat = tuple(tuple(1e-6 * b * s for b in bs) for bs, s in zip(base.problem.nbytes, speed))
+    problem = dataclasses.replace(base.problem, latency=lat, fixed_latency=1e-3)
+    solved = solve_front(problem)
+    mid = problem.bytes_for_bits(4.0)
+    free = solved.allocate(mid)
+    max_latency = 0.97 * problem.predicted_latency(free.choice)  # binds at 4 bits
+    model = dataclasses.replace(base, problem=problem, max_latency=max_latency)
+    bound = allocate(problem, max_bytes=mid, max_latency=max_latency, solved=solved)
+    assert bound.predicted_latency <= max_latency < problem.predicted_latency(free.choice)
+    assert bound.predicted_cost >= free.predicted_cost and bound.gap_cost >= 0.0
+    seeds = solver_plans(model, solved, 4)
+    assert seeds and all(problem.predicted_latency(a.choice) <= max_latency for a in seeds)
+    sampler = EvoSampler(config=EvoConfig(n_seeds=4), seed=0)
+    sampler.bind(model)
+    population = [(a.choice, float(a.nbytes), a.predicted_cost) for a in seeds]
+    seen = {a.choice for a in seeds}
+    for _ in range(30):
+        child = sampler.propose(population, seen)
+        assert child is not None and child not in seen
+        assert problem.predicted_latency(child) <= max_latency and model.in_band(child)
+        seen.add(child)
+        population.append((child, float(problem.total_bytes(child)), problem.predicted_cost(child)))
+
+
+def test_a_latency_budget_needs_latencies_and_a_positive_value() -> None:
+    import dataclasses
+
+    from squeezeray._errors import SqueezerayError
+
+    with pytest.raises(SqueezerayError, match="latency budget needs the allocation problem's latencies"):
+        dataclasses.replace(synthetic_model(0), max_latency=1.0)
+    with pytest.raises(SqueezerayError, match="evo max_predicted_latency_ms=-1"):
+        EvoConfig(max_predicted_latency_ms=-1)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 
 from squeezeray._errors import SqueezerayError
 from squeezeray.search import SearchConfig
@@ -81,3 +82,40 @@ def test_a_sampler_repeating_plans_is_stopped_not_looped(tiny, tmp_path) -> None
     assert len(ok) == 2  # only two distinct plans exist; each was measured once
     assert "stopped" in result.study.user_attrs
     assert any("already measured" in n for n in result.rule_notes)
+
+
+def test_a_predicted_latency_budget_holds_for_every_seed_and_proposal(tiny, tmp_path) -> None:  # noqa: ANN001
+    from squeezeray.compress import compress_layer
+    from squeezeray.objectives.predicted_latency import PredictedLatency
+    from squeezeray.search._sensitivity import unit_options
+    from squeezeray.search._unit_latency import unit_latencies
+    from squeezeray.spaces import preset_space
+
+    profile = "xeon-8480plus"  # a CPU profile: int4 / int8 kernels per format, nothing measured here
+    predictor = PredictedLatency(profile=profile)
+    names = [n for n, m in tiny.original.named_modules() if isinstance(m, torch.nn.Linear)]
+    units = preset_space("per-layer").units(names)
+    options = [unit_options(u.group) for u in units]
+    lat, fixed = unit_latencies(tiny.original, units, options, compress_layer, tiny.stats(hessian=True), predictor)
+    # the plans the search can hold: block units free, the token table at RTN 8-bit (the expert rules' floor;
+    # left dense it alone would outweigh every block)
+    head = [i for i, u in enumerate(units) if u.key.startswith("head@")]
+    w8 = fixed + sum(lat[i][[o.label for o in options[i]].index("rtn-w8")] for i in head)
+    blocks = [r for i, r in enumerate(lat) if i not in head]
+    fastest, slowest = w8 + sum(min(r) for r in blocks), w8 + sum(max(r) for r in blocks)
+    budget_ms = 1000 * (fastest + 0.5 * (slowest - fastest))
+    evo = EvoConfig(max_predicted_latency_ms=budget_ms)
+    result = run_search(_cfg(tmp_path, hardware=profile, evo=evo, objectives=("size", "kl", "predicted_latency"),
+                             n_trials=20), bench=tiny, progress=False)
+    trials = [t for t in result.study.get_trials() if t.state is optuna.trial.TrialState.COMPLETE]
+    searched = [t for t in trials if not t.user_attrs.get("baseline")]
+    baselines = [t for t in trials if t.user_attrs.get("baseline")]
+    assert any(t.user_attrs.get("solver_seed") for t in searched) and len(searched) >= 8
+    # the roofline of the whole candidate (the objective) agrees with the additive per-unit prediction
+    assert all(t.values[2] <= budget_ms * (1 + 1e-6) for t in searched), [t.values[2] for t in searched]
+    assert any(t.values[2] > budget_ms for t in baselines)  # the budget binds: uniform 5- and 8-bit miss it
+    front = result.solver_front
+    assert front is not None and (front["predicted_latency_ms"] <= budget_ms * (1 + 1e-9)).all()
+    with pytest.raises(SqueezerayError, match="evo max_predicted_latency_ms=.*no plan within .* is that fast"):
+        run_search(_cfg(tmp_path, hardware=profile, study_name="too-fast", n_trials=10,
+                        evo=EvoConfig(max_predicted_latency_ms=1000 * fastest * 0.5)), bench=tiny, progress=False)

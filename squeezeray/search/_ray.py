@@ -347,6 +347,7 @@ class RayExecutor(BaseExecutor):
                     raise SqueezerayError(f"sensitivity of unit {unit.key!r}: worker lost {tries + 1} times "
                                           f"(max_retries={self.config.max_retries}); last: {_one_line(err)}") from None
                 queue.appendleft((unit, tries + 1))
+                self._retried += 1  # counted with the trials' retries (ExecutorStats.retried)
                 continue
             on_unit(unit.key, [SensitivityRow.from_dict(r) for r in rows])
         return True

@@ -159,7 +159,7 @@ class ExecutorStats:
         utilisation: Sum of busy seconds / sum of alive seconds over the workers.
         overhead_s: Mean seconds per evaluation spent outside the worker's evaluation
             (dispatch, transfer, result) as seen by the driver.
-        retried: Evaluations re-run after their worker died.
+        retried: Evaluations (trials, and sensitivity units) re-run after their worker died.
         restarts: Workers replaced.
         workers: Per-worker figures.
     """

@@ -231,9 +231,8 @@ class PredictedLatency(BaseObjective, needs={Need.PROFILE}):
     def layer_seconds(self, name: str, module: nn.Module) -> float:
         """Predicted seconds of one call of one linear layer (dense or compressed), as :meth:`predict` counts it."""
         profile = self.profile
-        act = self._act_dtype or default_act_dtype(profile)
         tokens = self.batch * (self.seq_len if self.phase is Phase.PREFILL else 1)
-        cost = linear_cost(name, module, tokens=tokens, profile=profile, act_dtype=act)
+        cost = linear_cost(name, module, tokens=tokens, profile=profile, act_dtype=self.act_dtype)
         return roofline_time(cost, profile, self.calibration).total_s
 
     def describe(self) -> str:
@@ -241,11 +240,16 @@ class PredictedLatency(BaseObjective, needs={Need.PROFILE}):
         return (f"roofline {self.phase.value} (batch {self.batch}, context {self.seq_len}) on "
                 f"{self.profile.device} [{self.profile.name}], {self.calibration.describe()}")
 
+    @property
+    def act_dtype(self) -> ComputeDtype:
+        """Activation dtype on the target: the one given, else :func:`default_act_dtype` of the profile."""
+        return self._act_dtype or default_act_dtype(self.profile)
+
     def predict(self, model: nn.Module) -> tuple[float, list[tuple[LayerCost, float, str]]]:
         """Seconds per call, and (cost, seconds, bound) for every cost entry."""
         profile = self.profile
-        act = self._act_dtype or default_act_dtype(profile)
-        costs = model_costs(model, phase=self.phase, batch=self.batch, seq_len=self.seq_len, profile=profile, act_dtype=act)
+        costs = model_costs(model, phase=self.phase, batch=self.batch, seq_len=self.seq_len, profile=profile,
+                            act_dtype=self.act_dtype)
         rows = []
         for cost in costs:
             t = roofline_time(cost, profile, self.calibration)

@@ -141,7 +141,7 @@ class SolvedFront:
         p = self.problem
         if budget_bytes < self.base_bytes:
             raise SqueezerayError(f"budget_bytes={budget_bytes}: below the smallest plan ({self.base_bytes} bytes)")
-        b = min(int((budget_bytes - self.base_bytes) // self.resolution), self.best.shape[0] - 1)
+        b = self._bin(budget_bytes)
         choice = [0] * len(p.units)
         for u in range(len(p.units) - 1, -1, -1):
             o = int(self.choices[u, b])
@@ -154,8 +154,11 @@ class SolvedFront:
 
     def objective(self, budget_bytes: int) -> float:
         """The DP's optimum (cost + penalty x latency) within ``budget_bytes``."""
-        b = min(int((budget_bytes - self.base_bytes) // self.resolution), self.best.shape[0] - 1)
-        return float(self.best[b])
+        return float(self.best[self._bin(budget_bytes)])
+
+    def _bin(self, budget_bytes: int) -> int:
+        """The budget bin of ``budget_bytes`` (extra bytes over the smallest plan, rounded down; capped)."""
+        return min(int((budget_bytes - self.base_bytes) // self.resolution), self.best.shape[0] - 1)
 
     def front(self, budgets: Sequence[int]) -> list[Allocation]:
         return [self.allocate(b) for b in budgets]

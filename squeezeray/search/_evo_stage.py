@@ -215,8 +215,7 @@ def prepare(
         cost_index=list(objectives).index("kl"), band=band,
         frontier=tuple(sorted({(a.nbytes, a.predicted_cost) for a in grid})), max_latency=max_latency,
     )
-    seeds = solver_plans(model, solved, config.n_seeds)
-    if not seeds:  # not even the band's largest budget meets the latency budget: say why, naming the setting
+    if max_latency is not None:  # the band's largest budget must meet the latency budget: else say why, now
         try:
             allocate(problem, max_bytes=band[1], max_latency=max_latency, solved=solved)
         except SqueezerayError as e:
@@ -224,7 +223,7 @@ def prepare(
                                   f"{PredictedLatency(profile=bench.hardware).describe()}") from None
     if new_study:
         seeded: set[tuple[int, ...]] = set()
-        for a in seeds:
+        for a in solver_plans(model, solved, config.n_seeds):
             if a.choice in seeded:
                 continue
             seeded.add(a.choice)

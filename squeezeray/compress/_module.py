@@ -10,6 +10,8 @@ buffer                    contents
 ``values``                float16 kept weights when the layer is not quantized
 ``scales`` / ``zeros``    float16 scales per (kept row, group); asymmetric zero
                           points bit-packed at the code width
+``mins``                  float16 minimum per (row, group) instead of ``zeros``
+                          (GGUF's Q4_1/Q5_1: ``w = scale * code + min``)
 ``mask_bits``             unstructured sparsity: 1 bit per weight
 ``nm_index``              n:m sparsity: ceil(log2 m) bits per kept weight
 ``row_index``             rows/heads sparsity: int32 index of each kept row
@@ -58,6 +60,7 @@ class LayerFormat:
         out_features, in_features: Shape of the original weight.
         quant_format: Code format, or None for float16 values.
         bits, group_size, symmetric: Grid settings (quantized layers).
+        float_min: An asymmetric grid stored as float16 minimums (``mins``), not integer zero points.
         pattern: Sparsity pattern, or None when dense.
         n, m: For n:m sparsity.
         n_kept: Number of stored main-path weights.
@@ -86,9 +89,12 @@ class LayerFormat:
     steps: tuple[str, ...]
     version: int = FORMAT_VERSION
     notes: tuple[str, ...] = ()
+    float_min: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        if not self.float_min:
+            d.pop("float_min")  # layers of every other grid read (and are keyed) as before the field existed
         d["quant_format"] = None if self.quant_format is None else self.quant_format.value
         d["pattern"] = None if self.pattern is None else self.pattern.value
         d["steps"] = list(self.steps)
@@ -178,6 +184,9 @@ class CompressedLinear(nn.Module):
                 if quant.grid.zeros is not None:
                     zeros = quant.grid.zeros if row_sel is None else quant.grid.zeros[row_sel.long()]
                     buffers["zeros"] = pack_bits(zeros.round().to(torch.uint8), quant.grid.bits)
+                if quant.grid.mins is not None:
+                    mins = quant.grid.mins if row_sel is None else quant.grid.mins[row_sel.long()]
+                    buffers["mins"] = _f16(mins)
             else:
                 buffers["values"] = _f16(state.weight[kept])
         rank = 0
@@ -209,6 +218,7 @@ class CompressedLinear(nn.Module):
             has_bias=state.bias is not None,
             steps=tuple(state.applied),
             notes=tuple(state.notes),
+            float_min=grid is not None and grid.float_min,
         )
         return cls(fmt, buffers)
 
@@ -238,6 +248,8 @@ class CompressedLinear(nn.Module):
     def _grid(self, n_rows: int) -> QuantGrid:
         f = self.fmt
         assert f.quant_format is not None
+        if f.float_min:
+            return QuantGrid(f.quant_format, f.bits, f.group_size, False, self.scales.float(), None, mins=self.mins.float())
         zeros = None
         if not f.symmetric:
             n_groups = self.scales.shape[1]
@@ -320,9 +332,7 @@ class CompressedLinear(nn.Module):
             pos = (flat.unsqueeze(1) * n + torch.arange(n)).unsqueeze(-1) * b + torch.arange(b)  # (k, n, b)
             bits = (self.codes[pos // 8].to(torch.int64) >> (pos % 8)) & 1
             codes = (bits << torch.arange(b)).sum(-1).to(torch.uint8)
-        grid = self._grid(f.out_features)
-        zeros = None if grid.zeros is None else grid.zeros[flat]
-        return dataclasses.replace(grid, scales=grid.scales[flat], zeros=zeros).dequantize(codes)
+        return self._grid(f.out_features).select_rows(flat).dequantize(codes)
 
     def effective_weight(self) -> torch.Tensor:
         """The dense (out, in) float32 weight this layer is equivalent to (before activation quantization)."""

@@ -3,7 +3,8 @@
 What maps exactly: a compressed layer stored as symmetric integer codes on blocks of 32 inputs with one
 fp16 scale per block — 8, 5 or 4 bits — is GGUF's Q8_0, Q5_0 or Q4_0 (``w = d * (q - z)``), whatever
 technique chose its codes (``rtn-q4_0``/``gptq-q4_0`` pick llama.cpp's own scales; ``gptq-w4g32``'s
-min/max scales map as well). Its codes and scales are packed into the block layout, not re-quantized,
+min/max scales map as well); one stored with an fp16 minimum per block of 32 (``rtn-q4_1``,
+``gptq-q5_1``) is Q4_1 or Q5_1 (``w = d * q + m``). Asymmetric grids with integer zero points do not map. Its codes and scales are packed into the block layout, not re-quantized,
 so llama.cpp holds bit for bit the weights squeezeray measured. Layers the plan leaves dense are written
 in F16, norms in F32. Anything else (other bit widths or group sizes, pruning, low-rank, activation
 smoothing) is refused with the layer and the reason.
@@ -33,26 +34,29 @@ from squeezeray.techniques._packing import unpack_bits
 
 GGUF_FILE = "model.gguf"
 ARCHITECTURES = ("llama",)  # whose tensor layout (the q/k row order) this writer knows
-_BY_BITS = {t.bits: t for t in GGUFType}
+_BY_FORM = {(t.bits, t.has_min): t for t in GGUFType}
 
 
 def layer_gguf_type(module: Any) -> tuple[GGUFType | None, str]:
     """The GGUF block type a CompressedLinear's stored form is, or None and why it is none."""
     f = module.fmt
     if f.quant_format is not QuantFormat.INT:
-        return None, f"{non_integer_form(f)} (GGUF's Q8_0/Q5_0/Q4_0 hold integer codes)"
+        return None, f"{non_integer_form(f)} (GGUF's Q8_0/Q5_x/Q4_x hold integer codes)"
     if f.pattern is not None:
         return None, f"pruned ({f.pattern.value}); GGUF blocks are dense"
     if f.rank or f.lowrank_only:
         return None, "has a low-rank path"
     if f.act_bits:
         return None, "has activation smoothing (W8A8)"
-    if not f.symmetric:
-        return None, "asymmetric codes with integer zero points (Q4_1/Q5_1 store a float minimum)"
-    if f.group_size != GGUF_BLOCK or f.bits not in _BY_BITS:
-        return None, (f"{f.bits}-bit in groups of {f.group_size} (GGUF's exact block types here: 8, 5 or 4 bits "
-                      f"in blocks of {GGUF_BLOCK}: rtn-q8_0, gptq-q5_0, gptq-q4_0)")
-    return _BY_BITS[f.bits], ""
+    if not f.symmetric and not f.float_min:
+        return None, "asymmetric codes with integer zero points (Q4_1/Q5_1 store a float minimum: gptq-q4_1)"
+    t = _BY_FORM.get((f.bits, f.float_min))
+    if f.group_size != GGUF_BLOCK or t is None:
+        kind = "asymmetric " if f.float_min else ""
+        return None, (f"{f.bits}-bit {kind}in groups of {f.group_size} (GGUF's exact block types here: 8, 5 or 4 "
+                      f"bits in blocks of {GGUF_BLOCK}, 5 or 4 with a minimum: rtn-q8_0, gptq-q5_0, gptq-q4_0, "
+                      f"gptq-q5_1, gptq-q4_1)")
+    return t, ""
 
 
 def _permute_rows(t: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -159,9 +163,12 @@ def write_gguf(candidate: nn.Module, original: nn.Module, source_gguf: Path | No
             f = packed.fmt
             codes = unpack_bits(packed.codes, f.bits, f.out_features * f.in_features).view(f.out_features, f.in_features)
             scales = packed.scales.float()
+            mins = packed.mins.float() if f.float_min else None
             if role in heads:
                 codes, scales = _permute_rows(codes, heads[role]), _permute_rows(scales, heads[role])
-            writer.add_tensor(rt.name, pack_blocks(codes, scales, qtype), raw_dtype=gguf.GGMLQuantizationType(qtype.ggml_type))
+                mins = None if mins is None else _permute_rows(mins, heads[role])
+            writer.add_tensor(rt.name, pack_blocks(codes, scales, qtype, mins),
+                              raw_dtype=gguf.GGMLQuantizationType(qtype.ggml_type))
             kind = qtype.name
         else:
             t = dense[hf].float()

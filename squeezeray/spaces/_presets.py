@@ -76,10 +76,12 @@ PER_LAYER_PRUNE = (NONE, "wanda-s25", "wanda-s50", "wanda-2:4", "sparsegpt-s25",
 2:4, pruned before or after quantizing."""
 
 
-GGUF_QUANT = ("gptq-q4_0", "gptq-q5_0", "gptq-q8_0")
+GGUF_QUANT = ("gptq-q4_0", "gptq-q4_1", "gptq-q5_0", "gptq-q5_1", "gptq-q8_0")
+"""llama.cpp's block-32 types, each solved by GPTQ on that type's own grid (the "_1" types: an fp16 minimum per
+block)."""
 
 
-GGUF_HEAD = ("rtn-q8_0", "gptq-q5_0", "gptq-q4_0", NONE)
+GGUF_HEAD = ("rtn-q8_0", "gptq-q5_1", "gptq-q5_0", "gptq-q4_1", "gptq-q4_0", NONE)
 
 
 def per_layer_full_quant() -> tuple[str, ...]:
@@ -97,7 +99,7 @@ def preset_space(name: str) -> SearchSpace:
 
     ``per-layer``, ``per-layer-full`` and ``per-layer-prune`` (:data:`PER_LAYER_PRUNE`) give every unit (a
     block's q/k/v, o, gate/up, down) its own choice, for the ``evo`` sampler: their per-unit option counts are what its sensitivity stage measures.
-    ``gguf`` does the same with llama.cpp's block types only (:data:`GGUF_QUANT`; the head: Q8_0, Q5_0, Q4_0
+    ``gguf`` does the same with llama.cpp's block types only (:data:`GGUF_QUANT`; the head: Q8_0, Q5_1, Q5_0, Q4_1, Q4_0
     or dense), so every plan it finds is a GGUF file.
     """
     if name == "per-layer":

@@ -51,8 +51,9 @@ class IntQuantConfig(TechniqueConfig):
             except ValueError:
                 self._fail("gguf", self.gguf, f"must be one of {', '.join(repr(t.value) for t in GGUFType)} or null")
             t = GGUFType(self.gguf)
-            if (self.bits, self.group_size, self.symmetric) != (t.bits, GGUF_BLOCK, True):
-                self._fail("gguf", t.value, f"is {t.bits}-bit symmetric in blocks of {GGUF_BLOCK}; got bits={self.bits}, "
+            if (self.bits, self.group_size, self.symmetric) != (t.bits, GGUF_BLOCK, not t.has_min):
+                kind = "asymmetric (an fp16 minimum per block)" if t.has_min else "symmetric"
+                self._fail("gguf", t.value, f"is {t.bits}-bit {kind} in blocks of {GGUF_BLOCK}; got bits={self.bits}, "
                            f"group_size={self.group_size}, symmetric={self.symmetric}")
 
     def check_shape(self, out_features: int, in_features: int) -> None:

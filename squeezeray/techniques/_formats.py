@@ -8,6 +8,8 @@ Integer codes, ``maxq = 2**bits - 1``:
     symmetric:  zero = (maxq + 1) / 2 (implicit, not stored), scale = 2 * absmax / maxq
     asymmetric: zero = round(-min / scale) stored in ``bits`` bits, scale = (max - min) / maxq
     code = clamp(round(w / scale) + zero, 0, maxq);  w_hat = scale * (code - zero)
+    float minimum (GGUF's Q4_1/Q5_1): a float offset ``min`` per group instead of an integer zero,
+    code = clamp(round((w - min) / scale), 0, maxq);  w_hat = scale * code + min
 NF4: code indexes the 16-value NormalFloat table; w_hat = NF4[code] * absmax.
 FP8: code is the E4M3 bit pattern of w / scale with scale = absmax / 448.
 """
@@ -62,7 +64,9 @@ class QuantGrid:
             does not divide in_features the last group is shorter (n_groups = ceil(in / gs)).
         symmetric: Integer format only; asymmetric grids store ``zeros``.
         scales: (out, n_groups) float32.
-        zeros: (out, n_groups) float32 holding integer values, or None when symmetric.
+        zeros: (out, n_groups) float32 holding integer values, or None when symmetric or ``mins`` is set.
+        mins: (out, n_groups) float32 offsets of an asymmetric grid with a float minimum per group
+            (``w_hat = scale * code + min``, computed in float32 in that order, as llama.cpp does), or None.
     """
 
     fmt: QuantFormat
@@ -71,6 +75,15 @@ class QuantGrid:
     symmetric: bool
     scales: torch.Tensor
     zeros: torch.Tensor | None
+    mins: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.mins is not None and (self.fmt is not QuantFormat.INT or self.symmetric or self.zeros is not None):
+            raise ValueError("a grid with float minimums is an asymmetric integer grid without integer zeros")
+
+    @property
+    def float_min(self) -> bool:
+        return self.mins is not None
 
     @property
     def maxq(self) -> int:
@@ -81,6 +94,8 @@ class QuantGrid:
         return t.repeat_interleave(self.group_size, dim=1)[:, :in_features]
 
     def zero_points(self) -> torch.Tensor:
+        if self.mins is not None:
+            raise ValueError("a grid with float minimums has no integer zero points")
         if self.zeros is not None:
             return self.zeros
         return torch.full_like(self.scales, (self.maxq + 1) / 2)
@@ -98,7 +113,9 @@ class QuantGrid:
         in_f = w.shape[1]
         g = self._grouped(w.float())  # (out, n_groups, gs)
         scale = self.scales.unsqueeze(-1)
-        if self.fmt is QuantFormat.INT:
+        if self.mins is not None:
+            q = torch.clamp(torch.round((g - self.mins.unsqueeze(-1)) / scale), 0, self.maxq).to(torch.uint8)
+        elif self.fmt is QuantFormat.INT:
             zero = self.zero_points().unsqueeze(-1)
             q = torch.clamp(torch.round(g / scale) + zero, 0, self.maxq).to(torch.uint8)
         elif self.fmt is QuantFormat.NF4:
@@ -115,7 +132,9 @@ class QuantGrid:
         in_f = codes.shape[1]
         g = self._grouped(codes)  # (out, n_groups, gs) uint8
         scale = self.scales.unsqueeze(-1)
-        if self.fmt is QuantFormat.INT:
+        if self.mins is not None:
+            w = g.float() * scale + self.mins.unsqueeze(-1)
+        elif self.fmt is QuantFormat.INT:
             w = (g.float() - self.zero_points().unsqueeze(-1)) * scale
         elif self.fmt is QuantFormat.NF4:
             w = NF4_LEVELS.to(g.device)[g.long()] * scale
@@ -131,7 +150,14 @@ class QuantGrid:
         """The grid restricted to input columns [start, stop) (for column-wise solvers)."""
         scale = self._expand(self.scales, in_features)[:, start:stop]
         zeros = None if self.zeros is None else self._expand(self.zeros, in_features)[:, start:stop]
-        return dataclasses.replace(self, group_size=1, scales=scale, zeros=zeros)
+        mins = None if self.mins is None else self._expand(self.mins, in_features)[:, start:stop]
+        return dataclasses.replace(self, group_size=1, scales=scale, zeros=zeros, mins=mins)
+
+    def select_rows(self, rows: torch.Tensor) -> QuantGrid:
+        """The grid of output rows ``rows`` (integer indices), every per-row tensor indexed alike."""
+        zeros = None if self.zeros is None else self.zeros[rows]
+        mins = None if self.mins is None else self.mins[rows]
+        return dataclasses.replace(self, scales=self.scales[rows], zeros=zeros, mins=mins)
 
 
 def minmax_grid(

@@ -105,7 +105,8 @@ def gptq_solve(
         block_size: Columns per lazy-update block.
         mask: (out, in) bool, True where the weight is kept; None for dense.
         grid: A fixed integer grid to solve on (static groups; e.g. a GGUF block grid) instead of the
-            min/max grid; its bits, group size and symmetry must be the ones given.
+            min/max grid; its bits, group size and symmetry must be the ones given. A grid with float
+            minimums (GGUF's "_1" types) has no code that decodes to 0, so it takes no ``mask``.
         clip: Static groups: each (row, group)'s range from :func:`~squeezeray.techniques._clip.clip_search`
             on the layer's output error instead of the min/max range (not with ``grid``).
 
@@ -134,6 +135,10 @@ def gptq_solve(
     if grid is not None and (grid.fmt, grid.bits, grid.group_size, grid.symmetric) != (QuantFormat.INT, bits, gs, symmetric):
         raise ValueError(f"grid ({grid.fmt.value}, {grid.bits} bits, groups of {grid.group_size}) does not match "
                          f"bits={bits}, group_size={gs}, symmetric={symmetric}")
+    mins = None if grid is None else grid.mins  # (out, n_groups) float32, or None
+    if mins is not None and keep is not None:
+        raise InfeasibleStepError("a grid with float block minimums (GGUF Q4_1/Q5_1) has no code for a pruned "
+                                  "weight's exact zero")
     static = group_size is None or act_order or grid is not None
     if clip and (grid is not None or not static):
         raise ValueError("clip needs static groups (act_order or one group per row) and no fixed grid")
@@ -144,7 +149,7 @@ def gptq_solve(
         else:
             grid0 = grid if grid is not None else minmax_grid(w.float(), bits=bits, group_size=gs, symmetric=symmetric)
         scales = grid0.scales.clone()  # (out, n_groups) float32
-        zeros = grid0.zero_points().clone()  # (out, n_groups) float32
+        zeros = torch.zeros_like(scales) if mins is not None else grid0.zero_points().clone()  # (out, n_groups)
         bs = block_size
     else:
         scales = torch.zeros(out_f, n_groups, dtype=torch.float32, device=dev)  # (out, n_groups)
@@ -184,12 +189,19 @@ def gptq_solve(
             s = scales[:, g].to(torch.float64)  # (out,)
             z = zeros[:, g].to(torch.float64)  # (out,)
             x = w1[:, i]  # (out,)
-            c = torch.clamp(torch.round(x / s) + z, 0, maxq)  # (out,) integer codes
-            if keep_p is not None:
-                c = torch.where(keep_p[:, col], c, z)  # the zero point decodes to exactly 0
-            # float32 scale times a small integer is exact in float64, so q.float()
-            # equals the float32 dequantization of the codes bit for bit.
-            q = s * (c - z)  # (out,)
+            if mins is None:
+                c = torch.clamp(torch.round(x / s) + z, 0, maxq)  # (out,) integer codes
+                if keep_p is not None:
+                    c = torch.where(keep_p[:, col], c, z)  # the zero point decodes to exactly 0
+                # float32 scale times a small integer is exact in float64, so q.float()
+                # equals the float32 dequantization of the codes bit for bit.
+                q = s * (c - z)  # (out,)
+            else:
+                m = mins[:, g].to(torch.float64)  # (out,) fp16 minimums
+                c = torch.clamp(torch.round((x - m) / s), 0, maxq)  # (out,)
+                # fp16 scale x small integer + fp16 minimum is exact in float64, so its rounding to
+                # float32 is float32's own (scale * code) + min, the grid's dequantization.
+                q = s * c + m  # (out,)
             e = (x - q) / hinv1[i, i]  # (out,)
             w1[:, i:] -= e.unsqueeze(1) * hinv1[i, i:].unsqueeze(0)  # (out, b - i)
             err1[:, i] = e
@@ -198,7 +210,10 @@ def gptq_solve(
         w[:, i2:] -= err1 @ hinv[i1:i2, i2:]  # (out, in - i2)
 
     inv = torch.argsort(perm)  # (in,)
-    solved = QuantGrid(QuantFormat.INT, bits, gs, symmetric, scales, None if symmetric else zeros)
+    if mins is not None:
+        solved = QuantGrid(QuantFormat.INT, bits, gs, False, scales, None, mins=mins)
+    else:
+        solved = QuantGrid(QuantFormat.INT, bits, gs, symmetric, scales, None if symmetric else zeros)
     return GPTQSolution(codes=codes_p[:, inv].contiguous(), grid=solved, qweight=q_p[:, inv].float(), damp=damp_used)
 
 
@@ -208,7 +223,7 @@ class GPTQ(BaseTechnique[GPTQConfig]):
     name = "gptq"
     config_cls = GPTQConfig
     needs_hessian = True
-    code_version = 3
+    code_version = 4  # 4: solves on GGUF grids with float block minimums (Q4_1/Q5_1)
 
     def apply(self, state: LayerState, config: GPTQConfig, stats: LayerStats) -> None:
         require_unquantized(state, self.name)

@@ -13,7 +13,7 @@ from squeezeray.techniques._steps import require_unquantized
 
 class RTN(BaseTechnique[RTNConfig]):
     name = "rtn"
-    code_version = 2  # 2: the shared config module changed (GPTQ's clip_search); the layer math did not
+    code_version = 3  # 3: GGUF Q4_1/Q5_1 grids
     config_cls = RTNConfig
 
     def apply(self, state: LayerState, config: RTNConfig, stats: LayerStats) -> None:

@@ -174,7 +174,7 @@ class SparseGPT(BaseTechnique[SparseGPTConfig]):
     """OBS pruning with weight reconstruction; keeps a quantized layer on its grid."""
 
     name = "sparsegpt"
-    code_version = 2  # 2: the shared config module changed (GPTQ's clip_search); the layer math did not
+    code_version = 3  # 3: the shared grid and config modules gained GGUF's float minimums; this layer math did not change
     config_cls = SparseGPTConfig
     needs_hessian = True
 

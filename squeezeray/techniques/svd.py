@@ -50,7 +50,7 @@ class SVD(BaseTechnique[SVDConfig]):
     """Plain or residual truncated SVD."""
 
     name = "svd"
-    code_version = 2  # 2: the shared config module changed (GPTQ's clip_search); the layer math did not
+    code_version = 3  # 3: the shared grid and config modules gained GGUF's float minimums; this layer math did not change
     config_cls = SVDConfig
 
     def apply(self, state: LayerState, config: SVDConfig, stats: LayerStats) -> None:

@@ -16,10 +16,11 @@ from squeezeray.spaces import parse_steps
 
 
 def _mixed(bench) -> CompressionPlan:  # noqa: ANN001
-    """Q4_0 attention (o_proj from the min/max grid of rtn-w4g32), Q5_0 gate/up, Q8_0 down and token table
-    (RTN, so the test needs no Hessians; GPTQ on these grids is checked in tests/techniques/test_gguf.py)."""
-    kinds = {"q_proj": "rtn-q4_0", "k_proj": "rtn-q4_0", "v_proj": "rtn-q4_0", "o_proj": "rtn-w4g32",
-             "gate_proj": "rtn-q5_0", "up_proj": "rtn-q5_0", "down_proj": "rtn-q8_0", "lm_head": "rtn-q8_0"}
+    """Q4_0 query/value (o_proj from the min/max grid of rtn-w4g32), Q4_1 key, Q5_0 gate, Q5_1 up, Q8_0 down
+    and token table (RTN, so the test needs no Hessians; GPTQ on these grids is checked in
+    tests/techniques/test_gguf.py)."""
+    kinds = {"q_proj": "rtn-q4_0", "k_proj": "rtn-q4_1", "v_proj": "rtn-q4_0", "o_proj": "rtn-w4g32",
+             "gate_proj": "rtn-q5_0", "up_proj": "rtn-q5_1", "down_proj": "rtn-q8_0", "lm_head": "rtn-q8_0"}
     return CompressionPlan({n: parse_steps(kinds[n.rsplit(".", 1)[-1]]) for n in bench.layers}, name="gguf-mixed")
 
 
@@ -35,7 +36,8 @@ def test_a_gguf_export_is_read_back_by_transformers_with_the_same_weights(bench,
     assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()  # the card's hash is the file's
     types = entry["tensor_types"]
     assert types["blk.0.attn_q.weight"] == "Q4_0" and types["blk.0.attn_output.weight"] == "Q4_0"
-    assert types["blk.3.ffn_up.weight"] == "Q5_0" and types["blk.3.ffn_down.weight"] == "Q8_0"
+    assert types["blk.3.ffn_gate.weight"] == "Q5_0" and types["blk.3.ffn_down.weight"] == "Q8_0"
+    assert types["blk.3.ffn_up.weight"] == "Q5_1" and types["blk.2.attn_k.weight"] == "Q4_1"  # k: rows permuted
     assert types["token_embd.weight"] == "Q8_0" and types["output_norm.weight"] == "F32"
     loaded = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     candidate = exported.model  # squeezeray's own artifact of the same plan, loaded back

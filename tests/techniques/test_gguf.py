@@ -33,8 +33,9 @@ def test_packed_blocks_decode_with_ggufs_dequantizer_exactly(qtype: GGUFType) ->
     w = _weight()
     grid = gguf_grid(w, qtype)
     codes = grid.quantize(w)
-    raw = pack_blocks(codes, grid.scales, qtype)
+    raw = pack_blocks(codes, grid.scales, qtype, grid.mins)
     assert raw.shape == (8, 96 // 32 * qtype.block_bytes)
+    assert (grid.mins is not None) == qtype.has_min
     theirs = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType(qtype.ggml_type))
     ours = grid.dequantize(codes).numpy()
     np.testing.assert_array_equal(theirs.astype(np.float32), ours)
@@ -54,7 +55,54 @@ def test_our_scales_match_llama_cpps_reference_quantizer(qtype: GGUFType) -> Non
     np.testing.assert_array_equal(ours[live], ref_scales[live])  # the same fp16 scale per block
 
 
-@pytest.mark.parametrize("label", ["rtn-q8_0", "rtn-q4_0", "gptq-q5_0", "gptq-q4_0"])
+@pytest.mark.parametrize("qtype", [GGUFType.Q5_1, GGUFType.Q4_1], ids=lambda t: t.value)
+def test_our_minimums_match_llama_cpps_reference_and_scales_span_from_them(qtype: GGUFType) -> None:
+    import gguf
+
+    w = _weight(seed=3)
+    ref = gguf.quants.quantize(w.numpy(), gguf.GGMLQuantizationType(qtype.ggml_type))
+    head = ref.reshape(-1, qtype.block_bytes)[:, :4].copy().view(np.float16).astype(np.float32)  # (blocks, 2): d, m
+    grid = gguf_grid(w, qtype)
+    np.testing.assert_array_equal(grid.mins.numpy().reshape(-1), head[:, 1])  # the same fp16 minimum per block
+    live = head[:, 0] != 0
+    ours_d = grid.scales.numpy().reshape(-1)
+    # d reaches from the fp16 minimum to the block's maximum: the reference's d, up to fp16's last digit
+    np.testing.assert_allclose(ours_d[live], head[live, 0], rtol=2.0**-10)
+    top = grid.dequantize(torch.full_like(w, (1 << qtype.bits) - 1, dtype=torch.uint8))
+    block_max = w.reshape(8, 3, 32).amax(dim=2).repeat_interleave(32, dim=1)
+    assert torch.allclose(top, block_max, atol=float(grid.scales.max()))  # the top code decodes near the maximum
+
+
+@pytest.mark.parametrize("qtype", [GGUFType.Q5_1, GGUFType.Q4_1], ids=lambda t: t.value)
+def test_gptq_on_a_minimum_grid_settles_on_the_grids_own_values(qtype: GGUFType) -> None:
+    from squeezeray.techniques.gptq import gptq_solve
+
+    w = _weight(out_f=16, in_f=64, seed=4)
+    x = torch.randn(512, 64, generator=torch.Generator().manual_seed(5))
+    h = x.t() @ x / 512
+    grid = gguf_grid(w, qtype)
+    sol = gptq_solve(w, h, bits=qtype.bits, group_size=32, symmetric=False, grid=grid)
+    assert torch.equal(sol.grid.mins, grid.mins) and torch.equal(sol.grid.scales, grid.scales)
+    assert torch.equal(sol.qweight, sol.grid.dequantize(sol.codes))  # bit for bit what the file decodes to
+    rtn = grid.fake_quantize(w)
+    out_err = lambda q: float(((w - q) @ h @ (w - q).t()).trace())  # noqa: E731
+    assert out_err(sol.qweight) < out_err(rtn)  # the error compensation works on this grid
+
+
+def test_a_minimum_grid_takes_no_pruning_mask() -> None:
+    from squeezeray._errors import InfeasibleStepError
+    from squeezeray.techniques.gptq import gptq_solve
+
+    w = _weight(out_f=4, in_f=64)
+    h = torch.eye(64)
+    mask = torch.ones(4, 64, dtype=torch.bool)
+    mask[:, ::2] = False
+    with pytest.raises(InfeasibleStepError, match="no code for a pruned weight"):
+        gptq_solve(w, h, bits=4, group_size=32, symmetric=False, grid=gguf_grid(w, GGUFType.Q4_1), mask=mask)
+
+
+@pytest.mark.parametrize("label", ["rtn-q8_0", "rtn-q4_0", "gptq-q5_0", "gptq-q4_0", "rtn-q4_1", "gptq-q5_1",
+                                   "gptq-q4_1"])
 def test_a_gguf_step_stores_the_files_weights(label: str) -> None:
     import gguf
 
@@ -70,10 +118,13 @@ def test_a_gguf_step_stores_the_files_weights(label: str) -> None:
     from squeezeray.techniques._packing import unpack_bits
 
     codes = unpack_bits(layer.codes, qtype.bits, 16 * 64).view(16, 64)
-    raw = pack_blocks(codes, layer.scales.float(), qtype)
+    mins = layer.mins.float() if qtype.has_min else None
+    assert layer.fmt.float_min == qtype.has_min and not hasattr(layer, "zeros")
+    raw = pack_blocks(codes, layer.scales.float(), qtype, mins)
     theirs = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType(qtype.ggml_type))
     np.testing.assert_array_equal(theirs.astype(np.float32), layer.effective_weight().numpy())
-    stored = layer.codes.numel() * layer.codes.element_size() + layer.scales.numel() * 2
+    np.testing.assert_array_equal(state.quant.grid.dequantize(state.quant.codes).numpy(), theirs)  # the solver's
+    stored = layer.codes.numel() * layer.codes.element_size() + layer.scales.numel() * 2 * (1 + qtype.has_min)
     assert stored == raw.nbytes == 16 * (64 // 32) * qtype.block_bytes  # the same bytes as the file's blocks
 
 
@@ -82,6 +133,10 @@ def test_gguf_settings_are_checked() -> None:
         parse_step("awq-q4_0")
     with pytest.raises(PlanError, match="is 4-bit symmetric in blocks of 32"):
         type(parse_step("gptq-q4_0"))(bits=4, group_size=64, gguf="q4_0")
+    with pytest.raises(PlanError, match=r"is 5-bit asymmetric \(an fp16 minimum per block\) in blocks of 32"):
+        type(parse_step("gptq-q4_0"))(bits=5, group_size=32, gguf="q5_1")
+    with pytest.raises(PlanError, match="cannot read 'q8_1'"):
+        parse_step("gptq-q8_1")
     with pytest.raises(PlanError, match="needs rows of whole 32-input blocks; this layer has 100 inputs"):
         parse_step("gptq-q4_0").check_shape(16, 100)
     assert "gguf" not in parse_step("gptq-w4g128").to_dict()  # plans without a GGUF type read as before

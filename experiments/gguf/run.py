@@ -30,7 +30,9 @@ from experiments._common import searched_front  # noqa: E402
 from experiments._common import spread  # noqa: E402
 from squeezeray.export._gguf import write_gguf  # noqa: E402
 from squeezeray.objectives import Direction  # noqa: E402
+from squeezeray.objectives.llamacpp import RuntimeCrash  # noqa: E402
 from squeezeray.objectives.llamacpp import default_threads  # noqa: E402
+from squeezeray.objectives.llamacpp import isolated  # noqa: E402
 from squeezeray.objectives.llamacpp import llamacpp_perplexity  # noqa: E402
 from squeezeray.objectives.llamacpp import llamacpp_speed  # noqa: E402
 from squeezeray.search import LayerCache  # noqa: E402
@@ -53,6 +55,15 @@ def llamacpp_quantize(src: Path, dst: Path, ftype: str, threads: int) -> None:
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
     if rc != 0:
         raise RuntimeError(f"llama_model_quantize {ftype} returned {rc}")
+
+
+def on_llamacpp(fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+    """``fn`` in its own process with llama.cpp's weight repacking on (its default), rerun with it off when that
+    crashes (it does on some CPUs for some types); returns the result and whether repacking was on."""
+    try:
+        return isolated(fn, *args, repack=True, **kwargs), True
+    except RuntimeCrash:
+        return isolated(fn, *args, repack=False, **kwargs), False
 
 
 def main() -> None:
@@ -78,12 +89,13 @@ def main() -> None:
 
     def score(method: str, plan: str, path: Path, ours: float | None = None) -> None:
         t0 = time.perf_counter()
-        ppl, _ = llamacpp_perplexity(path, bench.held_out.ids, n_threads=threads)
-        speed = llamacpp_speed(path, prompt, new_tokens=sp["new_tokens"], n_threads=threads, warmup=sp["warmup"],
-                               repeats=sp["repeats"])
+        (ppl, _), _ = on_llamacpp(llamacpp_perplexity, path, bench.held_out.ids, n_threads=threads)
+        speed, repack = on_llamacpp(llamacpp_speed, path, prompt, new_tokens=sp["new_tokens"], n_threads=threads,
+                                    warmup=sp["warmup"], repeats=sp["repeats"])
         size = path.stat().st_size
         rows.append({"method": method, "plan": plan, "file_bytes": size, "bpw": 8 * size / n_params,
-                     "llamacpp_ppl": ppl, "squeezeray_ppl": ours, **speed, "seconds": time.perf_counter() - t0})
+                     "llamacpp_ppl": ppl, "squeezeray_ppl": ours, **speed, "weight_repacking": repack,
+                     "seconds": time.perf_counter() - t0})
         print(rows[-1], flush=True)
         pd.DataFrame(rows).to_csv(HERE / "results.csv", index=False)
 

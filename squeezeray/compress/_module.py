@@ -12,6 +12,10 @@ buffer                    contents
                           points bit-packed at the code width
 ``mins``                  float16 minimum per (row, group) instead of ``zeros``
                           (GGUF's Q4_1/Q5_1: ``w = scale * code + min``)
+``sb_d`` / ``sb_sc``      two-level scales instead of ``scales`` (GGUF K-quants):
+``sb_dmin`` / ``sb_mq``   float16 per (row, super-block), integer multipliers per
+                          (row, group) bit-packed at ``scale_bits`` (signed ones
+                          offset by 2**(scale_bits-1)); the minimums likewise
 ``mask_bits``             unstructured sparsity: 1 bit per weight
 ``nm_index``              n:m sparsity: ceil(log2 m) bits per kept weight
 ``row_index``             rows/heads sparsity: int32 index of each kept row
@@ -27,18 +31,17 @@ accuracy evaluation, where only the numbers matter, not the speed).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from typing import TYPE_CHECKING
-from typing import Any
 
 import torch
 from torch import nn
 
-from squeezeray.techniques._formats import QuantFormat
+from squeezeray.compress._layer_format import LayerFormat
 from squeezeray.techniques._formats import QuantGrid
 from squeezeray.techniques._formats import SparsityPattern
+from squeezeray.techniques._formats import SuperScales
 from squeezeray.techniques._packing import pack_bits
 from squeezeray.techniques._packing import unpack_bits
 from squeezeray.techniques._state import LayerState
@@ -48,80 +51,21 @@ if TYPE_CHECKING:
     from squeezeray.kernels import PathChoice
     from squeezeray.kernels import PreparedLinear
 
-FORMAT_VERSION = 1
 _REFERENCE_PATH = "torch-reference"  # squeezeray.kernels.KernelPath.REFERENCE
-
-
-@dataclasses.dataclass(frozen=True)
-class LayerFormat:
-    """Everything but the tensors: how to read a compressed layer's buffers.
-
-    Attributes:
-        out_features, in_features: Shape of the original weight.
-        quant_format: Code format, or None for float16 values.
-        bits, group_size, symmetric: Grid settings (quantized layers).
-        float_min: An asymmetric grid stored as float16 minimums (``mins``), not integer zero points.
-        pattern: Sparsity pattern, or None when dense.
-        n, m: For n:m sparsity.
-        n_kept: Number of stored main-path weights.
-        rank: Low-rank rank (0 if none); ``lowrank_only`` when it is the whole weight.
-        act_bits: 8 = dynamic per-token INT8 activations after ``smooth``;
-            16 = only the per-channel ``smooth`` scale (AWQ); 0 = no smoothing.
-        steps: Labels of the technique steps that produced this layer.
-        notes: What a step did other than asked (e.g. ``gptq: Hessian damping raised from 0.01 to 0.1``);
-            written to JSON only when there are any.
-    """
-
-    out_features: int
-    in_features: int
-    quant_format: QuantFormat | None
-    bits: int
-    group_size: int
-    symmetric: bool
-    pattern: SparsityPattern | None
-    n: int
-    m: int
-    n_kept: int
-    rank: int
-    lowrank_only: bool
-    act_bits: int
-    has_bias: bool
-    steps: tuple[str, ...]
-    version: int = FORMAT_VERSION
-    notes: tuple[str, ...] = ()
-    float_min: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        if not self.float_min:
-            d.pop("float_min")  # layers of every other grid read (and are keyed) as before the field existed
-        d["quant_format"] = None if self.quant_format is None else self.quant_format.value
-        d["pattern"] = None if self.pattern is None else self.pattern.value
-        d["steps"] = list(self.steps)
-        if self.notes:
-            d["notes"] = list(self.notes)
-        else:
-            d.pop("notes")
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LayerFormat:
-        if d.get("version") != FORMAT_VERSION:
-            raise ValueError(f"layer format version {d.get('version')!r} is not {FORMAT_VERSION}")
-        d = dict(d)
-        d["quant_format"] = None if d["quant_format"] is None else QuantFormat(d["quant_format"])
-        d["pattern"] = None if d["pattern"] is None else SparsityPattern(d["pattern"])
-        d["steps"] = tuple(d["steps"])
-        d["notes"] = tuple(d.get("notes", ()))
-        return cls(**d)
-
-    @property
-    def nm_bits(self) -> int:
-        return max(1, math.ceil(math.log2(self.m))) if self.m else 0
 
 
 def _f16(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to(torch.float16).contiguous()
+
+
+def _superblock_buffers(sb: SuperScales, symmetric: bool) -> dict[str, torch.Tensor]:
+    """The stored tensors of two-level scales (signed multipliers offset into unsigned codes)."""
+    offset = 1 << (sb.scale_bits - 1) if symmetric else 0
+    out = {"sb_d": _f16(sb.d), "sb_sc": pack_bits((sb.sc + offset).to(torch.uint8), sb.scale_bits)}
+    if sb.dmin is not None and sb.mq is not None:
+        out["sb_dmin"] = _f16(sb.dmin)
+        out["sb_mq"] = pack_bits(sb.mq.to(torch.uint8), sb.scale_bits)
+    return out
 
 
 class CompressedLinear(nn.Module):
@@ -179,14 +123,15 @@ class CompressedLinear(nn.Module):
             row_sel = buffers.get("row_index")
             if quant is not None:
                 buffers["codes"] = pack_bits(quant.codes[kept], quant.grid.bits)
-                scales = quant.grid.scales if row_sel is None else quant.grid.scales[row_sel.long()]
-                buffers["scales"] = _f16(scales)
-                if quant.grid.zeros is not None:
-                    zeros = quant.grid.zeros if row_sel is None else quant.grid.zeros[row_sel.long()]
-                    buffers["zeros"] = pack_bits(zeros.round().to(torch.uint8), quant.grid.bits)
-                if quant.grid.mins is not None:
-                    mins = quant.grid.mins if row_sel is None else quant.grid.mins[row_sel.long()]
-                    buffers["mins"] = _f16(mins)
+                grid = quant.grid if row_sel is None else quant.grid.select_rows(row_sel.long())
+                if grid.superblock is not None:
+                    buffers.update(_superblock_buffers(grid.superblock, grid.symmetric))
+                else:
+                    buffers["scales"] = _f16(grid.scales)
+                    if grid.zeros is not None:
+                        buffers["zeros"] = pack_bits(grid.zeros.round().to(torch.uint8), grid.bits)
+                    if grid.mins is not None:
+                        buffers["mins"] = _f16(grid.mins)
             else:
                 buffers["values"] = _f16(state.weight[kept])
         rank = 0
@@ -219,6 +164,8 @@ class CompressedLinear(nn.Module):
             steps=tuple(state.applied),
             notes=tuple(state.notes),
             float_min=grid is not None and grid.float_min,
+            superblock=0 if grid is None or grid.superblock is None else grid.superblock.block,
+            scale_bits=0 if grid is None or grid.superblock is None else grid.superblock.scale_bits,
         )
         return cls(fmt, buffers)
 
@@ -248,6 +195,17 @@ class CompressedLinear(nn.Module):
     def _grid(self, n_rows: int) -> QuantGrid:
         f = self.fmt
         assert f.quant_format is not None
+        if f.superblock:
+            n_groups = -(-f.in_features // f.group_size)
+            offset = 0 if not f.symmetric else 1 << (f.scale_bits - 1)
+            sc = unpack_bits(self.sb_sc, f.scale_bits, n_rows * n_groups).view(n_rows, n_groups).long() - offset
+            dmin = mq = None
+            if not f.symmetric:
+                dmin = self.sb_dmin.float()
+                mq = unpack_bits(self.sb_mq, f.scale_bits, n_rows * n_groups).view(n_rows, n_groups).long()
+            sb = SuperScales(f.superblock, f.scale_bits, self.sb_d.float(), sc, dmin, mq)
+            return QuantGrid(f.quant_format, f.bits, f.group_size, f.symmetric, sb.scales(), None, mins=sb.mins(),
+                             superblock=sb)
         if f.float_min:
             return QuantGrid(f.quant_format, f.bits, f.group_size, False, self.scales.float(), None, mins=self.mins.float())
         zeros = None
@@ -255,6 +213,10 @@ class CompressedLinear(nn.Module):
             n_groups = self.scales.shape[1]
             zeros = unpack_bits(self.zeros, f.bits, n_rows * n_groups).view(n_rows, n_groups).float()
         return QuantGrid(f.quant_format, f.bits, f.group_size, f.symmetric, self.scales.float(), zeros)
+
+    def stored_grid(self) -> QuantGrid:
+        """The grid of a quantized layer whose every row is stored (not row-pruned), as stored."""
+        return self._grid(self.fmt.out_features)
 
     def main_weight(self) -> torch.Tensor | None:
         """The stored main weight as dense float32 (out, in), as stored (smoothing not undone)."""

@@ -4,7 +4,8 @@ What maps exactly: a compressed layer stored as symmetric integer codes on block
 fp16 scale per block — 8, 5 or 4 bits — is GGUF's Q8_0, Q5_0 or Q4_0 (``w = d * (q - z)``), whatever
 technique chose its codes (``rtn-q4_0``/``gptq-q4_0`` pick llama.cpp's own scales; ``gptq-w4g32``'s
 min/max scales map as well); one stored with an fp16 minimum per block of 32 (``rtn-q4_1``,
-``gptq-q5_1``) is Q4_1 or Q5_1 (``w = d * q + m``). Asymmetric grids with integer zero points do not map. Its codes and scales are packed into the block layout, not re-quantized,
+``gptq-q5_1``) is Q4_1 or Q5_1 (``w = d * q + m``); one with two-level scales (``gptq-q6_k`` ... ``gptq-q2_k``,
+rows of whole 256-input super-blocks) is that K-quant. Asymmetric grids with integer zero points do not map. Its codes and scales are packed into the block layout, not re-quantized,
 so llama.cpp holds bit for bit the weights squeezeray measured. Layers the plan leaves dense are written
 in F16, norms in F32. Anything else (other bit widths or group sizes, pruning, low-rank, activation
 smoothing) is refused with the layer and the reason.
@@ -26,7 +27,6 @@ from torch import nn
 
 from squeezeray._errors import SqueezerayError
 from squeezeray.export._serving import non_integer_form
-from squeezeray.techniques import GGUF_BLOCK
 from squeezeray.techniques import GGUFType
 from squeezeray.techniques import QuantFormat
 from squeezeray.techniques import pack_blocks
@@ -34,7 +34,7 @@ from squeezeray.techniques._packing import unpack_bits
 
 GGUF_FILE = "model.gguf"
 ARCHITECTURES = ("llama",)  # whose tensor layout (the q/k row order) this writer knows
-_BY_FORM = {(t.bits, t.has_min): t for t in GGUFType}
+_BY_FORM = {(t.bits, t.group, t.has_min, t.is_k): t for t in GGUFType}
 
 
 def layer_gguf_type(module: Any) -> tuple[GGUFType | None, str]:
@@ -50,12 +50,11 @@ def layer_gguf_type(module: Any) -> tuple[GGUFType | None, str]:
         return None, "has activation smoothing (W8A8)"
     if not f.symmetric and not f.float_min:
         return None, "asymmetric codes with integer zero points (Q4_1/Q5_1 store a float minimum: gptq-q4_1)"
-    t = _BY_FORM.get((f.bits, f.float_min))
-    if f.group_size != GGUF_BLOCK or t is None:
+    t = _BY_FORM.get((f.bits, f.group_size, f.float_min, bool(f.superblock)))
+    if t is None or (t.is_k and (f.superblock, f.scale_bits) != (t.block, t.scale_bits)):
         kind = "asymmetric " if f.float_min else ""
-        return None, (f"{f.bits}-bit {kind}in groups of {f.group_size} (GGUF's exact block types here: 8, 5 or 4 "
-                      f"bits in blocks of {GGUF_BLOCK}, 5 or 4 with a minimum: rtn-q8_0, gptq-q5_0, gptq-q4_0, "
-                      f"gptq-q5_1, gptq-q4_1)")
+        return None, (f"{f.bits}-bit {kind}in groups of {f.group_size} (GGUF's exact types: a gguf step's grid, "
+                      f"e.g. gptq-q4_0, gptq-q4_1, gptq-q5_0, gptq-q5_1, rtn-q8_0, gptq-q4_k, gptq-q6_k)")
     return t, ""
 
 
@@ -162,13 +161,11 @@ def write_gguf(candidate: nn.Module, original: nn.Module, source_gguf: Path | No
             assert qtype is not None
             f = packed.fmt
             codes = unpack_bits(packed.codes, f.bits, f.out_features * f.in_features).view(f.out_features, f.in_features)
-            scales = packed.scales.float()
-            mins = packed.mins.float() if f.float_min else None
+            grid = packed.stored_grid()
             if role in heads:
-                codes, scales = _permute_rows(codes, heads[role]), _permute_rows(scales, heads[role])
-                mins = None if mins is None else _permute_rows(mins, heads[role])
-            writer.add_tensor(rt.name, pack_blocks(codes, scales, qtype, mins),
-                              raw_dtype=gguf.GGMLQuantizationType(qtype.ggml_type))
+                order = _permute_rows(torch.arange(f.out_features), heads[role])
+                codes, grid = codes[order], grid.select_rows(order)
+            writer.add_tensor(rt.name, pack_blocks(codes, grid, qtype), raw_dtype=gguf.GGMLQuantizationType(qtype.ggml_type))
             kind = qtype.name
         else:
             t = dense[hf].float()

@@ -133,6 +133,8 @@ def common_int_format(fmt: LayerFormat) -> str | None:
         return f"needs integer codes, layer has {fmt.quant_format.value if fmt.quant_format else 'float16 values'}"
     if fmt.pattern is not None:
         return f"needs a dense weight, layer is pruned ({fmt.pattern.value})"
+    if fmt.superblock:
+        return "reads float16 scales; layer stores two-level scales (a GGUF K-quant)"
     if fmt.float_min:
         return "reads integer zero points; layer stores float block minimums (GGUF Q4_1/Q5_1)"
     return None

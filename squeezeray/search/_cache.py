@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 
 from squeezeray.compress import CompressedLinear
 from squeezeray.compress import LayerFormat
-from squeezeray.compress._module import FORMAT_VERSION
+from squeezeray.compress._layer_format import FORMAT_VERSION
 from squeezeray.spaces import LayerPlan
 from squeezeray.techniques import LayerStats
 from squeezeray.techniques._versions import CALIBRATION_CODE_VERSION

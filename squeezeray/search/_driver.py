@@ -184,7 +184,9 @@ def run_search(
         bench.cache_dir = config.workdir / "cache"
     layer_names = tuple(bench.layers)
     rule_notes: tuple[str, ...] = ()
-    space, rule_notes = _apply_rules(space, config, layer_names)
+    shapes = {n: (int(w.shape[0]), int(w.shape[1])) for n in layer_names
+              if (w := getattr(bench.original.get_submodule(n), "weight", None)) is not None and w.dim() == 2}
+    space, rule_notes = _apply_rules(space, config, layer_names, shapes)
     if not space.units(layer_names):
         raise SqueezerayError(f"space {space.name!r} matches no layer of this model")
 
@@ -320,14 +322,17 @@ def run_search(
         solver_front=None if stage is None else stage.solver_front(),
     )
 
-def _apply_rules(space: SearchSpace, config: SearchConfig, layer_names: Sequence[str]) -> tuple[SearchSpace, tuple[str, ...]]:
-    """Prune the space with the expert rules for the target hardware; every removal is explained."""
+def _apply_rules(
+    space: SearchSpace, config: SearchConfig, layer_names: Sequence[str], shapes: Mapping[str, tuple[int, int]]
+) -> tuple[SearchSpace, tuple[str, ...]]:
+    """Prune the space with the expert rules for the target hardware and the layers' shapes; every removal is
+    explained."""
     from squeezeray.hwprofiles import get_profile
     from squeezeray.search._rule_apply import apply_rules
     from squeezeray.search._rule_apply import explain
 
     profile = get_profile(config.hardware)
-    outcome = apply_rules(space, profile, allow=config.allow, layer_names=layer_names)
+    outcome = apply_rules(space, profile, allow=config.allow, layer_names=layer_names, layer_shapes=shapes)
     return outcome.space, tuple(line for line in explain(outcome).splitlines() if line.strip())
 
 def _baseline_params(space: SearchSpace, layer_names: Sequence[str], config: SearchConfig) -> list[dict[str, str]]:

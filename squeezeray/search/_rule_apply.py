@@ -28,9 +28,11 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterable
+from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
 
+from squeezeray._errors import PlanError
 from squeezeray._errors import SqueezerayError
 from squeezeray.hwprofiles import HardwareProfile
 from squeezeray.search._rule_match import FIELDS
@@ -128,6 +130,22 @@ class RuleOutcome:
         }
 
 
+SHAPE_RULE = "layer-shape"
+
+
+def _misfit(step: Any, layers: Iterable[str], shapes: Mapping[str, tuple[int, int]]) -> str:
+    """Why ``step`` cannot apply to the first of ``layers`` it does not fit (empty: it fits them all)."""
+    for layer in layers:
+        if layer not in shapes:
+            continue
+        out_f, in_f = shapes[layer]
+        try:
+            step.check_shape(out_f, in_f)
+        except PlanError as err:  # "<technique>.<field>=<value>: why": the why, so one line covers many options
+            return f"{step.label()} does not fit {layer} ({out_f} x {in_f}): {str(err).split(': ', 1)[-1]}"
+    return ""
+
+
 def _owned_layers(space: SearchSpace, layer_names: Iterable[str] | None) -> dict[str, list[str]]:
     owned: dict[str, list[str]] = {g.name: [] for g in space.groups}
     for layer, group in space.assign(layer_names or ()).items():
@@ -142,6 +160,7 @@ def apply_rules(
     rules: RuleSet | Sequence[Rule] | None = None,
     allow: Iterable[str] = (),
     layer_names: Iterable[str] | None = None,
+    layer_shapes: Mapping[str, tuple[int, int]] | None = None,
 ) -> RuleOutcome:
     """Remove the options the rules rule out on ``profile``; see the module docstring.
 
@@ -152,6 +171,10 @@ def apply_rules(
         allow: Names of rules the user lifts.
         layer_names: The model's layer names, to scope rules by the layers a group
             owns (optional; without them scope uses group names and match patterns).
+        layer_shapes: Layer name -> (out, in) of its weight. With them, the built-in rule
+            :data:`SHAPE_RULE` removes every option whose step cannot apply to a layer its group owns
+            (e.g. a K-quant on rows that are not whole 256-input super-blocks), with the step's own reason;
+            it cannot be lifted (such an option could only give infeasible trials).
 
     Returns:
         The pruned space and the removals, notes, blocked rules and lifted rules.
@@ -206,6 +229,19 @@ def apply_rules(
                         Removal(rule.name, group.name, o, rule.render(profile, group.name, o), field) for o in hit
                     )
                     options[group.name][field] = [o for o in current if o not in hit]
+    if layer_shapes is not None:
+        for group in space.groups:
+            for field in FIELDS:
+                current = options[group.name][field]
+                misfit = {o: why for o in current if o != NONE
+                          and (why := _misfit(parse_step(o), owned[group.name], layer_shapes))}
+                if not misfit:
+                    continue
+                if len(misfit) == len(current):
+                    blocked.append(Blocked(SHAPE_RULE, group.name, field, tuple(misfit), next(iter(misfit.values()))))
+                    continue
+                removals.extend(Removal(SHAPE_RULE, group.name, o, why, field) for o, why in misfit.items())
+                options[group.name][field] = [o for o in current if o not in misfit]
     groups = [dataclasses.replace(g, **{f: tuple(options[g.name][f]) for f in FIELDS}) for g in space.groups]
     return RuleOutcome(
         space.with_groups(groups), profile.name, tuple(removals), tuple(notes), tuple(blocked), tuple(lifted)

@@ -35,7 +35,6 @@ from squeezeray._schema import load_document
 from squeezeray.recovery import DistillConfig
 from squeezeray.recovery import parse_distill
 from squeezeray.techniques import GGUFType
-from squeezeray.techniques import GGUF_BLOCK
 from squeezeray.techniques import SVDConfig
 from squeezeray.techniques import StepKind
 from squeezeray.techniques import TECHNIQUES
@@ -229,14 +228,14 @@ class CompressionPlan:
 # ------------------------------------------------------------------ presets
 _STEP_TOKEN = re.compile(
     r"^(?:w(?P<bits>\d+)(?:g(?P<g>\d+))?|g(?P<g2>\d+)|s(?P<s>\d+(?:\.\d+)?)|(?P<n>\d+):(?P<m>\d+)"
-    r"|r(?P<rank>\d+)|a(?P<alpha>\d*\.?\d+)|(?P<gguf>q8_0|q[45]_[01])|(?P<word>asym|sym|rows|heads|res|noact|noclip|clip))$"
+    r"|r(?P<rank>\d+)|a(?P<alpha>\d*\.?\d+)|(?P<gguf>q8_0|q[45]_[01]|q[2-6]_k)|(?P<word>asym|sym|rows|heads|res|noact|noclip|clip))$"
 )
 
 
 def parse_step(text: str) -> TechniqueConfig:
     """Parse one step label such as ``gptq-w4g128``, ``wanda-2:4``, ``magnitude-s30-rows``,
     ``svd-r64-res``, ``nf4-g64``, ``fp8``, ``w8a8-a0.5``, ``rtn-w8`` (no g: one group per row), ``gptq-q4_0``
-    (a GGUF block type: Q8_0, Q5_1, Q5_0, Q4_1, Q4_0)."""
+    (a GGUF block type: Q8_0, Q5_1, Q5_0, Q4_1, Q4_0, or a K-quant Q6_K ... Q2_K)."""
     name, *tokens = text.strip().split("-")
     cls = config_class(name)
     fields = {f.name for f in dataclasses.fields(cls)}
@@ -261,7 +260,7 @@ def parse_step(text: str) -> TechniqueConfig:
             kw["alpha"] = float(g["alpha"])
         elif g["gguf"] is not None:
             t = GGUFType(g["gguf"])
-            kw.update(gguf=t.value, bits=t.bits, group_size=GGUF_BLOCK, symmetric=not t.has_min)
+            kw.update(gguf=t.value, bits=t.bits, group_size=t.group, symmetric=not t.has_min)
         else:
             word = g["word"]
             kw.update(

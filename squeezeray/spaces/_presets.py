@@ -76,9 +76,11 @@ PER_LAYER_PRUNE = (NONE, "wanda-s25", "wanda-s50", "wanda-2:4", "sparsegpt-s25",
 2:4, pruned before or after quantizing."""
 
 
-GGUF_QUANT = ("gptq-q4_0", "gptq-q4_1", "gptq-q5_0", "gptq-q5_1", "gptq-q8_0")
-"""llama.cpp's block-32 types, each solved by GPTQ on that type's own grid (the "_1" types: an fp16 minimum per
-block)."""
+GGUF_QUANT = ("gptq-q4_0", "gptq-q4_1", "gptq-q5_0", "gptq-q5_1", "gptq-q8_0", "gptq-q2_k", "gptq-q3_k", "gptq-q4_k",
+              "gptq-q5_k", "gptq-q6_k")
+"""llama.cpp's block-32 types and its K-quants, each solved by GPTQ on that type's own grid (the "_1" types: an
+fp16 minimum per block; K-quants: two-level scales on super-blocks of 256 inputs, so the expert rules remove them
+from groups whose layers' rows are not whole super-blocks: on SmolLM2-135M all but down_proj)."""
 
 
 GGUF_HEAD = ("rtn-q8_0", "gptq-q5_1", "gptq-q5_0", "gptq-q4_1", "gptq-q4_0", NONE)

@@ -13,7 +13,6 @@ from squeezeray.techniques._config import check_group_divides
 from squeezeray.techniques._config import check_group_size
 from squeezeray.techniques._config import check_int_choice
 from squeezeray.techniques._formats import SparsityPattern
-from squeezeray.techniques._gguf import BLOCK as GGUF_BLOCK
 from squeezeray.techniques._gguf import GGUFType
 
 INT_BITS = (2, 3, 4, 5, 6, 7, 8)
@@ -51,15 +50,16 @@ class IntQuantConfig(TechniqueConfig):
             except ValueError:
                 self._fail("gguf", self.gguf, f"must be one of {', '.join(repr(t.value) for t in GGUFType)} or null")
             t = GGUFType(self.gguf)
-            if (self.bits, self.group_size, self.symmetric) != (t.bits, GGUF_BLOCK, not t.has_min):
-                kind = "asymmetric (an fp16 minimum per block)" if t.has_min else "symmetric"
-                self._fail("gguf", t.value, f"is {t.bits}-bit {kind} in blocks of {GGUF_BLOCK}; got bits={self.bits}, "
+            if (self.bits, self.group_size, self.symmetric) != (t.bits, t.group, not t.has_min):
+                kind = "asymmetric (a float minimum per group)" if t.has_min else "symmetric"
+                self._fail("gguf", t.value, f"is {t.bits}-bit {kind} in groups of {t.group}; got bits={self.bits}, "
                            f"group_size={self.group_size}, symmetric={self.symmetric}")
 
     def check_shape(self, out_features: int, in_features: int) -> None:
         check_group_divides(self, self.group_size, in_features)
-        if self.gguf is not None and in_features % GGUF_BLOCK:
-            self._fail("gguf", GGUFType(self.gguf).value, f"needs rows of whole {GGUF_BLOCK}-input blocks; this layer has "
+        if self.gguf is not None and in_features % GGUFType(self.gguf).block:
+            t = GGUFType(self.gguf)
+            self._fail("gguf", t.value, f"needs rows of whole {t.block}-input blocks; this layer has "
                        f"{in_features} inputs")
 
     def to_dict(self) -> dict[str, Any]:

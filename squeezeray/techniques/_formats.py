@@ -54,6 +54,47 @@ class SparsityPattern(str, enum.Enum):
 
 
 @dataclasses.dataclass(frozen=True)
+class SuperScales:
+    """Two-level scales (GGUF's K-quants): per super-block of ``block`` inputs a float ``d`` (and ``dmin``), per
+    group an integer multiplier ``sc`` of ``scale_bits`` bits (and ``mq``), so a group's scale is ``d * sc`` and its
+    minimum ``-(dmin * mq)``, both computed in float32 as llama.cpp does.
+
+    Attributes:
+        block: Inputs per super-block (a multiple of the grid's group size).
+        scale_bits: Bits of each multiplier: signed (two's complement range) on a symmetric grid, unsigned otherwise.
+        d: (out, n_super) float32 holding float16 values.
+        sc: (out, n_groups) int64 multipliers.
+        dmin: (out, n_super) float32 holding float16 values, or None on a symmetric grid.
+        mq: (out, n_groups) int64 minimum multipliers (unsigned), or None on a symmetric grid.
+    """
+
+    block: int
+    scale_bits: int
+    d: torch.Tensor
+    sc: torch.Tensor
+    dmin: torch.Tensor | None = None
+    mq: torch.Tensor | None = None
+
+    def _per_group(self, t: torch.Tensor) -> torch.Tensor:
+        return t.repeat_interleave(self.sc.shape[1] // t.shape[1], dim=1)
+
+    def scales(self) -> torch.Tensor:
+        """(out, n_groups) float32 group scales ``d * sc``."""
+        return self._per_group(self.d) * self.sc.float()
+
+    def mins(self) -> torch.Tensor | None:
+        """(out, n_groups) float32 group minimums ``-(dmin * mq)``, or None on a symmetric grid."""
+        if self.dmin is None or self.mq is None:
+            return None
+        return -(self._per_group(self.dmin) * self.mq.float())
+
+    def select_rows(self, rows: torch.Tensor) -> SuperScales:
+        return dataclasses.replace(
+            self, d=self.d[rows], sc=self.sc[rows], dmin=None if self.dmin is None else self.dmin[rows],
+            mq=None if self.mq is None else self.mq[rows])
+
+
+@dataclasses.dataclass(frozen=True)
 class QuantGrid:
     """Per-(row, group) quantization parameters of one weight matrix.
 
@@ -67,6 +108,7 @@ class QuantGrid:
         zeros: (out, n_groups) float32 holding integer values, or None when symmetric or ``mins`` is set.
         mins: (out, n_groups) float32 offsets of an asymmetric grid with a float minimum per group
             (``w_hat = scale * code + min``, computed in float32 in that order, as llama.cpp does), or None.
+        superblock: Where ``scales``/``mins`` come from when they are two-level (K-quants): what is stored.
     """
 
     fmt: QuantFormat
@@ -76,6 +118,7 @@ class QuantGrid:
     scales: torch.Tensor
     zeros: torch.Tensor | None
     mins: torch.Tensor | None = None
+    superblock: SuperScales | None = None
 
     def __post_init__(self) -> None:
         if self.mins is not None and (self.fmt is not QuantFormat.INT or self.symmetric or self.zeros is not None):
@@ -151,13 +194,14 @@ class QuantGrid:
         scale = self._expand(self.scales, in_features)[:, start:stop]
         zeros = None if self.zeros is None else self._expand(self.zeros, in_features)[:, start:stop]
         mins = None if self.mins is None else self._expand(self.mins, in_features)[:, start:stop]
-        return dataclasses.replace(self, group_size=1, scales=scale, zeros=zeros, mins=mins)
+        return dataclasses.replace(self, group_size=1, scales=scale, zeros=zeros, mins=mins, superblock=None)
 
     def select_rows(self, rows: torch.Tensor) -> QuantGrid:
         """The grid of output rows ``rows`` (integer indices), every per-row tensor indexed alike."""
         zeros = None if self.zeros is None else self.zeros[rows]
         mins = None if self.mins is None else self.mins[rows]
-        return dataclasses.replace(self, scales=self.scales[rows], zeros=zeros, mins=mins)
+        sb = None if self.superblock is None else self.superblock.select_rows(rows)
+        return dataclasses.replace(self, scales=self.scales[rows], zeros=zeros, mins=mins, superblock=sb)
 
 
 def minmax_grid(

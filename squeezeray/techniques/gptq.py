@@ -210,8 +210,8 @@ def gptq_solve(
         w[:, i2:] -= err1 @ hinv[i1:i2, i2:]  # (out, in - i2)
 
     inv = torch.argsort(perm)  # (in,)
-    if mins is not None:
-        solved = QuantGrid(QuantFormat.INT, bits, gs, False, scales, None, mins=mins)
+    if grid is not None:  # a fixed grid (its scales never change): returned as given, two-level scales and all
+        solved = grid
     else:
         solved = QuantGrid(QuantFormat.INT, bits, gs, symmetric, scales, None if symmetric else zeros)
     return GPTQSolution(codes=codes_p[:, inv].contiguous(), grid=solved, qweight=q_p[:, inv].float(), damp=damp_used)

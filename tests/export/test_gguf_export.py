@@ -17,11 +17,14 @@ from squeezeray.spaces import parse_steps
 
 def _mixed(bench) -> CompressionPlan:  # noqa: ANN001
     """Q4_0 query/value (o_proj from the min/max grid of rtn-w4g32), Q4_1 key, Q5_0 gate, Q5_1 up, Q8_0 down
-    and token table (RTN, so the test needs no Hessians; GPTQ on these grids is checked in
-    tests/techniques/test_gguf.py)."""
+    and token table, and the K-quants on the down projections of blocks 0-4 (RTN, so the test needs no
+    Hessians; GPTQ on these grids is checked in tests/techniques/test_gguf.py)."""
     kinds = {"q_proj": "rtn-q4_0", "k_proj": "rtn-q4_1", "v_proj": "rtn-q4_0", "o_proj": "rtn-w4g32",
              "gate_proj": "rtn-q5_0", "up_proj": "rtn-q5_1", "down_proj": "rtn-q8_0", "lm_head": "rtn-q8_0"}
-    return CompressionPlan({n: parse_steps(kinds[n.rsplit(".", 1)[-1]]) for n in bench.layers}, name="gguf-mixed")
+    k_quants = {f"model.layers.{i}.mlp.down_proj": f"rtn-{t}" for i, t in enumerate(("q6_k", "q5_k", "q4_k", "q3_k",
+                                                                                   "q2_k"))}
+    return CompressionPlan({n: parse_steps(k_quants.get(n, kinds[n.rsplit(".", 1)[-1]])) for n in bench.layers},
+                           name="gguf-mixed")
 
 
 @pytest.mark.slow
@@ -36,7 +39,8 @@ def test_a_gguf_export_is_read_back_by_transformers_with_the_same_weights(bench,
     assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()  # the card's hash is the file's
     types = entry["tensor_types"]
     assert types["blk.0.attn_q.weight"] == "Q4_0" and types["blk.0.attn_output.weight"] == "Q4_0"
-    assert types["blk.3.ffn_gate.weight"] == "Q5_0" and types["blk.3.ffn_down.weight"] == "Q8_0"
+    assert types["blk.3.ffn_gate.weight"] == "Q5_0" and types["blk.6.ffn_down.weight"] == "Q8_0"
+    assert [types[f"blk.{i}.ffn_down.weight"] for i in range(5)] == ["Q6_K", "Q5_K", "Q4_K", "Q3_K", "Q2_K"]
     assert types["blk.3.ffn_up.weight"] == "Q5_1" and types["blk.2.attn_k.weight"] == "Q4_1"  # k: rows permuted
     assert types["token_embd.weight"] == "Q8_0" and types["output_norm.weight"] == "F32"
     loaded = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)

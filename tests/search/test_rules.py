@@ -222,3 +222,27 @@ def test_outcome_serialises(profiles: dict[str, HardwareProfile]) -> None:
     outcome = apply_rules(preset_space("full"), profiles[NO_FP8])
     data = json.loads(json.dumps(outcome.to_dict()))
     assert data["profile"] == NO_FP8 and SearchSpace.from_dict(data["space"]) == outcome.space
+
+
+def test_options_a_layers_shape_cannot_take_are_removed_with_the_steps_reason(
+    profiles: dict[str, HardwareProfile],
+) -> None:
+    layers = {f"model.layers.{i}.{leaf}": shape for i in range(2) for leaf, shape in (
+        ("self_attn.q_proj", (576, 576)), ("self_attn.o_proj", (576, 576)), ("mlp.up_proj", (1536, 576)),
+        ("mlp.down_proj", (576, 1536)))}
+    space = preset_space("gguf")
+    out = apply_rules(space, profiles["xeon-8480plus"], layer_names=list(layers), layer_shapes=layers)
+    k_quants = {"gptq-q2_k", "gptq-q3_k", "gptq-q4_k", "gptq-q5_k", "gptq-q6_k"}
+    assert k_quants <= set(group(out.space, "mlp_down").quantize)  # rows of 1536 = 6 super-blocks
+    for name in ("attn_qkv", "attn_o", "mlp_gate_up"):
+        assert not k_quants & set(group(out.space, name).quantize)
+        assert "gptq-q4_0" in group(out.space, name).quantize
+    why = next(r for r in out.removals if r.group == "attn_o" and r.option == "gptq-q4_k")
+    assert why.rule == "layer-shape" and why.reason == (
+        "gptq-q4_k does not fit model.layers.0.self_attn.o_proj (576 x 576): needs rows of whole 256-input "
+        "blocks; this layer has 576 inputs")
+    text = explain(out)
+    assert "removed gptq-q2_k, gptq-q3_k, gptq-q4_k, gptq-q5_k, gptq-q6_k from attn_o.quantize [layer-shape]" in text
+    assert text.count("[layer-shape]") == 3  # one line per group, naming the options once
+    assert apply_rules(space, profiles["xeon-8480plus"], layer_names=list(layers)).space == \
+        apply_rules(space, profiles["xeon-8480plus"]).space  # without shapes: no shape rule

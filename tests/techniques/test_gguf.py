@@ -17,30 +17,46 @@ from squeezeray.techniques import gguf_grid
 from squeezeray.techniques import pack_blocks
 
 
-def _weight(out_f: int = 8, in_f: int = 96, seed: int = 0) -> torch.Tensor:
+def _weight(out_f: int = 8, in_f: int = 96, seed: int = 0, dead: int = 32) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(out_f, in_f, generator=g) * 0.05
-    w[0, :32] = 0.0  # a dead block: its scale must still decode to zeros
+    w[0, :dead] = 0.0  # a dead block: its scale must still decode to zeros
     w[1, 5] = 0.9  # an outlier that sets its block's scale
     w[2, 40] = -0.7
     return w
+
+
+def _width(qtype: GGUFType) -> int:
+    return 3 * qtype.block  # 96 inputs, or 768 for a K-quant (three super-blocks)
 
 
 @pytest.mark.parametrize("qtype", list(GGUFType), ids=lambda t: t.value)
 def test_packed_blocks_decode_with_ggufs_dequantizer_exactly(qtype: GGUFType) -> None:
     import gguf
 
-    w = _weight()
+    w = _weight(in_f=_width(qtype), dead=qtype.block)
     grid = gguf_grid(w, qtype)
     codes = grid.quantize(w)
-    raw = pack_blocks(codes, grid.scales, qtype, grid.mins)
-    assert raw.shape == (8, 96 // 32 * qtype.block_bytes)
-    assert (grid.mins is not None) == qtype.has_min
+    raw = pack_blocks(codes, grid, qtype)
+    assert raw.shape == (8, 3 * qtype.block_bytes)
+    assert (grid.mins is not None) == qtype.has_min and (grid.superblock is not None) == qtype.is_k
     theirs = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType(qtype.ggml_type))
     ours = grid.dequantize(codes).numpy()
     np.testing.assert_array_equal(theirs.astype(np.float32), ours)
-    assert np.all(ours[0, :32] == 0)
+    assert np.all(ours[0, : qtype.block] == 0)
     assert np.allclose(ours, w.numpy(), atol=float(grid.scales.abs().max()) * 0.51 + 1e-7)
+
+
+def test_k_quant_sizes_are_llama_cpps_bits_per_weight() -> None:
+    bpw = {t: 8 * t.block_bytes / t.block for t in GGUFType if t.is_k}
+    assert bpw == {GGUFType.Q6_K: 6.5625, GGUFType.Q5_K: 5.5, GGUFType.Q4_K: 4.5, GGUFType.Q3_K: 3.4375,
+                   GGUFType.Q2_K: 2.625}
+
+
+def test_a_pack_of_the_wrong_grid_is_refused() -> None:
+    w = _weight()
+    with pytest.raises(ValueError, match="q4_1: the grid"):
+        pack_blocks(gguf_grid(w, GGUFType.Q4_0).quantize(w), gguf_grid(w, GGUFType.Q4_0), GGUFType.Q4_1)
 
 
 @pytest.mark.parametrize("qtype", [GGUFType.Q8_0, GGUFType.Q5_0, GGUFType.Q4_0], ids=lambda t: t.value)
@@ -102,38 +118,44 @@ def test_a_minimum_grid_takes_no_pruning_mask() -> None:
 
 
 @pytest.mark.parametrize("label", ["rtn-q8_0", "rtn-q4_0", "gptq-q5_0", "gptq-q4_0", "rtn-q4_1", "gptq-q5_1",
-                                   "gptq-q4_1"])
+                                   "gptq-q4_1", "gptq-q6_k", "gptq-q5_k", "rtn-q4_k", "gptq-q4_k", "gptq-q3_k",
+                                   "gptq-q2_k"])
 def test_a_gguf_step_stores_the_files_weights(label: str) -> None:
     import gguf
 
     cfg = parse_step(label)
     assert cfg.label() == label and type(cfg).from_dict(cfg.to_dict()) == cfg
-    w = _weight(out_f=16, in_f=64, seed=1)
-    x = torch.randn(256, 64, generator=torch.Generator().manual_seed(2))
+    qtype = GGUFType(cfg.gguf)
+    width = 2 * qtype.block
+    w = _weight(out_f=16, in_f=width, seed=1)
+    x = torch.randn(4 * width, width, generator=torch.Generator().manual_seed(2))
     stats = LayerStats.synthetic(x)
     state = LayerState.from_weight("layer", w)
     get_technique(cfg.technique).apply(state, cfg, stats)
     layer = CompressedLinear.from_state(state)
-    qtype = GGUFType(cfg.gguf)
     from squeezeray.techniques._packing import unpack_bits
 
-    codes = unpack_bits(layer.codes, qtype.bits, 16 * 64).view(16, 64)
-    mins = layer.mins.float() if qtype.has_min else None
+    codes = unpack_bits(layer.codes, qtype.bits, 16 * width).view(16, width)
     assert layer.fmt.float_min == qtype.has_min and not hasattr(layer, "zeros")
-    raw = pack_blocks(codes, layer.scales.float(), qtype, mins)
+    assert CompressedLinear(type(layer.fmt).from_dict(layer.fmt.to_dict()), dict(layer.named_buffers())).fmt == layer.fmt
+    raw = pack_blocks(codes, layer.stored_grid(), qtype)
     theirs = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType(qtype.ggml_type))
     np.testing.assert_array_equal(theirs.astype(np.float32), layer.effective_weight().numpy())
     np.testing.assert_array_equal(state.quant.grid.dequantize(state.quant.codes).numpy(), theirs)  # the solver's
-    stored = layer.codes.numel() * layer.codes.element_size() + layer.scales.numel() * 2 * (1 + qtype.has_min)
-    assert stored == raw.nbytes == 16 * (64 // 32) * qtype.block_bytes  # the same bytes as the file's blocks
+    np.testing.assert_array_equal(layer.rows(torch.tensor([3, 0, 15])).numpy(), theirs[[3, 0, 15]])  # a table's gather
+    header = len(__import__("json").dumps(layer.fmt.to_dict(), separators=(",", ":")))
+    assert layer.nbytes() - header == raw.nbytes == 16 * 2 * qtype.block_bytes  # the same bytes as the file's blocks
 
 
 def test_gguf_settings_are_checked() -> None:
     with pytest.raises(PlanError, match="awq.gguf='q4_0'"):
         parse_step("awq-q4_0")
-    with pytest.raises(PlanError, match="is 4-bit symmetric in blocks of 32"):
+    with pytest.raises(PlanError, match="is 4-bit symmetric in groups of 32"):
         type(parse_step("gptq-q4_0"))(bits=4, group_size=64, gguf="q4_0")
-    with pytest.raises(PlanError, match=r"is 5-bit asymmetric \(an fp16 minimum per block\) in blocks of 32"):
+    with pytest.raises(PlanError, match="needs rows of whole 256-input blocks; this layer has 576 inputs"):
+        parse_step("gptq-q4_k").check_shape(576, 576)
+    parse_step("gptq-q6_k").check_shape(576, 1536)
+    with pytest.raises(PlanError, match=r"is 5-bit asymmetric \(a float minimum per group\) in groups of 32"):
         type(parse_step("gptq-q4_0"))(bits=5, group_size=32, gguf="q5_1")
     with pytest.raises(PlanError, match="cannot read 'q8_1'"):
         parse_step("gptq-q8_1")

@@ -168,15 +168,49 @@ def summarize(df: pd.DataFrame, band: list[float]) -> None:
                      "excess_reduction_without_q4_1": 1 - r["excess"] / at_fresh,
                      "in_band": band[0] <= r["bpw"] <= band[1], "decode_vs_f16": r["decode_tokens_per_s"] / f16_decode})
     s = pd.DataFrame(rows)
+    smallest = theirs.loc[theirs["bpw"].idxmin()]
+    below = s["bpw"] < smallest["bpw"]  # no llama.cpp file is this small: compared with its smallest (larger) one
+    s["smaller_than_every_llamacpp_file"] = below
+    s["excess_reduction_vs_smallest_llamacpp_file"] = np.where(below, 1 - s["excess"] / (smallest["llamacpp_ppl"] - base),
+                                                               np.nan)
     s.to_csv(HERE / "summary.csv", index=False)
+    by_file(df.assign(excess=df["llamacpp_ppl"] - base), band)
     inb = s[s["in_band"]]
     with pd.option_context("display.width", 220):
         print(s[["method", "plan", "bpw", "llamacpp_ppl", "squeezeray_ppl", "excess", "llamacpp_excess_at_bpw",
                  "excess_reduction", "excess_reduction_without_q4_1", "decode_vs_f16"]].round(3).to_string(index=False))
-    if len(inb):
-        print(f"mean excess reduction over {band[0]}-{band[1]} bpw ({len(inb)} plans): "
-              f"{inb['excess_reduction'].mean():.3f} against all of llama.cpp's types, "
-              f"{inb['excess_reduction_without_q4_1'].mean():.3f} without {SOURCE_FORMAT}")
+    comparable, small = inb[~inb["smaller_than_every_llamacpp_file"]], inb[inb["smaller_than_every_llamacpp_file"]]
+    if len(comparable):
+        print(f"mean excess reduction over {band[0]}-{band[1]} bpw ({len(comparable)} plans with a llama.cpp file at "
+              f"or below their size): {comparable['excess_reduction'].mean():.3f} against all of llama.cpp's types, "
+              f"{comparable['excess_reduction_without_q4_1'].mean():.3f} without {SOURCE_FORMAT}")
+    if len(small):
+        print(f"{len(small)} plans in the band are smaller than every llama.cpp file; against its smallest "
+              f"({smallest['plan']}, {smallest['bpw']:.3f} bpw): excess reduction "
+              f"{', '.join(f'{v:.3f}' for v in small['excess_reduction_vs_smallest_llamacpp_file'])}")
+
+
+def by_file(df: pd.DataFrame, band: list[float]) -> None:
+    """The other side of "equal file size": for each of llama.cpp's files in the band, squeezeray's best plan
+    (uniform or searched) that is no larger, and how much less excess it has (``by_llamacpp_file.csv``)."""
+    ours = df[df["method"].str.startswith("squeezeray")]
+    rows = []
+    for _, f in df[(df["method"] == "llama.cpp") & df["bpw"].between(*band)].sort_values("bpw").iterrows():
+        fits = ours[ours["bpw"] <= f["bpw"]]
+        if not len(fits):
+            continue
+        best = fits.loc[fits["excess"].idxmin()]
+        rows.append({"llamacpp_type": f["plan"], "llamacpp_bpw": f["bpw"], "llamacpp_excess": f["excess"],
+                     "squeezeray_plan": f"{best['method']}: {best['plan']}", "squeezeray_bpw": best["bpw"],
+                     "squeezeray_excess": best["excess"], "excess_reduction": 1 - best["excess"] / f["excess"]})
+    t = pd.DataFrame(rows)
+    t.to_csv(HERE / "by_llamacpp_file.csv", index=False)
+    with pd.option_context("display.width", 220):
+        print(t.round(3).to_string(index=False))
+    fresh = t[t["llamacpp_type"] != SOURCE_FORMAT]
+    print(f"each llama.cpp file in {band[0]}-{band[1]} bpw against squeezeray's best plan no larger: mean excess "
+          f"reduction {t['excess_reduction'].mean():.3f} over {len(t)} files, {fresh['excess_reduction'].mean():.3f} "
+          f"without {SOURCE_FORMAT}; smallest reduction {t['excess_reduction'].min():.3f}")
 
 
 def plot(df: pd.DataFrame, band: list[float]) -> None:

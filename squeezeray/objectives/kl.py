@@ -12,38 +12,51 @@ from squeezeray.objectives._base import EvalContext
 from squeezeray.objectives._base import Measurement
 from squeezeray.objectives._base import Provenance
 from squeezeray.objectives._base import materialized
+from squeezeray.objectives._logits import LogitChunks
 
 
 @torch.no_grad()
 def log_probs(model: nn.Module, windows: torch.Tensor, *, batch_size: int = 2) -> list[torch.Tensor]:
-    """Next-token log-probabilities, one (B, T, V) float32 tensor per batch."""
+    """Next-token log-probabilities, one (B, T, V) float32 tensor per batch (filled a few positions at a time:
+    :class:`~squeezeray.objectives._logits.LogitChunks`)."""
+    return log_probs_with(LogitChunks(model, windows), windows, batch_size=batch_size)
+
+
+@torch.no_grad()
+def log_probs_with(stream: LogitChunks, windows: torch.Tensor, *, batch_size: int | None = None) -> list[torch.Tensor]:
+    """:func:`log_probs` through a given :class:`LogitChunks` (None: the whole of ``windows`` as one batch)."""
+    batch_size = batch_size or windows.shape[0]
     out = []
     for start in range(0, windows.shape[0], batch_size):
-        logits = model(input_ids=windows[start : start + batch_size], use_cache=False).logits.float()
-        out.append(F.log_softmax(logits, dim=-1))
+        ids = windows[start : start + batch_size]
+        logp: torch.Tensor | None = None
+        for row, at, logits in stream(ids):
+            if logp is None:
+                logp = torch.empty(ids.shape[0], ids.shape[1], logits.shape[-1])
+            logp[row, at] = F.log_softmax(logits, dim=-1)
+        assert logp is not None
+        out.append(logp)
     return out
 
 
 def kl_sum(logp: torch.Tensor, logits: torch.Tensor) -> float:
-    """Sum over tokens of KL(P || Q) for reference log-probs ``logp`` and candidate ``logits`` (both (B, T, V)),
-    one sequence at a time (its float32 temporaries, not the batch's)."""
-    total = 0.0
-    for row in range(logits.shape[0]):
-        p = logp[row]
-        logq = F.log_softmax(logits[row].float(), dim=-1)
-        total += float((p.exp() * (p - logq)).sum())
-    return total
+    """Sum over positions of KL(P || Q) for reference log-probs ``logp`` and candidate ``logits`` (same shape,
+    (..., V)), in float32."""
+    logq = F.log_softmax(logits.float(), dim=-1)
+    return float((logp.exp() * (logp - logq)).sum())
 
 
 @torch.no_grad()
 def mean_kl(reference: list[torch.Tensor], model: nn.Module, windows: torch.Tensor, *, batch_size: int = 2) -> float:
     """Mean over tokens of KL(P_reference || P_model), in nats."""
+    stream = LogitChunks(model, windows)
     total = 0.0
     count = 0
     for i, start in enumerate(range(0, windows.shape[0], batch_size)):
-        logits = model(input_ids=windows[start : start + batch_size], use_cache=False).logits  # (B, T, V)
-        total += kl_sum(reference[i], logits)
-        count += logits.shape[0] * logits.shape[1]
+        ids = windows[start : start + batch_size]
+        for row, at, logits in stream(ids):
+            total += kl_sum(reference[i][row, at], logits)
+        count += ids.numel()
     return total / count
 
 

@@ -14,6 +14,7 @@ from squeezeray.objectives._base import EvalContext
 from squeezeray.objectives._base import Measurement
 from squeezeray.objectives._base import Provenance
 from squeezeray.objectives._base import materialized
+from squeezeray.objectives._logits import LogitChunks
 
 
 @torch.no_grad()
@@ -30,13 +31,16 @@ def perplexity(model: nn.Module, windows: torch.Tensor, *, batch_size: int = 4) 
     """
     nll = 0.0
     count = 0
+    stream = LogitChunks(model, windows)
+    last = windows.shape[1] - 1  # the last position predicts nothing inside its window
     for start in range(0, windows.shape[0], batch_size):
         ids = windows[start : start + batch_size]  # (B, T)
-        logits = model(input_ids=ids, use_cache=False).logits  # (B, T, V) in the model's dtype
-        for row in range(ids.shape[0]):  # one window's float32 logits and log-softmax at a time, not the batch's
-            nll += float(F.cross_entropy(logits[row, :-1].float(), ids[row, 1:], reduction="sum"))
+        for row, at, logits in stream(ids):  # (n, V) float32: a few positions of one window at a time
+            stop = min(at.stop, last)
+            if stop > at.start:
+                nll += float(F.cross_entropy(logits[: stop - at.start], ids[row, at.start + 1 : stop + 1],
+                                             reduction="sum"))
         count += ids[:, 1:].numel()
-        del logits
     return math.exp(nll / count), count
 
 

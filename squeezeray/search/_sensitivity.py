@@ -29,7 +29,6 @@ from typing import Any
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -41,7 +40,9 @@ from squeezeray.compress import swapped
 from squeezeray.data import TokenData
 from squeezeray.models import tied_table
 from squeezeray.objectives._base import materialized
+from squeezeray.objectives._logits import LogitChunks
 from squeezeray.objectives.kl import kl_sum
+from squeezeray.objectives.kl import log_probs_with
 from squeezeray.search._allocate import AllocationProblem
 from squeezeray.spaces import NONE
 from squeezeray.spaces import GroupSpec
@@ -235,18 +236,17 @@ class SensitivityProbe:
         self.model = model
         self.proxy = proxy
         self.blocks = block_list(model)
+        self.stream = LogitChunks(model, proxy.ids)  # before the hooks: its check runs a forward of its own
         outputs: list[Any] = []
         hooks = []
         if self.blocks is not None:
             for block in self.blocks[1]:
                 hooks.append(block.register_forward_hook(lambda _m, _a, out: outputs.append(out)))
         try:
-            with torch.no_grad():
-                logits = model(input_ids=proxy.ids, use_cache=False).logits.float()
+            (self.reference,) = log_probs_with(self.stream, proxy.ids)
         finally:
             for h in hooks:
                 h.remove()
-        self.reference = F.log_softmax(logits, dim=-1)
         self.block_outputs = outputs
         self.table = tied_table(model)
 
@@ -273,10 +273,14 @@ class SensitivityProbe:
             prefix = self.blocks[0]
             replays = {f"{prefix}.{i}": _Replay(self.block_outputs[i], n) for i in range(start)}
         stacked = {name: (_Stacked([c[name] for c in candidates]) if n > 1 else candidates[0][name]) for name in names}
+        seqs = self.reference.shape[0]
+        sums = [0.0] * n
         with swapped(self.model, {**replays, **stacked}) as model, materialized(model), torch.no_grad():
-            logits = model(input_ids=self.proxy.ids.repeat(n, 1), use_cache=False).logits
-        tokens = self.reference.shape[0] * self.reference.shape[1]
-        return [max(kl_sum(self.reference, chunk) / tokens, 0.0) for chunk in logits.chunk(n, dim=0)]
+            stream = LogitChunks.like(self.stream, model)
+            for row, at, logits in stream(self.proxy.ids.repeat(n, 1)):  # candidate row // seqs, sequence row % seqs
+                sums[row // seqs] += kl_sum(self.reference[row % seqs, at], logits)
+        tokens = seqs * self.reference.shape[1]
+        return [max(total / tokens, 0.0) for total in sums]
 
 
 def measure_sensitivity(

@@ -28,6 +28,7 @@ from squeezeray.models import dtype_name
 from squeezeray.models import resolve_dtype
 from squeezeray.models import resolve_model
 from squeezeray.objectives._base import MATERIALIZE_WHOLE_BYTES
+from squeezeray.objectives._logits import CHUNK as LOGIT_CHUNK
 from squeezeray.search._cache import DEFAULT_MEMORY_BYTES as LAYER_CACHE_BYTES
 
 GIB = 1 << 30
@@ -168,7 +169,7 @@ class Footprint:
 
 
 def estimate(shape: ModelShape, dtype: torch.dtype, data: DataConfig, *,
-             layer_cache_bytes: int = LAYER_CACHE_BYTES, batch_size: int = 2) -> Footprint:
+             layer_cache_bytes: int = LAYER_CACHE_BYTES) -> Footprint:
     """The :class:`Footprint` of a search on a model of ``shape`` held in ``dtype``, with ``data``'s sizes."""
     item = dtype.itemsize
     f32 = 4
@@ -191,7 +192,7 @@ def estimate(shape: ModelShape, dtype: torch.dtype, data: DataConfig, *,
     if dense > MATERIALIZE_WHOLE_BYTES and shape.blocks:
         dense = max(sum(shape.layers[n][0] * shape.layers[n][1] for n in b) for b in shape.blocks) * item
     reference = data.proxy_seqs * data.calib_len * shape.vocab * f32
-    logits = 3 * batch_size * max(data.calib_len, data.eval_len) * shape.vocab * f32  # logits, log-softmax, product
+    logits = 3 * LOGIT_CHUNK * shape.vocab * f32  # one chunk's logits, log-softmax and product (LogitChunks)
     evaluation = reference + logits + dense + 2 * cached + MARGIN_BYTES  # a trial's layers read anew
     return Footprint(shape.params, dtype_name(dtype), runtime, model, load, calibration, compression, evaluation)
 

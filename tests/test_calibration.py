@@ -13,29 +13,18 @@ from squeezeray.compress import collect_stats
 from squeezeray.compress import collect_stats_blockwise
 from squeezeray.compress import decoder_parts
 from squeezeray.models import compressible_layers
+from tests._tiny import small_gemma3
+from tests._tiny import small_llama
 
 FIELDS = ("sq_mean", "abs_mean", "abs_max", "hessian")
 
 
 def _llama() -> torch.nn.Module:
-    import transformers
-
-    torch.manual_seed(3)
-    cfg = transformers.LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-                                   num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
-    return transformers.LlamaForCausalLM(cfg).eval()
+    return small_llama(seed=3, layers=3)
 
 
 def _gemma3() -> torch.nn.Module:
-    import transformers
-
-    torch.manual_seed(4)
-    cfg = transformers.Gemma3TextConfig(
-        vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=16, sliding_window=8,
-        layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
-    )
-    return transformers.Gemma3ForCausalLM(cfg).eval()
+    return small_gemma3(seed=4, layers=4)
 
 
 @pytest.mark.parametrize("make", [_llama, _gemma3], ids=["llama", "gemma3-sliding-and-global"])

@@ -12,27 +12,16 @@ from squeezeray.objectives._logits import LogitChunks
 from squeezeray.objectives.kl import log_probs
 from squeezeray.objectives.kl import mean_kl
 from squeezeray.objectives.perplexity import perplexity
+from tests._tiny import small_gemma3
+from tests._tiny import small_llama
 
 
 def _llama() -> torch.nn.Module:
-    import transformers
-
-    torch.manual_seed(3)
-    cfg = transformers.LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
-    return transformers.LlamaForCausalLM(cfg).eval()
+    return small_llama(seed=3, layers=2)
 
 
 def _gemma3_softcapped() -> torch.nn.Module:
-    import transformers
-
-    torch.manual_seed(4)
-    cfg = transformers.Gemma3TextConfig(
-        vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=16, sliding_window=8, layer_types=["sliding_attention", "full_attention"],
-        final_logit_softcapping=0.5,  # small, so leaving it out could not pass the check
-    )
-    return transformers.Gemma3ForCausalLM(cfg).eval()
+    return small_gemma3(seed=4, layers=2, final_logit_softcapping=0.5)  # small: leaving it out fails the check
 
 
 class _Scaled(torch.nn.Module):

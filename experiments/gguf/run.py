@@ -30,11 +30,10 @@ from experiments._common import searched_front  # noqa: E402
 from experiments._common import spread  # noqa: E402
 from squeezeray.export._gguf import write_gguf  # noqa: E402
 from squeezeray.objectives import Direction  # noqa: E402
-from squeezeray.objectives.llamacpp import RuntimeCrash  # noqa: E402
 from squeezeray.objectives.llamacpp import default_threads  # noqa: E402
-from squeezeray.objectives.llamacpp import isolated  # noqa: E402
 from squeezeray.objectives.llamacpp import llamacpp_perplexity  # noqa: E402
 from squeezeray.objectives.llamacpp import llamacpp_speed  # noqa: E402
+from squeezeray.objectives.llamacpp import with_repacking  # noqa: E402
 from squeezeray.search import LayerCache  # noqa: E402
 from squeezeray.search import SearchConfig  # noqa: E402
 from squeezeray.search import run_search  # noqa: E402
@@ -60,10 +59,8 @@ def llamacpp_quantize(src: Path, dst: Path, ftype: str, threads: int) -> None:
 def on_llamacpp(fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
     """``fn`` in its own process with llama.cpp's weight repacking on (its default), rerun with it off when that
     crashes (it does on some CPUs for some types); returns the result and whether repacking was on."""
-    try:
-        return isolated(fn, *args, repack=True, **kwargs), True
-    except RuntimeCrash:
-        return isolated(fn, *args, repack=False, **kwargs), False
+    value, crash = with_repacking(fn, *args, **kwargs)
+    return value, crash is None
 
 
 def main() -> None:

@@ -58,9 +58,14 @@ def _f16(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to(torch.float16).contiguous()
 
 
+def _multiplier_offset(scale_bits: int, symmetric: bool) -> int:
+    """What a stored scale multiplier is offset by: a symmetric grid's are signed, stored as unsigned codes."""
+    return 1 << (scale_bits - 1) if symmetric else 0
+
+
 def _superblock_buffers(sb: SuperScales, symmetric: bool) -> dict[str, torch.Tensor]:
-    """The stored tensors of two-level scales (signed multipliers offset into unsigned codes)."""
-    offset = 1 << (sb.scale_bits - 1) if symmetric else 0
+    """The stored tensors of two-level scales."""
+    offset = _multiplier_offset(sb.scale_bits, symmetric)
     out = {"sb_d": _f16(sb.d), "sb_sc": pack_bits((sb.sc + offset).to(torch.uint8), sb.scale_bits)}
     if sb.dmin is not None and sb.mq is not None:
         out["sb_dmin"] = _f16(sb.dmin)
@@ -197,7 +202,7 @@ class CompressedLinear(nn.Module):
         assert f.quant_format is not None
         if f.superblock:
             n_groups = -(-f.in_features // f.group_size)
-            offset = 0 if not f.symmetric else 1 << (f.scale_bits - 1)
+            offset = _multiplier_offset(f.scale_bits, f.symmetric)
             sc = unpack_bits(self.sb_sc, f.scale_bits, n_rows * n_groups).view(n_rows, n_groups).long() - offset
             dmin = mq = None
             if not f.symmetric:

@@ -36,7 +36,11 @@ def _parts(model: nn.Module) -> tuple[nn.Module, nn.Module] | str:
 
 
 class LogitChunks:
-    """How one model's logits are computed: in chunks when its forward is decoder + head, else whole."""
+    """How one model's logits are computed: in chunks when its forward is decoder + head, else whole.
+
+    The decoder and head are looked up on every call, so a stream checked on a model keeps serving it while
+    layers are swapped into it in place (the sensitivity probe's candidates, replayed blocks included).
+    """
 
     def __init__(self, model: nn.Module, probe_ids: torch.Tensor, *, chunk: int = CHUNK) -> None:
         self.model = model
@@ -44,52 +48,43 @@ class LogitChunks:
         cfg = getattr(model, "config", None)
         self.softcap = getattr(cfg, "final_logit_softcapping", None) or getattr(
             getattr(cfg, "text_config", None), "final_logit_softcapping", None)
-        parts = _parts(model)
-        self.parts: tuple[nn.Module, nn.Module] | None = None
-        if isinstance(parts, str):
-            self.path = f"{WHOLE} ({parts})"
+        self.split = False
+        why = _parts(model)
+        if isinstance(why, str):
+            self.path = f"{WHOLE} ({why})"
             return
-        self.parts = parts
         ids = probe_ids[:1, :_CHECK_TOKENS]
         with torch.no_grad():
             full = model(input_ids=ids, use_cache=False).logits[0].float()
             mine = torch.cat([c for _, _, c in self._chunked(ids)])
         if mine.shape != full.shape or not torch.allclose(mine, full, rtol=2e-2, atol=2e-2):
-            self.parts = None
             self.path = f"{WHOLE} (its forward's logits are not decoder + head on {_CHECK_TOKENS} test tokens)"
             return
+        self.split = True
         self.path = f"decoder once, head on {chunk} positions at a time"
 
-    @classmethod
-    def like(cls, checked: LogitChunks, model: nn.Module) -> LogitChunks:
-        """The same split for ``model``, the checked model with some modules swapped (no second check: a
-        forward of other inputs would break replayed blocks)."""
-        out = cls.__new__(cls)
-        out.model, out.chunk, out.softcap, out.path = model, checked.chunk, checked.softcap, checked.path
-        parts = _parts(model)
-        out.parts = None if checked.parts is None or isinstance(parts, str) else parts
-        return out
-
-    def _chunked(self, ids: torch.Tensor) -> Iterator[tuple[int, slice, torch.Tensor]]:
-        assert self.parts is not None
-        decoder, head = self.parts
-        hidden = decoder(input_ids=ids, use_cache=False).last_hidden_state  # (B, T, H)
+    def _spans(self, ids: torch.Tensor) -> Iterator[tuple[int, slice]]:
         for row in range(ids.shape[0]):
             for start in range(0, ids.shape[1], self.chunk):
-                at = slice(start, min(start + self.chunk, ids.shape[1]))
-                logits = head(hidden[row, at]).float()  # (n, V)
-                if self.softcap:
-                    logits = torch.tanh(logits / self.softcap) * self.softcap
-                yield row, at, logits
+                yield row, slice(start, min(start + self.chunk, ids.shape[1]))
+
+    def _chunked(self, ids: torch.Tensor) -> Iterator[tuple[int, slice, torch.Tensor]]:
+        parts = _parts(self.model)  # the modules in place now
+        assert not isinstance(parts, str)
+        decoder, head = parts
+        hidden = decoder(input_ids=ids, use_cache=False).last_hidden_state  # (B, T, H)
+        for row, at in self._spans(ids):
+            logits = head(hidden[row, at]).float()  # (n, V)
+            if self.softcap:
+                logits = torch.tanh(logits / self.softcap) * self.softcap
+            yield row, at, logits
 
     @torch.no_grad()
     def __call__(self, ids: torch.Tensor) -> Iterator[tuple[int, slice, torch.Tensor]]:
         """(row, positions, float32 logits (n, V)) for every sequence of ``ids`` (B, T), in order."""
-        if self.parts is not None:
+        if self.split:
             yield from self._chunked(ids)
             return
         logits = self.model(input_ids=ids, use_cache=False).logits  # (B, T, V)
-        for row in range(ids.shape[0]):
-            for start in range(0, ids.shape[1], self.chunk):
-                at = slice(start, min(start + self.chunk, ids.shape[1]))
-                yield row, at, logits[row, at].float()
+        for row, at in self._spans(ids):
+            yield row, at, logits[row, at].float()

@@ -101,6 +101,15 @@ def isolated(fn: Any, *args: Any, **kwargs: Any) -> Any:
     return value
 
 
+def with_repacking(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, RuntimeCrash | None]:
+    """``fn(*args, repack=True, **kwargs)`` in :func:`isolated`, rerun with ``repack=False`` when that crashes (llama.cpp's
+    weight repacking does on some CPUs): its result, and the crash or None."""
+    try:
+        return isolated(fn, *args, repack=True, **kwargs), None
+    except RuntimeCrash as crash:
+        return isolated(fn, *args, repack=False, **kwargs), crash
+
+
 def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -212,11 +221,10 @@ class _Runtime(BaseObjective, needs={Need.SOURCE_GGUF}):
         if self.repack is not None or self._repack_crash is not None:
             repack = bool(self.repack)
             return isolated(fn, *args, repack=repack, **kwargs), self._repacking(repack)
-        try:
-            return isolated(fn, *args, repack=True, **kwargs), self._repacking(True)
-        except RuntimeCrash as crash:
+        value, crash = with_repacking(fn, *args, **kwargs)
+        if crash is not None:
             self._repack_crash = crash.exitcode
-        return isolated(fn, *args, repack=False, **kwargs), self._repacking(False)
+        return value, self._repacking(crash is None)
 
     def _repacking(self, on: bool) -> dict[str, Any]:
         why = "" if self._repack_crash is None else f" (with it on llama.cpp crashed: exit code {self._repack_crash})"

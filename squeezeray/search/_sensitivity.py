@@ -236,7 +236,8 @@ class SensitivityProbe:
         self.model = model
         self.proxy = proxy
         self.blocks = block_list(model)
-        self.stream = LogitChunks(model, proxy.ids)  # before the hooks: its check runs a forward of its own
+        self.stream = LogitChunks(model, proxy.ids)  # before the hooks: its check runs a forward of its own;
+        # it serves the candidates too (swapped into this model in place)
         outputs: list[Any] = []
         hooks = []
         if self.blocks is not None:
@@ -276,8 +277,7 @@ class SensitivityProbe:
         seqs = self.reference.shape[0]
         sums = [0.0] * n
         with swapped(self.model, {**replays, **stacked}) as model, materialized(model), torch.no_grad():
-            stream = LogitChunks.like(self.stream, model)
-            for row, at, logits in stream(self.proxy.ids.repeat(n, 1)):  # candidate row // seqs, sequence row % seqs
+            for row, at, logits in self.stream(self.proxy.ids.repeat(n, 1)):  # candidate row // seqs, sequence row % seqs
                 sums[row // seqs] += kl_sum(self.reference[row % seqs, at], logits)
         tokens = seqs * self.reference.shape[1]
         return [max(total / tokens, 0.0) for total in sums]

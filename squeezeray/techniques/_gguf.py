@@ -27,11 +27,12 @@ from squeezeray._errors import InfeasibleStepError
 from squeezeray.techniques._formats import QuantFormat
 from squeezeray.techniques._formats import QuantGrid
 from squeezeray.techniques._gguf_k import SUPER
+from squeezeray.techniques._gguf_k import fp16_scale
 from squeezeray.techniques._gguf_k import k_grid
 from squeezeray.techniques._gguf_k import pack_k_blocks
+from squeezeray.techniques._gguf_k import signed_peak
 
 BLOCK = 32  # inputs per block of every "_0"/"_1" type
-FP16_MIN_NORMAL = 2.0**-14
 
 
 class GGUFType(str, enum.Enum):
@@ -136,18 +137,11 @@ def gguf_grid(w: torch.Tensor, qtype: GGUFType) -> QuantGrid:
         return k_grid(w, bits=spec.bits, group=spec.group, scale_bits=spec.scale_bits, has_min=spec.has_min)
     g = w.detach().float().reshape(out_f, in_f // BLOCK, BLOCK)
     if spec.has_min:
-        m = g.amin(dim=2).to(torch.float16).float()
-        d = ((g.amax(dim=2) - m) / spec.divisor).to(torch.float16).float()
-        d = torch.where(d == 0, torch.full_like(d, FP16_MIN_NORMAL), d)
+        m = g.amin(dim=2).to(torch.float16).float()  # a minimum of 0 is stored as 0
+        d = fp16_scale((g.amax(dim=2) - m) / spec.divisor)
         return QuantGrid(QuantFormat.INT, spec.bits, BLOCK, False, d, None, mins=m)
-    if spec.signed_max:
-        at = g.abs().argmax(dim=2, keepdim=True)
-        peak = torch.gather(g, 2, at).squeeze(2)
-    else:
-        peak = g.abs().amax(dim=2)
-    d = (peak / spec.divisor).to(torch.float16).float()
-    d = torch.where(d == 0, torch.full_like(d, FP16_MIN_NORMAL), d)
-    return QuantGrid(QuantFormat.INT, spec.bits, BLOCK, True, d, None)
+    peak = signed_peak(g, 2) if spec.signed_max else g.abs().amax(dim=2)
+    return QuantGrid(QuantFormat.INT, spec.bits, BLOCK, True, fp16_scale(peak / spec.divisor), None)
 
 
 def pack_blocks(codes: torch.Tensor, grid: QuantGrid, qtype: GGUFType) -> np.ndarray:

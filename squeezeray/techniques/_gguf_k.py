@@ -26,12 +26,14 @@ SUPER = 256  # inputs per K-quant super-block (QK_K)
 FP16_MIN_NORMAL = 2.0**-14
 
 
-def _fp16(t: torch.Tensor) -> torch.Tensor:
+def fp16_scale(t: torch.Tensor) -> torch.Tensor:
+    """Scales rounded to fp16 (float32 holding them); one that rounds to 0 becomes fp16's smallest normal, so
+    every block's codes decode to (nearly) 0 and the file holds that scale exactly."""
     t = t.to(torch.float16).float()
     return torch.where(t == 0, torch.full_like(t, FP16_MIN_NORMAL), t)
 
 
-def _signed_peak(t: torch.Tensor, dim: int) -> torch.Tensor:
+def signed_peak(t: torch.Tensor, dim: int) -> torch.Tensor:
     """The value of largest magnitude along ``dim``, with its sign."""
     at = t.abs().argmax(dim=dim, keepdim=True)
     return torch.gather(t, dim, at).squeeze(dim)
@@ -46,19 +48,19 @@ def k_grid(w: torch.Tensor, *, bits: int, group: int, scale_bits: int, has_min: 
     if not has_min:
         half = 1 << (bits - 1)
         lim = 1 << (scale_bits - 1)
-        ideal = _signed_peak(g, 3) / -half  # (out, n_sup, per): the peak maps to code 0 (q = -half)
-        d = _fp16(_signed_peak(ideal, 2) / -lim)  # (out, n_sup)
+        ideal = signed_peak(g, 3) / -half  # (out, n_sup, per): the peak maps to code 0 (q = -half)
+        d = fp16_scale(signed_peak(ideal, 2) / -lim)  # (out, n_sup)
         sc = torch.clamp(torch.round(ideal / d.unsqueeze(-1)), -lim, lim - 1)
         sc = torch.where(sc == 0, torch.ones_like(sc), sc)
         sb = SuperScales(SUPER, scale_bits, d, sc.reshape(out_f, -1).long())
         return QuantGrid(QuantFormat.INT, bits, group, True, sb.scales(), None, superblock=sb)
     mlim = (1 << scale_bits) - 1
     neg = -g.amin(dim=3).clamp(max=0)  # (out, n_sup, per) >= 0
-    dmin = _fp16(neg.amax(dim=2) / mlim)  # (out, n_sup)
+    dmin = fp16_scale(neg.amax(dim=2) / mlim)  # (out, n_sup)
     mq = torch.clamp(torch.round(neg / dmin.unsqueeze(-1)), 0, mlim)
     lo = -(dmin.unsqueeze(-1) * mq)  # the stored minimum
     span = (g.amax(dim=3) - lo).clamp(min=0) / maxq
-    d = _fp16(span.amax(dim=2) / mlim)
+    d = fp16_scale(span.amax(dim=2) / mlim)
     sc = torch.clamp(torch.round(span / d.unsqueeze(-1)), 0, mlim)
     sc = torch.where(sc == 0, torch.ones_like(sc), sc)
     sb = SuperScales(SUPER, scale_bits, d, sc.reshape(out_f, -1).long(), dmin, mq.reshape(out_f, -1).long())

@@ -149,7 +149,7 @@ def gptq_solve(
         else:
             grid0 = grid if grid is not None else minmax_grid(w.float(), bits=bits, group_size=gs, symmetric=symmetric)
         scales = grid0.scales.clone()  # (out, n_groups) float32
-        zeros = torch.zeros_like(scales) if mins is not None else grid0.zero_points().clone()  # (out, n_groups)
+        zeros = grid0.zero_points().clone() if mins is None else None  # (out, n_groups) float32
         bs = block_size
     else:
         scales = torch.zeros(out_f, n_groups, dtype=torch.float32, device=dev)  # (out, n_groups)
@@ -187,9 +187,9 @@ def gptq_solve(
                 scales[:, g] = gg.scales[:, 0]
                 zeros[:, g] = gg.zero_points()[:, 0]
             s = scales[:, g].to(torch.float64)  # (out,)
-            z = zeros[:, g].to(torch.float64)  # (out,)
             x = w1[:, i]  # (out,)
-            if mins is None:
+            if zeros is not None:
+                z = zeros[:, g].to(torch.float64)  # (out,)
                 c = torch.clamp(torch.round(x / s) + z, 0, maxq)  # (out,) integer codes
                 if keep_p is not None:
                     c = torch.where(keep_p[:, col], c, z)  # the zero point decodes to exactly 0
@@ -197,9 +197,11 @@ def gptq_solve(
                 # equals the float32 dequantization of the codes bit for bit.
                 q = s * (c - z)  # (out,)
             else:
-                m = mins[:, g].to(torch.float64)  # (out,) fp16 minimums
+                assert mins is not None
+                m = mins[:, g].to(torch.float64)  # (out,) float minimums
                 c = torch.clamp(torch.round((x - m) / s), 0, maxq)  # (out,)
-                # fp16 scale x small integer + fp16 minimum is exact in float64, so its rounding to
+                # The scale (fp16, or fp16 x a K-quant multiplier: at most 17 significant bits) times a small
+                # integer is exact in float32, and adding the minimum is exact in float64, so its rounding to
                 # float32 is float32's own (scale * code) + min, the grid's dequantization.
                 q = s * c + m  # (out,)
             e = (x - q) / hinv1[i, i]  # (out,)

@@ -124,7 +124,7 @@ def gptq_solve(
 
     dev = weight.device
     w = weight.detach().to(torch.float64).clone()  # (out, in)
-    h = hessian.detach().to(dev, torch.float64).clone()  # (in, in)
+    h = hessian.detach().to(dev, torch.float64, copy=True)  # (in, in)
     keep = None if mask is None else mask.to(torch.bool)  # (out, in)
     if keep is not None:
         w = w * keep
@@ -161,14 +161,17 @@ def gptq_solve(
     else:
         perm = torch.arange(in_f, device=dev)  # (in,)
     w = w[:, perm]  # (out, in) permuted
-    h = h[perm][:, perm]  # (in, in) permuted
+    h = h[perm]  # (in, in) rows permuted (two copies alive at a time, not three: at 8192 inputs each is 0.5 GiB)
+    h = h[:, perm]  # (in, in) permuted
     keep_p = None if keep is None else keep[:, perm]  # (out, in) permuted
     group_of = (perm // gs).tolist()  # permuted column -> group of its original column
 
     hinv, damp_used = damped_inverse_cholesky(h, damp, retries=_MAX_DAMP_RETRIES, technique="GPTQ")  # (in, in) upper
+    del h  # damped in place, not read again: freed before the column loop's working set is allocated
 
     codes_p = torch.empty(out_f, in_f, dtype=torch.uint8, device=dev)  # (out, in) permuted
-    q_p = torch.zeros(out_f, in_f, dtype=torch.float64, device=dev)  # (out, in) permuted
+    # float32: each column's float64 q rounds to float32 exactly (see below), so storing it narrow loses nothing.
+    q_p = torch.zeros(out_f, in_f, dtype=torch.float32, device=dev)  # (out, in) permuted
 
     for i1 in range(0, in_f, bs):
         i2 = min(i1 + bs, in_f)
@@ -216,7 +219,7 @@ def gptq_solve(
         solved = grid
     else:
         solved = QuantGrid(QuantFormat.INT, bits, gs, symmetric, scales, None if symmetric else zeros)
-    return GPTQSolution(codes=codes_p[:, inv].contiguous(), grid=solved, qweight=q_p[:, inv].float(), damp=damp_used)
+    return GPTQSolution(codes=codes_p[:, inv].contiguous(), grid=solved, qweight=q_p[:, inv], damp=damp_used)
 
 
 class GPTQ(BaseTechnique[GPTQConfig]):
@@ -225,7 +228,7 @@ class GPTQ(BaseTechnique[GPTQConfig]):
     name = "gptq"
     config_cls = GPTQConfig
     needs_hessian = True
-    code_version = 4  # 4: solves on GGUF grids with float block minimums (Q4_1/Q5_1)
+    code_version = 5  # 5: the same codes with 1.5 GiB less peak memory at 8192 inputs (in-place factorisation)
 
     def apply(self, state: LayerState, config: GPTQConfig, stats: LayerStats) -> None:
         require_unquantized(state, self.name)

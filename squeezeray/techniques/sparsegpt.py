@@ -72,7 +72,7 @@ def inverse_hessian_cholesky(
         ``(u, dead)``: ``u`` (in, in) float32 upper triangular with ``u^T u = (H + damp)^-1``;
         ``dead`` (in,) bool, the inputs whose Hessian diagonal was zero.
     """
-    h = hessian.double().clone()  # (in, in)
+    h = hessian.to(torch.float64, copy=True)  # (in, in)
     diag = torch.diagonal(h)
     dead = diag == 0
     h[dead, dead] = 1.0
@@ -174,7 +174,7 @@ class SparseGPT(BaseTechnique[SparseGPTConfig]):
     """OBS pruning with weight reconstruction; keeps a quantized layer on its grid."""
 
     name = "sparsegpt"
-    code_version = 3  # 3: the shared grid and config modules gained GGUF's float minimums; this layer math did not change
+    code_version = 4  # 4: the shared Hessian factorisation works in place (same result, less memory)
     config_cls = SparseGPTConfig
     needs_hessian = True
 

@@ -30,7 +30,7 @@ from squeezeray.techniques import LayerStats
 _INDEX = "index.json"
 _TYPE = "squeezeray.calibration_stats"
 _VERSION = 1
-DEFAULT_MEMORY_BYTES = 256 << 20  # loaded statistics a store keeps by default
+DEFAULT_MEMORY_BYTES = 64 << 20  # loaded statistics a store keeps by default (a miss reads one file back)
 
 
 def stats_nbytes(st: LayerStats) -> int:

@@ -13,30 +13,15 @@ from squeezeray.objectives._base import Measurement
 from squeezeray.objectives._base import Provenance
 from squeezeray.objectives._base import materialized
 from squeezeray.objectives._logits import LogitChunks
+from squeezeray.objectives._reference import LogProbFile
+from squeezeray.objectives._reference import reference_log_probs
 
 
 @torch.no_grad()
-def log_probs(model: nn.Module, windows: torch.Tensor, *, batch_size: int = 2) -> list[torch.Tensor]:
-    """Next-token log-probabilities, one (B, T, V) float32 tensor per batch (filled a few positions at a time:
-    :class:`~squeezeray.objectives._logits.LogitChunks`)."""
-    return log_probs_with(LogitChunks(model, windows), windows, batch_size=batch_size)
-
-
-@torch.no_grad()
-def log_probs_with(stream: LogitChunks, windows: torch.Tensor, *, batch_size: int | None = None) -> list[torch.Tensor]:
-    """:func:`log_probs` through a given :class:`LogitChunks` (None: the whole of ``windows`` as one batch)."""
-    batch_size = batch_size or windows.shape[0]
-    out = []
-    for start in range(0, windows.shape[0], batch_size):
-        ids = windows[start : start + batch_size]
-        logp: torch.Tensor | None = None
-        for row, at, logits in stream(ids):
-            if logp is None:
-                logp = torch.empty(ids.shape[0], ids.shape[1], logits.shape[-1])
-            logp[row, at] = F.log_softmax(logits, dim=-1)
-        assert logp is not None
-        out.append(logp)
-    return out
+def log_probs(model: nn.Module, windows: torch.Tensor, *, batch_size: int = 2) -> LogProbFile:
+    """Next-token log-probabilities of ``model`` on ``windows`` (N, T), in a :class:`LogProbFile` (written a few
+    positions at a time: :class:`~squeezeray.objectives._logits.LogitChunks`)."""
+    return reference_log_probs(LogitChunks(model, windows), windows, batch_size=batch_size)
 
 
 def kl_sum(logp: torch.Tensor, logits: torch.Tensor) -> float:
@@ -47,15 +32,15 @@ def kl_sum(logp: torch.Tensor, logits: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def mean_kl(reference: list[torch.Tensor], model: nn.Module, windows: torch.Tensor, *, batch_size: int = 2) -> float:
-    """Mean over tokens of KL(P_reference || P_model), in nats."""
+def mean_kl(reference: LogProbFile, model: nn.Module, windows: torch.Tensor, *, batch_size: int = 2) -> float:
+    """Mean over tokens of KL(P_reference || P_model), in nats (the reference read one chunk at a time)."""
     stream = LogitChunks(model, windows)
     total = 0.0
     count = 0
-    for i, start in enumerate(range(0, windows.shape[0], batch_size)):
+    for start in range(0, windows.shape[0], batch_size):
         ids = windows[start : start + batch_size]
         for row, at, logits in stream(ids):
-            total += kl_sum(reference[i][row, at], logits)
+            total += kl_sum(reference.read(start + row, at), logits)
         count += ids.numel()
     return total / count
 

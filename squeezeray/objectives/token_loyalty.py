@@ -9,9 +9,9 @@ windows (``EvalContext.proxy_data``), with the original as the reference:
   [0, 1]), between the two distributions (1.0 for identical distributions).
 
 The original's side is the KL objective's cache, ``ctx.reference["kl-logprobs:<digest>"]``
-(a list of (B, T, V) float32 log-prob tensors, see :func:`squeezeray.objectives.kl.log_probs`),
-computed once if absent. Rows are matched by window index, so the cache's batch size
-need not equal this objective's.
+(a :class:`~squeezeray.objectives._reference.LogProbFile`, see :func:`squeezeray.objectives.kl.log_probs`),
+computed once if absent and read a chunk of positions at a time; the candidate's logits come the same way
+(:class:`~squeezeray.objectives._logits.LogitChunks`), so no (B, T, V) tensor is held.
 
 These are the position-level counterparts of the task-level ``label_loyalty`` and
 ``probability_loyalty`` (multiple-choice items, :mod:`squeezeray.objectives.loyalty`);
@@ -34,10 +34,12 @@ from squeezeray.objectives._base import EvalContext
 from squeezeray.objectives._base import Measurement
 from squeezeray.objectives._base import Provenance
 from squeezeray.objectives._base import materialized
+from squeezeray.objectives._logits import LogitChunks
+from squeezeray.objectives._reference import LogProbFile
 from squeezeray.objectives.kl import log_probs
 
 LN2 = math.log(2.0)
-Statistic = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (B, T, V) x (B, T, V) -> (B, T)
+Statistic = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (..., V) x (..., V) -> (...)
 
 
 # ------------------------------------------------------------------ pure math
@@ -76,47 +78,36 @@ def js_divergence_bits(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
     return torch.where((logp == logq).all(dim=-1), torch.zeros_like(js), js)
 
 
-def _rows(chunks: list[torch.Tensor], start: int, stop: int) -> torch.Tensor:
-    """Rows [start, stop) of the concatenation of ``chunks`` along dim 0, without concatenating all."""
-    parts, offset = [], 0
-    for chunk in chunks:
-        n = chunk.shape[0]
-        lo, hi = max(start - offset, 0), min(stop - offset, n)
-        if lo < hi:
-            parts.append(chunk[lo:hi])
-        offset += n
-    if offset < stop:
-        raise SqueezerayError(f"the cached reference has {offset} windows, {stop} needed")
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
-
-
 @torch.no_grad()
 def compare_next_tokens(
-    reference: list[torch.Tensor],
+    reference: LogProbFile,
     model: nn.Module,
     windows: torch.Tensor,
     stat: Statistic,
     *,
     batch_size: int = 2,
 ) -> torch.Tensor:
-    """``stat(reference_logp, model_logp)`` at every position, as one flat float64 tensor.
+    """``stat(reference_logp, model_logp)`` at every position, as one flat float64 tensor (window-major).
 
     Args:
-        reference: (B_i, T, V) log-prob tensors of the reference, concatenating to (n, T, V).
-        model: The candidate.
+        reference: (n, T, V) log-probs of the reference, read one chunk of positions at a time.
+        model: The candidate (its logits a few positions at a time, :class:`LogitChunks`).
         windows: (n, T) token ids.
-        stat: Per-position statistic, (B, T, V) x (B, T, V) -> (B, T).
-        batch_size: Windows per forward pass.
+        stat: Per-position statistic, (..., V) x (..., V) -> (...).
+        batch_size: Windows per decoder pass.
     """
+    if reference.shape[:2] != tuple(windows.shape):
+        raise SqueezerayError(f"the cached reference covers {reference.shape[:2]} (windows, tokens); the proxy is "
+                              f"{tuple(windows.shape)}")
+    stream = LogitChunks(model, windows)
     out = []
     for start in range(0, windows.shape[0], batch_size):
-        stop = min(start + batch_size, windows.shape[0])
-        logits = model(input_ids=windows[start:stop], use_cache=False).logits.float()
-        logq = F.log_softmax(logits, dim=-1)  # (B, T, V)
-        logp = _rows(reference, start, stop)  # (B, T, V)
-        if logp.shape != logq.shape:
-            raise SqueezerayError(f"reference log-probs have shape {tuple(logp.shape)}, the candidate's {tuple(logq.shape)}")
-        out.append(stat(logp, logq).reshape(-1).double())
+        for row, at, logits in stream(windows[start : start + batch_size]):
+            logp = reference.read(start + row, at)  # (n, V)
+            if logp.shape != logits.shape:
+                raise SqueezerayError(f"reference log-probs have shape {tuple(logp.shape)}, the candidate's "
+                                      f"{tuple(logits.shape)}")
+            out.append(stat(logp, F.log_softmax(logits, dim=-1)).reshape(-1).double())
     return torch.cat(out)
 
 

@@ -30,7 +30,7 @@ from squeezeray.techniques._versions import CALIBRATION_CODE_VERSION
 from squeezeray.techniques._versions import steps_code_versions
 
 
-DEFAULT_MEMORY_BYTES = 256 << 20
+DEFAULT_MEMORY_BYTES = 64 << 20  # a miss reads the layer back from disk (a few ms), not a recompression
 """The memory budget of a :class:`LayerCache` (its compressed layers' bytes). Small on purpose: a search's
 cache has a disk folder, and a layer evicted from memory is read back from it (a safetensors file, mostly from
 the page cache) instead of being recomputed. (With 256 MiB instead of 2 GiB the main job's

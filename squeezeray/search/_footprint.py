@@ -112,8 +112,9 @@ class Footprint:
         calibration: One block's statistics with Hessians (float32) and activations.
         compression: The largest layer's working set (GPTQ's float64 weight and Hessian copies), the loaded
             statistics and the compressed layers the cache keeps.
-        evaluation: The original's log-probs on the KL proxy, one batch's logits, a candidate's dense weights
-            (whole, or one block's) and the cached compressed layers.
+        evaluation: One chunk of logits and of the original's log-probs (kept in a file,
+            :mod:`squeezeray.objectives._reference`), a candidate's dense weights (whole, or one block's) and the
+            cached compressed layers.
     """
 
     params: int
@@ -182,8 +183,9 @@ def estimate(shape: ModelShape, dtype: torch.dtype, data: DataConfig, *,
     calibration = 2 * hidden_states + 3 * block_stats + MARGIN_BYTES  # accumulators, their matmuls, the copy written
     largest = max(shape.layers.values(), key=lambda oi: oi[0] * oi[1] + oi[1] ** 2, default=(0, 0))
     out_f, in_f = largest
-    f64 = 8  # GPTQ solves in float64: the weight, its quantized copy and blocks; H, its clone, factor and inverse
-    working = 4 * out_f * in_f * f64 + 4 * in_f * in_f * f64
+    f64 = 8  # GPTQ solves in float64: the weight and its permuted copy, the float32 quantized weight and uint8
+    # codes; two (in, in) float64 matrices at a time (H and its permuted copy, then H and the factor it becomes)
+    working = out_f * in_f * (2 * f64 + f32 + 1) + 2 * in_f * in_f * f64
     compressed = sum(o * i for o, i in shape.layers.values()) // 2  # 4-bit codes kept as one byte per two weights
     cached = min(layer_cache_bytes, compressed)
     compression = working + max(STATS_MEMORY_BYTES, max((i * i * f32 for _, i in shape.layers.values()), default=0)) \
@@ -191,9 +193,9 @@ def estimate(shape: ModelShape, dtype: torch.dtype, data: DataConfig, *,
     dense = sum(o * i for o, i in shape.layers.values()) * item
     if dense > MATERIALIZE_WHOLE_BYTES and shape.blocks:
         dense = max(sum(shape.layers[n][0] * shape.layers[n][1] for n in b) for b in shape.blocks) * item
-    reference = data.proxy_seqs * data.calib_len * shape.vocab * f32
-    logits = 3 * LOGIT_CHUNK * shape.vocab * f32  # one chunk's logits, log-softmax and product (LogitChunks)
-    evaluation = reference + logits + dense + 2 * cached + MARGIN_BYTES  # a trial's layers read anew
+    # one chunk's logits, log-softmax and product (LogitChunks) and the reference's chunk read back from its file
+    logits = 4 * LOGIT_CHUNK * shape.vocab * f32
+    evaluation = logits + dense + 2 * cached + MARGIN_BYTES  # a trial's layers read anew
     return Footprint(shape.params, dtype_name(dtype), runtime, model, load, calibration, compression, evaluation)
 
 

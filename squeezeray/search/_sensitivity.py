@@ -42,7 +42,7 @@ from squeezeray.models import tied_table
 from squeezeray.objectives._base import materialized
 from squeezeray.objectives._logits import LogitChunks
 from squeezeray.objectives.kl import kl_sum
-from squeezeray.objectives.kl import log_probs_with
+from squeezeray.objectives._reference import reference_log_probs
 from squeezeray.search._allocate import AllocationProblem
 from squeezeray.spaces import NONE
 from squeezeray.spaces import GroupSpec
@@ -244,7 +244,7 @@ class SensitivityProbe:
             for block in self.blocks[1]:
                 hooks.append(block.register_forward_hook(lambda _m, _a, out: outputs.append(out)))
         try:
-            (self.reference,) = log_probs_with(self.stream, proxy.ids)
+            self.reference = reference_log_probs(self.stream, proxy.ids)
         finally:
             for h in hooks:
                 h.remove()
@@ -278,7 +278,7 @@ class SensitivityProbe:
         sums = [0.0] * n
         with swapped(self.model, {**replays, **stacked}) as model, materialized(model), torch.no_grad():
             for row, at, logits in self.stream(self.proxy.ids.repeat(n, 1)):  # candidate row // seqs, sequence row % seqs
-                sums[row // seqs] += kl_sum(self.reference[row % seqs, at], logits)
+                sums[row // seqs] += kl_sum(self.reference.read(row % seqs, at), logits)
         tokens = seqs * self.reference.shape[1]
         return [max(total / tokens, 0.0) for total in sums]
 

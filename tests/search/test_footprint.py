@@ -50,7 +50,8 @@ def test_the_estimate_scales_with_the_dtype_and_the_data(tiny_folder) -> None:  
     assert bf16.model == 2 * shape.params and f32.model == 4 * shape.params
     assert f32.peak > bf16.peak
     longer = estimate(shape, torch.bfloat16, DataConfig(calib_seqs=64, calib_len=512, proxy_seqs=8))
-    assert longer.calibration > bf16.calibration and longer.evaluation > bf16.evaluation
+    assert longer.calibration > bf16.calibration
+    assert longer.evaluation == bf16.evaluation  # the original's proxy log-probs live in a file, read a chunk at a time
     assert bf16.stages["evaluation"] == bf16.runtime + bf16.model + bf16.evaluation
     assert bf16.to_dict()["peak"] == bf16.peak and "GiB" in bf16.describe()
 

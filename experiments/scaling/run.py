@@ -16,12 +16,17 @@ all) and its wall time.
 Run from the repository root: ``python experiments/scaling/run.py`` (all models; ``--only NAME`` for one).
 Writes ``results.csv`` and ``results.png`` here. The random-weight models are written once under
 ``experiments/.work/scaling`` and reused.
+
+``--search NAME`` runs the CLI's short search (``config.yaml``'s ``search.args``) on model NAME in a child
+process and appends its wall time, peak resident memory (the child's ``ru_maxrss``) and outcome to
+``search.csv``; the run's stdout and front are kept as ``search_<NAME>_stdout.txt`` / ``search_<NAME>_front.csv``.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import resource
 import json
 import shutil
 import subprocess
@@ -181,14 +186,71 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+SEARCH_FIELDS = ["model", "params", "real_weights", "args", "rc", "wall_s", "peak_rss_gib", "model_bf16_gib", "goal_gib",
+                 "within_goal", "trials_complete", "trials_failed", "front_plans", "note"]
+
+
+def short_search(spec: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
+    """The CLI's short search on one model, in a child process: wall time, peak memory, what it completed."""
+    ref = model_folder(spec)
+    args = [str(a) for a in cfg["search"]["args"]]
+    workdir = WORK / "search" / spec["name"]
+    shutil.rmtree(workdir, ignore_errors=True)
+    cmd = [sys.executable, "-m", "squeezeray.cli", "search", "--model", ref, *args, "--workdir", str(workdir),
+           "--no-progress"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - t0
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child so far (Linux: KiB)
+    (HERE / f"search_{spec['name']}_stdout.txt").write_text(proc.stdout + ("\n--- stderr (tail)\n" + proc.stderr[-4000:]
+                                                                          if proc.returncode else ""))
+    runs = sorted(workdir.glob("*/trials.csv"))
+    trials = list(csv.DictReader(runs[0].open())) if runs else []
+    fronts = sorted(workdir.glob("*/front.csv"))
+    front = list(csv.DictReader(fronts[0].open())) if fronts else []
+    if fronts:
+        shutil.copy(fronts[0], HERE / f"search_{spec['name']}_front.csv")
+    from squeezeray.models import resolve_model
+    from squeezeray.search._footprint import model_shape
+
+    params = model_shape(resolve_model(ref)).params
+    bf16 = params * 2 / GIB
+    goal = 1.5 * bf16 + 2
+    peak = peak_kib * 1024 / GIB
+    real = "model" in spec
+    note = "" if peak_kib > before else "peak not attributable (an earlier child was larger)"
+    shutil.rmtree(workdir, ignore_errors=True)  # statistics with Hessians and every compressed layer: GBs
+    return {"model": spec["name"], "params": params, "real_weights": real, "args": " ".join(args),
+            "rc": proc.returncode, "wall_s": round(wall, 1), "peak_rss_gib": round(peak, 3),
+            "model_bf16_gib": round(bf16, 3), "goal_gib": round(goal, 3), "within_goal": peak <= goal,
+            "trials_complete": sum(t["state"] == "COMPLETE" for t in trials),
+            "trials_failed": sum(t["state"] != "COMPLETE" or t.get("outcome") not in ("ok", None) for t in trials),
+            "front_plans": len(front), "note": note or ("" if real else "random weights: quality meaningless")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help="one model of the config (its name), run in this process; prints JSON rows")
     ap.add_argument("--plot-only", action="store_true", help="re-read results.csv: estimates and plot, no runs")
     ap.add_argument("--table", action="store_true", help="print results.csv as the README's markdown table")
     ap.add_argument("--models", help="comma-separated names to (re)run; the other models' rows are kept")
+    ap.add_argument("--search", metavar="NAME", help="the short search on model NAME, appended to search.csv")
     args = ap.parse_args()
     cfg = yaml.safe_load((HERE / "config.yaml").read_text())
+    if args.search:
+        spec = next((m for m in cfg["models"] if m["name"] == args.search), None)
+        if spec is None:
+            raise SystemExit(f"--search {args.search!r}: not in config.yaml ({', '.join(m['name'] for m in cfg['models'])})")
+        row = short_search(spec, cfg)
+        path = HERE / "search.csv"
+        old = [r for r in csv.DictReader(path.open()) if r["model"] != row["model"]] if path.is_file() else []
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=SEARCH_FIELDS)
+            w.writeheader()
+            w.writerows([*old, row])
+        print(json.dumps(row))
+        return
     if args.only:
         spec = next((m for m in cfg["models"] if m["name"] == args.only), None)
         if spec is None:

@@ -2,8 +2,8 @@
 
 KL and the token-loyalty objectives compare every candidate with the original's full next-token
 distribution at each proxy position. Held in memory those are ``windows x tokens x vocab`` float32: 0.2 GB for
-the embedded SmolLM2's proxy (8 x 256 x 49,152), 1 GB for a Llama 3 vocabulary's 2,048 positions, held for
-the whole search. :class:`LogProbFile` writes them once to an unnamed temporary file (deleted when the
+the default proxy (4 x 256 positions) of the embedded SmolLM2's 49,152-token vocabulary, 0.5 GB for a Llama 3
+vocabulary, held for the whole search. :class:`LogProbFile` writes them once to an unnamed temporary file (deleted when the
 object is closed or collected) and reads back one :data:`~squeezeray.objectives._logits.CHUNK`-position
 span at a time, which the operating system serves from its page cache: the resident set holds one chunk.
 

@@ -111,10 +111,10 @@ class Footprint:
         load: Extra while loading (a GGUF file dequantizes through float32).
         calibration: One block's statistics with Hessians (float32) and activations.
         compression: The largest layer's working set (GPTQ's float64 weight and Hessian copies), the loaded
-            statistics and the compressed layers the cache keeps.
+            statistics, the layers compressed so far (at 8 bits) and those the cache keeps.
         evaluation: One chunk of logits and of the original's log-probs (kept in a file,
-            :mod:`squeezeray.objectives._reference`), a candidate's dense weights (whole, or one block's) and the
-            cached compressed layers.
+            :mod:`squeezeray.objectives._reference`), a candidate's dense weights (whole, or one block's), its
+            compressed layers (at 8 bits) and those the cache keeps.
     """
 
     params: int
@@ -186,16 +186,18 @@ def estimate(shape: ModelShape, dtype: torch.dtype, data: DataConfig, *,
     f64 = 8  # GPTQ solves in float64: the weight and its permuted copy, the float32 quantized weight and uint8
     # codes; two (in, in) float64 matrices at a time (H and its permuted copy, then H and the factor it becomes)
     working = out_f * in_f * (2 * f64 + f32 + 1) + 2 * in_f * in_f * f64
-    compressed = sum(o * i for o, i in shape.layers.values()) // 2  # 4-bit codes kept as one byte per two weights
-    cached = min(layer_cache_bytes, compressed)
+    # a candidate's compressed layers, all swapped in at once (and, compressing, all made so far): at most one
+    # byte per weight, the 8 bits of the densest option the packaged spaces offer (RTN 8-bit)
+    held = sum(o * i for o, i in shape.layers.values())
+    cached = min(layer_cache_bytes, held)
     compression = working + max(STATS_MEMORY_BYTES, max((i * i * f32 for _, i in shape.layers.values()), default=0)) \
-        + cached
+        + held + cached
     dense = sum(o * i for o, i in shape.layers.values()) * item
     if dense > MATERIALIZE_WHOLE_BYTES and shape.blocks:
         dense = max(sum(shape.layers[n][0] * shape.layers[n][1] for n in b) for b in shape.blocks) * item
     # one chunk's logits, log-softmax and product (LogitChunks) and the reference's chunk read back from its file
     logits = 4 * LOGIT_CHUNK * shape.vocab * f32
-    evaluation = logits + dense + 2 * cached + MARGIN_BYTES  # a trial's layers read anew
+    evaluation = logits + dense + held + cached + MARGIN_BYTES
     return Footprint(shape.params, dtype_name(dtype), runtime, model, load, calibration, compression, evaluation)
 
 

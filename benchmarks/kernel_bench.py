@@ -37,7 +37,7 @@ from squeezeray.kernels import error_bound
 from squeezeray.kernels import get_kernel
 from squeezeray.kernels import relative_error
 from squeezeray.kernels import time_interleaved
-from squeezeray.objectives.latency import host_description
+from squeezeray._device import host_description
 from squeezeray.spaces._plan import parse_steps
 from squeezeray.techniques import LayerStats
 

@@ -19,7 +19,7 @@ import torch
 
 from squeezeray.objectives import Direction
 from squeezeray.objectives.accuracy import Accuracy
-from squeezeray.objectives.latency import host_description
+from squeezeray._device import host_description
 from squeezeray.search import LayerCache
 from squeezeray.search._pareto import pareto_mask
 from squeezeray.spaces import CompressionPlan

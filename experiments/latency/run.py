@@ -57,7 +57,7 @@ from squeezeray.kernels import path_summary
 from squeezeray.kernels import time_interleaved
 from squeezeray.kernels import use_reference
 from squeezeray.objectives.latency import Phase
-from squeezeray.objectives.latency import host_description
+from squeezeray._device import host_description
 from squeezeray.objectives.latency import linear_layers
 from squeezeray.objectives.latency import time_decode
 from squeezeray.objectives.predicted_latency import block_other_path

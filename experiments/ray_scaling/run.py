@@ -35,7 +35,7 @@ import torch  # noqa: E402
 
 from squeezeray.models import LoadedModel  # noqa: E402
 from squeezeray.models import ModelSource  # noqa: E402
-from squeezeray.objectives.latency import host_description  # noqa: E402
+from squeezeray._device import host_description  # noqa: E402
 from squeezeray.search import RayConfig  # noqa: E402
 from squeezeray.search import RayExecutor  # noqa: E402
 from squeezeray.search import SearchConfig  # noqa: E402

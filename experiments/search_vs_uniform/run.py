@@ -33,7 +33,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import pyplot  # noqa: E402
 
-from squeezeray.objectives.latency import host_description
+from squeezeray._device import host_description
 from squeezeray.search import LayerCache
 from squeezeray.search import SearchConfig
 from squeezeray.search import run_search

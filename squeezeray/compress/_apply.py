@@ -74,7 +74,17 @@ def compress_layer(name: str, linear: nn.Linear, plan: LayerPlan, stats: LayerSt
     return out
 
 
+def stats_on(stats: LayerStats, device: torch.device | str) -> LayerStats:
+    """``stats`` with every tensor on ``device`` (``stats`` itself when they are there already): statistics are
+    kept on the host and a technique computes where its layer's weight is."""
+    device = torch.device(device)
+    moved = {f.name: v.to(device) for f in dataclasses.fields(stats)
+             if isinstance(v := getattr(stats, f.name), torch.Tensor) and v.device != device}
+    return dataclasses.replace(stats, **moved) if moved else stats
+
+
 def _run_steps(state: LayerState, steps: tuple, stats: LayerStats) -> None:  # noqa: ANN001 - TechniqueConfig
+    stats = stats_on(stats, state.weight.device)  # kept on the host; the steps run where the layer's weight is
     for step in steps:
         technique = get_technique(step.technique)
         try:
@@ -165,12 +175,12 @@ def _apply_with_distill(
         before, _ = lp.split_for_distill()
         state = LayerState.from_weight(name, linear.weight, linear.bias)
         _run_steps(state, before, stats[name])
-        trainable = nn.Linear(state.shape[1], state.shape[0], bias=linear.bias is not None)
+        trainable = nn.Linear(state.shape[1], state.shape[0], bias=linear.bias is not None,
+                              device=linear.weight.device, dtype=linear.weight.dtype)
         with torch.no_grad():
             trainable.weight.copy_(state.weight)
             if linear.bias is not None:
                 trainable.bias.copy_(linear.bias)
-        trainable.to(linear.weight.dtype)
         originals[name], states[name], masks[name] = linear, state, state.mask
         replace_module(model, name, trainable)
         seconds[name] = time.perf_counter() - t0

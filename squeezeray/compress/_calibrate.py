@@ -28,16 +28,20 @@ from tqdm.auto import tqdm
 
 from squeezeray._errors import SqueezerayError
 from squeezeray._memory import trim
+from squeezeray._device import model_device
 from squeezeray.techniques import LayerStats
 
 
 class _Accumulator:
-    def __init__(self, width: int, hessian: bool) -> None:
+    """Running sums of one input's statistics, on the device the input arrives on (X^T X on the GPU when the
+    model runs there); :meth:`stats` hands them over on the host, where the store keeps them."""
+
+    def __init__(self, width: int, hessian: bool, device: torch.device) -> None:
         self.n = 0
-        self.sq = torch.zeros(width, dtype=torch.float64)
-        self.abs = torch.zeros(width, dtype=torch.float64)
-        self.max = torch.zeros(width)
-        self.h = torch.zeros(width, width) if hessian else None
+        self.sq = torch.zeros(width, dtype=torch.float64, device=device)
+        self.abs = torch.zeros(width, dtype=torch.float64, device=device)
+        self.max = torch.zeros(width, device=device)
+        self.h = torch.zeros(width, width, device=device) if hessian else None
 
     def add(self, x: torch.Tensor) -> None:
         x = x.reshape(-1, x.shape[-1]).float()  # (tokens, in), upcast from the model's dtype one layer at a time
@@ -50,8 +54,8 @@ class _Accumulator:
 
     def stats(self) -> LayerStats:
         n = max(self.n, 1)
-        h = None if self.h is None else self.h / n
-        return LayerStats(self.n, (self.sq / n).float(), (self.abs / n).float(), self.max.clone(), h)
+        h = None if self.h is None else (self.h / n).cpu()
+        return LayerStats(self.n, (self.sq / n).float().cpu(), (self.abs / n).float().cpu(), self.max.cpu().clone(), h)
 
 
 class _Observer:
@@ -81,7 +85,7 @@ class _Observer:
                 if name in self.owner and self.owner[name] is not acc:
                     raise RuntimeError(f"{name}: input sharing changed between batches")
             else:
-                acc = self.owner.get(name) or _Accumulator(x.shape[-1], self.hessian)
+                acc = self.owner.get(name) or _Accumulator(x.shape[-1], self.hessian, x.device)
                 acc.add(x)
                 self._last[:] = [(x, acc)]
             self.owner.setdefault(name, acc)
@@ -108,8 +112,9 @@ class _Observer:
         return {n: cache.setdefault(id(self.owner[n]), self.owner[n].stats()) for n in self.names}
 
 
-def _batches(tokens: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
-    return [tokens[s : s + batch_size] for s in range(0, tokens.shape[0], batch_size)]
+def _batches(tokens: torch.Tensor, batch_size: int, device: torch.device) -> list[torch.Tensor]:
+    """The calibration ids in batches on the model's ``device`` (the ids are drawn on the host)."""
+    return [tokens[s : s + batch_size].to(device) for s in range(0, tokens.shape[0], batch_size)]
 
 
 @torch.no_grad()
@@ -137,7 +142,7 @@ def collect_stats(
     """
     observer = _Observer(model, layer_names, hessian=hessian)
     try:
-        for batch in tqdm(_batches(tokens, batch_size), desc="calibrating", disable=not progress, leave=False):
+        for batch in tqdm(_batches(tokens, batch_size, model_device(model)), desc="calibrating", disable=not progress, leave=False):
             model(input_ids=batch, use_cache=False)
     except BaseException:
         observer.remove()
@@ -222,7 +227,7 @@ def collect_stats_blockwise(
     kwargs: list[list[dict[str, Any]]] = []  # batch -> block -> the keyword arguments the block was called with
     originals = list(blocks)
     try:
-        for batch in _batches(tokens, batch_size):
+        for batch in _batches(tokens, batch_size, model_device(model)):
             record: list[tuple[torch.Tensor, dict[str, Any]]] = []
             for i in range(len(blocks)):
                 blocks[i] = _Recorder(record, last=i == len(blocks) - 1)

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from squeezeray._device import model_device
 from squeezeray._errors import PlanError
 from squeezeray.compress._module import CompressedLinear
 
@@ -123,9 +124,15 @@ def mark_tied(model: nn.Module) -> None:
 
 
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    """Set submodule ``name`` of ``model`` to ``new`` (nothing else follows; see :func:`replace_layers`)."""
+    """Set submodule ``name`` of ``model`` to ``new`` (nothing else follows; see :func:`replace_layers`).
+
+    ``new`` is moved (in place, as ``Module.to`` does) to the device of the module it replaces when it is elsewhere:
+    a layer read from the host-side cache runs where the model does."""
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
+    device = model_device(getattr(parent, child))
+    if any(t.device != device for t in (*new.parameters(), *new.buffers())):
+        new.to(device)
     setattr(parent, child, new)
 
 

@@ -105,7 +105,7 @@ class CompressedLinear(nn.Module):
         n_kept = 0
         if not lowrank_only:
             if sp is None:
-                kept = torch.ones(out_f, in_f, dtype=torch.bool)
+                kept = torch.ones(out_f, in_f, dtype=torch.bool, device=state.weight.device)
             elif sp.pattern is SparsityPattern.UNSTRUCTURED:
                 kept = sp.mask
                 buffers["mask_bits"] = pack_bits(sp.mask, 1)
@@ -121,7 +121,7 @@ class CompressedLinear(nn.Module):
                 buffers["nm_index"] = pack_bits(idx, bits)
             else:  # rows / heads: whole rows removed
                 rows = sp.kept_rows()
-                kept = torch.zeros(out_f, in_f, dtype=torch.bool)
+                kept = torch.zeros(out_f, in_f, dtype=torch.bool, device=state.weight.device)
                 kept[rows] = True
                 buffers["row_index"] = rows.to(torch.int32)
             n_kept = int(kept.sum())
@@ -192,7 +192,7 @@ class CompressedLinear(nn.Module):
             idx = unpack_bits(self.nm_index, f.nm_bits, f.out_features * groups * f.n).view(
                 f.out_features, groups, f.n
             )
-            mask = torch.zeros(f.out_features, groups, f.m, dtype=torch.bool)
+            mask = torch.zeros(f.out_features, groups, f.m, dtype=torch.bool, device=idx.device)
             mask.scatter_(2, idx.long(), True)
             return mask.view(f.out_features, f.in_features)
         return None
@@ -234,19 +234,19 @@ class CompressedLinear(nn.Module):
         if f.quant_format is not None:
             codes = unpack_bits(self.codes, f.bits, f.n_kept)
             if mask is not None:
-                dense_codes = torch.zeros(f.out_features, f.in_features, dtype=torch.uint8)
+                dense_codes = torch.zeros(f.out_features, f.in_features, dtype=torch.uint8, device=codes.device)
                 dense_codes[mask] = codes
                 w = self._grid(n_rows).dequantize(dense_codes) * mask
             else:
                 w = self._grid(n_rows).dequantize(codes.view(n_rows, f.in_features))
         else:
             if mask is not None:
-                w = torch.zeros(f.out_features, f.in_features)
+                w = torch.zeros(f.out_features, f.in_features, device=self.values.device)
                 w[mask] = self.values.float()
             else:
                 w = self.values.float().view(n_rows, f.in_features)
         if rows is not None:
-            full = torch.zeros(f.out_features, f.in_features)
+            full = torch.zeros(f.out_features, f.in_features, device=w.device)
             full[rows] = w
             w = full
         return w
@@ -296,9 +296,10 @@ class CompressedLinear(nn.Module):
             raw = self.codes.view(f.out_features, per_row)[flat].reshape(-1)
             codes = unpack_bits(raw, b, flat.numel() * n).view(-1, n)
         else:  # rows share bytes: read each code's bits where they lie in the stream
-            pos = (flat.unsqueeze(1) * n + torch.arange(n)).unsqueeze(-1) * b + torch.arange(b)  # (k, n, b)
+            at = flat.device
+            pos = (flat.unsqueeze(1) * n + torch.arange(n, device=at)).unsqueeze(-1) * b + torch.arange(b, device=at)  # (k, n, b)
             bits = (self.codes[pos // 8].to(torch.int64) >> (pos % 8)) & 1
-            codes = (bits << torch.arange(b)).sum(-1).to(torch.uint8)
+            codes = (bits << torch.arange(b, device=at)).sum(-1).to(torch.uint8)
         return self._grid(f.out_features).select_rows(flat).dequantize(codes)
 
     def effective_weight(self) -> torch.Tensor:
@@ -379,7 +380,7 @@ class CompressedLinear(nn.Module):
 
             w = self._dense if self._dense is not None else self.main_weight()
             xs = fake_quant_per_token(x / self.smooth.float(), 8)
-            y = xs @ w.t() if w is not None else torch.zeros(*x.shape[:-1], f.out_features)
+            y = xs @ w.t() if w is not None else torch.zeros(*x.shape[:-1], f.out_features, device=x.device)
             if f.rank:
                 y = y + (x @ self.lr_v.float().t()) @ self.lr_u.float().t()
         elif self._dense is not None:

@@ -28,6 +28,7 @@ import numpy as np
 import yaml
 from torch import nn
 
+from squeezeray._device import model_device
 from squeezeray._errors import SqueezerayError
 from squeezeray.evaluation._catalog import METRIC_LIST
 from squeezeray.evaluation._catalog import Metric
@@ -118,7 +119,7 @@ def make_lm(model: nn.Module, tokenizer: object, *, batch_size: int) -> Any:
     """Wrap an in-memory causal LM for lm-eval (on the device its parameters are on)."""
     from lm_eval.models.huggingface import HFLM
 
-    device = str(next(model.parameters()).device)
+    device = str(model_device(model))
     return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
 
 

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from squeezeray._device import model_device
+
 CHUNK = 128  # positions per head application: 128 x 49,152 float32 logits = 25 MB
 _CHECK_TOKENS = 16
 WHOLE = "whole forward"
@@ -53,7 +55,7 @@ class LogitChunks:
         if isinstance(why, str):
             self.path = f"{WHOLE} ({why})"
             return
-        ids = probe_ids[:1, :_CHECK_TOKENS]
+        ids = probe_ids[:1, :_CHECK_TOKENS].to(model_device(model))
         with torch.no_grad():
             full = model(input_ids=ids, use_cache=False).logits[0].float()
             mine = torch.cat([c for _, _, c in self._chunked(ids)])
@@ -72,6 +74,7 @@ class LogitChunks:
         parts = _parts(self.model)  # the modules in place now
         assert not isinstance(parts, str)
         decoder, head = parts
+        ids = ids.to(model_device(self.model))  # token ids are drawn on the host
         hidden = decoder(input_ids=ids, use_cache=False).last_hidden_state  # (B, T, H)
         for row, at in self._spans(ids):
             logits = head(hidden[row, at]).float()  # (n, V)
@@ -81,10 +84,11 @@ class LogitChunks:
 
     @torch.no_grad()
     def __call__(self, ids: torch.Tensor) -> Iterator[tuple[int, slice, torch.Tensor]]:
-        """(row, positions, float32 logits (n, V)) for every sequence of ``ids`` (B, T), in order."""
+        """(row, positions, float32 logits (n, V)) for every sequence of ``ids`` (B, T), in order, on the
+        model's device (``ids`` may be on the host)."""
         if self.split:
             yield from self._chunked(ids)
             return
-        logits = self.model(input_ids=ids, use_cache=False).logits  # (B, T, V)
+        logits = self.model(input_ids=ids.to(model_device(self.model)), use_cache=False).logits  # (B, T, V)
         for row, at in self._spans(ids):
             yield row, at, logits[row, at].float()

@@ -62,7 +62,7 @@ class LogProbFile:
     def read(self, window: int, at: slice) -> torch.Tensor:
         """``window``'s log-probs at positions ``at``: (positions, vocab) float32, a fresh tensor."""
         offset, count = self._offset(window, at)
-        out = torch.empty(count, self.shape[2], dtype=torch.float32)
+        out = torch.empty(count, self.shape[2], dtype=torch.float32, device="cpu")  # on the host, read from the file
         view = memoryview(out.numpy()).cast("B")
         with self._lock:
             self._file.seek(offset)

@@ -35,9 +35,10 @@ from squeezeray.objectives._base import EvalContext
 from squeezeray.objectives._base import Measurement
 from squeezeray.objectives._base import Need
 from squeezeray.objectives._base import Provenance
+from squeezeray._device import host_description
+from squeezeray._device import model_device
 from squeezeray.objectives.latency import Phase
 from squeezeray.objectives.latency import decode_step
-from squeezeray.objectives.latency import host_description
 from squeezeray.objectives.latency import prefill
 from squeezeray.objectives.latency import time_decode
 
@@ -178,7 +179,7 @@ class Energy(BaseObjective, needs={Need.PROFILE}):
         return ctx.eval_data.ids.reshape(-1)[: self.batch * self.seq_len].view(self.batch, self.seq_len)
 
     def measure(self, ctx: EvalContext) -> Measurement:
-        device = next(iter(ctx.candidate.parameters())).device
+        device = model_device(ctx.candidate)
         tried: list[str] = []
         if self.source in (EnergySource.AUTO, EnergySource.NVML):
             counter, why = nvml_counter(device)

@@ -40,7 +40,7 @@ def mean_kl(reference: LogProbFile, model: nn.Module, windows: torch.Tensor, *, 
     for start in range(0, windows.shape[0], batch_size):
         ids = windows[start : start + batch_size]
         for row, at, logits in stream(ids):
-            total += kl_sum(reference.read(start + row, at), logits)
+            total += kl_sum(reference.read(start + row, at).to(logits.device), logits)
         count += ids.numel()
     return total / count
 

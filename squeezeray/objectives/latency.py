@@ -10,7 +10,6 @@ paths that ran are listed in the measurement's details.
 from __future__ import annotations
 
 import enum
-import platform
 import statistics
 import time
 from collections.abc import Iterable
@@ -19,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from squeezeray._device import device_description  # noqa: F401 - re-exported: where a latency ran
+from squeezeray._device import model_device
 from squeezeray.kernels import KernelSelector
 from squeezeray.kernels import TimingStats
 from squeezeray.kernels import path_summary
@@ -30,35 +31,6 @@ from squeezeray.objectives._base import Direction
 from squeezeray.objectives._base import EvalContext
 from squeezeray.objectives._base import Measurement
 from squeezeray.objectives._base import Provenance
-
-
-def host_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"host CPU {cpu}, torch {torch.__version__}, {torch.get_num_threads()} threads"
-
-
-def device_description(device: torch.device) -> str:
-    """Where a latency was measured: the GPU by name on CUDA, else the host CPU."""
-    if device.type == "cuda":
-        return f"GPU {torch.cuda.get_device_name(device)} (cuda:{device.index or 0}), torch {torch.__version__}, " \
-               f"CUDA {torch.version.cuda}"
-    return host_description()
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of a model's first parameter or buffer (CPU for a model with neither)."""
-    t = next(iter(model.parameters()), None)
-    if t is None:
-        t = next(iter(model.buffers()), None)
-    return torch.device("cpu") if t is None else t.device
 
 
 def _sync(device: torch.device) -> None:
@@ -216,7 +188,7 @@ class Latency(BaseObjective):
         if self.kernels is KernelPolicy.REFERENCE:
             use_reference(model)
         elif self.kernels is KernelPolicy.FASTEST:
-            device = next(iter(model.parameters())).device
+            device = model_device(model)
             if self._selector is None:
                 self._selector = KernelSelector(device=device, token_counts=(self.batch, self.batch * self.seq_len))
             self._selector.select_model(model)

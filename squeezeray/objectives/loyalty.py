@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from squeezeray._device import model_device
 from squeezeray._errors import SqueezerayError
 from squeezeray.evaluation import ChoiceComparison
 from squeezeray.evaluation import Metric
@@ -241,10 +242,11 @@ def reference_topk(model: nn.Module, windows: torch.Tensor, *, k: int, batch_siz
     """
     ids, logp = [], []
     for start in range(0, windows.shape[0], batch_size):
-        lp = F.log_softmax(model(input_ids=windows[start : start + batch_size], use_cache=False).logits.float(), -1)
+        batch = windows[start : start + batch_size].to(model_device(model))
+        lp = F.log_softmax(model(input_ids=batch, use_cache=False).logits.float(), -1)
         top = lp.topk(k, dim=-1)  # (B, T, k)
-        ids.append(top.indices)
-        logp.append(top.values)
+        ids.append(top.indices.cpu())  # the reference is kept on the host
+        logp.append(top.values.cpu())
     return torch.cat(ids), torch.cat(logp)
 
 
@@ -273,8 +275,10 @@ def logit_agreement(
     agree, overlap, diffs, firsts = [], [], [], []
     max_abs = 0.0
     for start in range(0, windows.shape[0], batch_size):
-        lp = F.log_softmax(model(input_ids=windows[start : start + batch_size], use_cache=False).logits.float(), -1)
-        r_ids, r_lp = ref_ids[start : start + batch_size], ref_lp[start : start + batch_size]  # (B, T, k)
+        device = model_device(model)
+        lp = F.log_softmax(model(input_ids=windows[start : start + batch_size].to(device), use_cache=False).logits.float(), -1)
+        r_ids = ref_ids[start : start + batch_size].to(device)  # (B, T, k)
+        r_lp = ref_lp[start : start + batch_size].to(device)
         top = lp.topk(k, dim=-1).indices  # (B, T, k)
         same = top[..., 0] == r_ids[..., 0]  # (B, T)
         agree.append(same)

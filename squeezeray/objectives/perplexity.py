@@ -38,7 +38,7 @@ def perplexity(model: nn.Module, windows: torch.Tensor, *, batch_size: int = 4) 
         for row, at, logits in stream(ids):  # (n, V) float32: a few positions of one window at a time
             stop = min(at.stop, last)
             if stop > at.start:
-                nll += float(F.cross_entropy(logits[: stop - at.start], ids[row, at.start + 1 : stop + 1],
+                nll += float(F.cross_entropy(logits[: stop - at.start], ids[row, at.start + 1 : stop + 1].to(logits.device),
                                              reduction="sum"))
         count += ids[:, 1:].numel()
     return math.exp(nll / count), count

@@ -103,7 +103,7 @@ def compare_next_tokens(
     out = []
     for start in range(0, windows.shape[0], batch_size):
         for row, at, logits in stream(windows[start : start + batch_size]):
-            logp = reference.read(start + row, at)  # (n, V)
+            logp = reference.read(start + row, at).to(logits.device)  # (n, V)
             if logp.shape != logits.shape:
                 raise SqueezerayError(f"reference log-probs have shape {tuple(logp.shape)}, the candidate's "
                                       f"{tuple(logits.shape)}")

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from squeezeray._device import model_device
 from squeezeray.recovery._config import DistillConfig
 from squeezeray.recovery._loss import distill_loss
 
@@ -80,6 +81,7 @@ def distill(
     optimizer = torch.optim.AdamW([w for w, _ in weights], lr=config.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(config.seed)
     teacher_mode, student_mode = teacher.training, student.training
+    device = model_device(student)
     teacher.eval()
     student.eval()  # no dropout: the recovery must be deterministic for a seed
     parts: list[dict[str, float]] = []
@@ -87,7 +89,7 @@ def distill(
     try:
         for _ in tqdm(range(config.steps), desc="distilling", unit="step", disable=not progress, leave=False):
             idx = torch.randint(0, tokens.shape[0], (config.batch_seqs,), generator=gen)
-            ids = tokens[idx]
+            ids = tokens[idx].to(device)  # drawn on the host; the models run where their weights are
             with torch.no_grad():
                 t_logits = teacher(input_ids=ids, use_cache=False).logits
             s_logits = student(input_ids=ids, use_cache=False).logits

@@ -278,7 +278,7 @@ class SensitivityProbe:
         sums = [0.0] * n
         with swapped(self.model, {**replays, **stacked}) as model, materialized(model), torch.no_grad():
             for row, at, logits in self.stream(self.proxy.ids.repeat(n, 1)):  # candidate row // seqs, sequence row % seqs
-                sums[row // seqs] += kl_sum(self.reference.read(row % seqs, at), logits)
+                sums[row // seqs] += kl_sum(self.reference.read(row % seqs, at).to(logits.device), logits)
         tokens = seqs * self.reference.shape[1]
         return [max(total / tokens, 0.0) for total in sums]
 

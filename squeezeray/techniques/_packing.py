@@ -38,14 +38,14 @@ def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
         per = 8 // bits
         pad = (-flat.numel()) % per
         flat = torch.cat([flat, flat.new_zeros(pad)]).view(-1, per)
-        shifts = torch.arange(0, 8, bits, dtype=torch.uint8)
+        shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=flat.device)
         return (flat << shifts).sum(dim=1, dtype=torch.uint8)
     # general bit stream: (n, bits) bit matrix, then 8 bits per byte
-    bit_idx = torch.arange(bits, dtype=torch.uint8)
+    bit_idx = torch.arange(bits, dtype=torch.uint8, device=flat.device)
     stream = ((flat.unsqueeze(1) >> bit_idx) & 1).reshape(-1)
     pad = (-stream.numel()) % 8
     stream = torch.cat([stream, stream.new_zeros(pad)]).view(-1, 8)
-    return (stream << torch.arange(8, dtype=torch.uint8)).sum(dim=1, dtype=torch.uint8)
+    return (stream << torch.arange(8, dtype=torch.uint8, device=flat.device)).sum(dim=1, dtype=torch.uint8)
 
 
 def unpack_bits(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
@@ -61,8 +61,8 @@ def unpack_bits(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
         return packed.reshape(-1)[:numel]
     mask = (1 << bits) - 1
     if 8 % bits == 0:
-        shifts = torch.arange(0, 8, bits, dtype=torch.uint8)
+        shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=packed.device)
         return ((packed.unsqueeze(1) >> shifts) & mask).reshape(-1)[:numel]
-    stream = ((packed.unsqueeze(1) >> torch.arange(8, dtype=torch.uint8)) & 1).reshape(-1)
+    stream = ((packed.unsqueeze(1) >> torch.arange(8, dtype=torch.uint8, device=packed.device)) & 1).reshape(-1)
     stream = stream[: numel * bits].view(numel, bits)
-    return (stream << torch.arange(bits, dtype=torch.uint8)).sum(dim=1, dtype=torch.uint8)
+    return (stream << torch.arange(bits, dtype=torch.uint8, device=packed.device)).sum(dim=1, dtype=torch.uint8)

@@ -17,6 +17,9 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=None, choices=[d.value for d in ModelDtype],
                    help="weights' dtype: auto (default; what the checkpoint holds, GGUF files dequantized to bfloat16; "
                         "a study's commands reuse the dtype it searched in)")
+    p.add_argument("--device", default="auto",
+                   help="where the model, calibration, compression and evaluation run: auto (default; the first CUDA "
+                        "device when one is visible, else the CPU), cpu, cuda or cuda:N")
     from squeezeray.data import DataConfig
 
     d = DataConfig()

@@ -88,8 +88,12 @@ def cmd_compress(args: argparse.Namespace) -> int:
             parse_steps(args.head)
     elif not Path(args.plan).is_file():
         raise SqueezerayError(f"plan file {args.plan!r} does not exist")
-    print(f"loading model {args.model or 'smollm2'} ...", file=sys.stderr)
-    bench = Workbench.load(args.model, data, progress=not args.no_progress, dtype=args.dtype or "auto")
+    from squeezeray._device import resolve_device
+
+    device = resolve_device(args.device, field="--device")  # before the model loads
+    print(f"loading model {args.model or 'smollm2'} on {device} ...", file=sys.stderr)
+    bench = Workbench.load(args.model, data, progress=not args.no_progress, dtype=args.dtype or "auto",
+                           device=str(device))
     _print_data_notes(bench.data_notes)
     plan = _read_plan(args.plan, bench, args.head)
     plan.check(bench.layers)
@@ -201,12 +205,15 @@ def cmd_search(args: argparse.Namespace) -> int:
     from squeezeray.ui import write_report
 
     load_space(args.space)  # fail on a bad space before the model loads
+    from squeezeray._device import resolve_device
+
+    device = resolve_device(args.device, field="--device")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar says what Optuna's INFO lines would
     constraints = _constraints(args)
     cfg = SearchConfig(
-        model=args.model, dtype=args.dtype or "auto", hardware=args.hardware, space=args.space,
+        model=args.model, dtype=args.dtype or "auto", device=args.device, hardware=args.hardware, space=args.space,
         objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()),
         final_objectives=_final_objectives(args),
         n_trials=args.trials, sampler=args.sampler, seed=args.seed,
@@ -217,7 +224,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     )
     weights = _weights(args.weights)
     executor = _ray_executor(args)  # before the model loads: bad cluster flags fail fast
-    print(f"loading model {args.model or 'smollm2'} ...", file=sys.stderr)
+    print(f"loading model {args.model or 'smollm2'} on {device} ...", file=sys.stderr)
     result = run_search(cfg, resume=args.resume, progress=not args.no_progress, executor=executor)
     _print_data_notes(result.data_notes)
     for line in result.rule_notes:
@@ -272,8 +279,11 @@ def _study_and_bench(args: argparse.Namespace):  # noqa: ANN202
         data = DataConfig.from_dict(recorded["config"])  # the data the search used, unless flags say otherwise
     model = args.model or record.header.model
     dtype = args.dtype or record.header.dtype  # the dtype the search ran in
-    print(f"loading model {model} ({dtype}) ...", file=sys.stderr)
-    bench = Workbench.load(model, data, dtype=dtype)
+    from squeezeray._device import resolve_device
+
+    device = resolve_device(args.device, field="--device")
+    print(f"loading model {model} ({dtype}) on {device} ...", file=sys.stderr)
+    bench = Workbench.load(model, data, dtype=dtype, device=str(device))
     _print_data_notes(bench.data_notes)
     record.check_bench(bench)
     return record, bench

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from torch import nn
 
+from squeezeray._device import resolve_device
 from squeezeray._errors import SqueezerayError
 from squeezeray.compress import LayerReport
 from squeezeray.compress import apply_plan
@@ -79,17 +80,19 @@ class Workbench:
     def load(
         cls, model: str | None = None, data: DataConfig | None = None, *, progress: bool = False,
         prepared: PreparedData | None = None, tokenizer: object | None = None, dtype: str = "auto",
+        device: str | None = None,
     ) -> Workbench:
-        """Load ``model`` (in ``dtype``, see :func:`~squeezeray.models.load_model`) and draw ``data``: every data
+        """Load ``model`` (in ``dtype``, on ``device``: see :func:`~squeezeray.models.load_model`) and draw ``data``: every data
         source is read and split first, and the token sets are drawn with the tokenizer alone, so bad data (an
         unreadable file, a missing field, too little text) fails before the weights load. ``prepared`` (with its
         ``tokenizer``): token sets already drawn."""
         data = data or DataConfig()
+        resolve_device(device, field="device")  # a device this process cannot use fails before any data is read
         if prepared is None:
             split = split_data(data)
             tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model)
             prepared = prepare_data(tokenizer, data, split)
-        return cls(load_model(model, tokenizer=tokenizer, dtype=dtype), data, progress=progress, prepared=prepared)
+        return cls(load_model(model, tokenizer=tokenizer, dtype=dtype, device=device), data, progress=progress, prepared=prepared)
 
     def data_record(self) -> dict[str, object]:
         """What the study and the model card record of the data: the config (sources, sizes) and each token set's

@@ -108,6 +108,13 @@ class LoadedModel:
         """The dtype the weights are held in (of the first floating-point parameter)."""
         return model_dtype(self.model)
 
+    @property
+    def device(self) -> torch.device:
+        """The device the weights are on (where calibration, techniques and evaluation run)."""
+        from squeezeray._device import model_device
+
+        return model_device(self.model)
+
     def fingerprint(self) -> str:
         """SHA-256 over parameter names, shapes and bytes (content key for caches and cards).
 
@@ -242,9 +249,10 @@ def _first_line(err: BaseException) -> str:
 
 
 def load_model(
-    ref: str | None = None, *, dtype: str | ModelDtype | torch.dtype = ModelDtype.AUTO, tokenizer: object | None = None
+    ref: str | None = None, *, dtype: str | ModelDtype | torch.dtype = ModelDtype.AUTO, tokenizer: object | None = None,
+    device: str | torch.device | None = None,
 ) -> LoadedModel:
-    """Load a causal LM and its tokenizer in eval mode on the CPU, once, in the checkpoint's own precision.
+    """Load a causal LM and its tokenizer in eval mode, once, in the checkpoint's own precision, on ``device``.
 
     Args:
         ref: ``smollm2`` (default), a local HF folder, a ``.gguf`` file, or a hub id
@@ -253,8 +261,15 @@ def load_model(
             ``bfloat16``, ``float16`` or ``float32``. Layer math that needs more precision (statistics,
             Hessians, GPTQ solves) upcasts one layer at a time.
         tokenizer: Its tokenizer, already loaded (:func:`load_tokenizer`); None: load it too.
+        device: ``auto`` (default, None: the first CUDA device when one is visible, else the CPU), ``cpu``,
+            ``cuda`` or ``cuda:N`` (:func:`squeezeray._device.resolve_device`; checked before anything loads).
+            The weights are read on the host and moved once; everything downstream runs where they are.
     """
     import transformers
+
+    from squeezeray._device import resolve_device
+
+    target = resolve_device(device)
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
@@ -272,6 +287,8 @@ def load_model(
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    if target.type != "cpu":
+        model.to(target)
     return LoadedModel(model, tok, src)
 
 

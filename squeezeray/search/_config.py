@@ -10,6 +10,7 @@ from pathlib import Path
 
 import optuna
 
+from squeezeray._device import resolve_device
 from squeezeray._errors import SqueezerayError
 from squeezeray._schema import check_int
 from squeezeray._schema import enum_value
@@ -53,6 +54,9 @@ class SearchConfig:
     Attributes:
         model: Model reference (None: the embedded default).
         dtype: Weights' dtype (``auto``: the checkpoint's own, see :class:`~squeezeray.models.ModelDtype`).
+        device: Where the driver's model, calibration and in-process trials run: ``auto`` (the first CUDA device
+            when one is visible, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; checked here, before anything
+            loads. Ray workers resolve it on their own node (``auto`` there: the GPU Ray gave the worker).
         hardware: Hardware profile name or YAML path (``host``: this machine, measured).
         space: Preset space name, YAML file, or a SearchSpace.
         objectives: Search-stage objectives the sampler optimises (cheap).
@@ -78,6 +82,7 @@ class SearchConfig:
 
     model: str | None = None
     dtype: str = "auto"
+    device: str = "auto"
     hardware: str = "host"
     space: str | SearchSpace = "weights-int"
     objectives: tuple[str, ...] = ("size", "kl")
@@ -100,6 +105,8 @@ class SearchConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "sampler", enum_value(SamplerName, self.sampler, where="sampler"))
         object.__setattr__(self, "dtype", enum_value(ModelDtype, self.dtype, where="dtype").value)
+        resolve_device(self.device, field="device")
+        object.__setattr__(self, "device", str(self.device).strip().lower())
         for field in ("objectives", "final_objectives"):
             names = tuple(getattr(self, field))
             object.__setattr__(self, field, names)

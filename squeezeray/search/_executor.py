@@ -86,6 +86,7 @@ class EvalJob:
         cache_dir: The search's compressed-layer directory (absolute).
         hardware: The hardware profile objectives that take one are given.
         dtype: The dtype the driver's weights are held in (workers load the same).
+        device: ``--device`` as given (``auto``, ``cpu``, ``cuda[:N]``); each worker resolves it on its own node.
     """
 
     objectives: tuple[str, ...]
@@ -97,6 +98,7 @@ class EvalJob:
     cache_dir: Path
     hardware: str = "host"
     dtype: str = "auto"
+    device: str = "auto"
 
 
 def space_needs_hessian(space: SearchSpace) -> bool:

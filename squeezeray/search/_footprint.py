@@ -115,6 +115,8 @@ class Footprint:
         evaluation: One chunk of logits and of the original's log-probs (kept in a file,
             :mod:`squeezeray.objectives._reference`), a candidate's dense weights (whole, or one block's), its
             compressed layers (at 8 bits) and those the cache keeps.
+        device: Where the weights and the stages' tensors live (``cpu``, ``cuda:N``); on a GPU the stages are
+            checked against its free memory and the host holds the runtime and the weights while they load.
     """
 
     params: int
@@ -125,8 +127,9 @@ class Footprint:
     calibration: int
     compression: int
     evaluation: int
+    device: str = "cpu"
 
-    VERSION = 1
+    VERSION = 2
 
     @property
     def stages(self) -> dict[str, int]:
@@ -148,7 +151,7 @@ class Footprint:
 
     def _parts(self) -> str:
         stages = ", ".join(f"{k} {v / GIB:.2f}" for k, v in self.stages.items())
-        return (f"{self.params / 1e9:.2f}B parameters in {self.dtype}, weights {self.model / GIB:.2f} GiB; "
+        return (f"{self.params / 1e9:.2f}B parameters in {self.dtype} on {self.device}, weights {self.model / GIB:.2f} GiB; "
                 f"stages: {stages} GiB")
 
     def check(self, limit_bytes: int | None, *, source: str) -> None:
@@ -206,18 +209,27 @@ def _layer_stats_bytes(in_features: int) -> int:
     return (in_features * in_features + 3 * in_features) * 4
 
 
-def preflight(ref: str | None, dtype: str, data: DataConfig, *, limit_bytes: int | None = None) -> Footprint:
-    """Estimate the footprint of a search on model ``ref`` in ``dtype`` and refuse it when it cannot fit.
+def preflight(ref: str | None, dtype: str, data: DataConfig, *, limit_bytes: int | None = None,
+              device: torch.device | None = None) -> Footprint:
+    """Estimate the footprint of a search on model ``ref`` in ``dtype`` on ``device`` (None: the CPU) and refuse
+    it when it cannot fit.
 
-    Reads the config alone; no weight is loaded. ``limit_bytes`` None: the machine's available memory.
+    Reads the config alone; no weight is loaded. ``limit_bytes`` None: the machine's available memory, or on a
+    CUDA device its free memory (and the host's available memory for the load, which reads the weights there).
 
     Raises:
         ResourceError: the estimated peak exceeds the limit (the message gives both and the stages).
     """
     src = resolve_model(ref)
-    fp = estimate(model_shape(src), resolve_dtype(dtype, src), data)
-    if limit_bytes is None:
-        fp.check(available_bytes(), source="this machine's available memory")
-    else:
+    device = device or torch.device("cpu")
+    fp = dataclasses.replace(estimate(model_shape(src), resolve_dtype(dtype, src), data), device=str(device))
+    if limit_bytes is not None:
         fp.check(limit_bytes, source="memory_limit")
+    elif device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        fp.check(free, source=f"free memory of {device} ({torch.cuda.get_device_name(device)})")
+        host = dataclasses.replace(fp, calibration=0, compression=0, evaluation=0)  # the host holds the load
+        host.check(available_bytes(), source="this machine's available memory, while the weights load")
+    else:
+        fp.check(available_bytes(), source="this machine's available memory")
     return fp

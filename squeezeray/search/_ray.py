@@ -170,15 +170,15 @@ class RayExecutor(BaseExecutor):
         self._gpus = cfg.gpus_per_trial if cfg.gpus_per_trial is not None else auto_gpus
         self._n = cfg.workers if cfg.workers is not None else self._fit(resources)
         self._max_restarts = cfg.max_worker_restarts if cfg.max_worker_restarts is not None else 2 * self._n
-        if self._gpus:
-            log.warning("workers reserve %s GPU(s) each; the compression pipeline itself runs on the CPU", self._gpus)
+        if job.device.startswith("cuda") and not self._gpus:
+            raise SqueezerayError(f"device={job.device!r}: workers reserve no GPU, Ray hides GPUs from them (pass --gpus-per-trial 1)")
         hessian = space_needs_hessian(job.space)
         self._job = dataclasses.replace(job, hardware=_portable_ref(job.hardware) or job.hardware)
         self._hessian = hessian
         stats = bench.stats(hessian=hessian)  # computed once, by the driver; sent whole (nodes may share no disk)
         self._stats_ref = ray.put(stats.as_dict() if isinstance(stats, StatsStore) else dict(stats))
         self._factory = self.bench_factory or functools.partial(
-            Workbench.load, _portable_ref(job.model_ref), job.data, dtype=job.dtype)
+            Workbench.load, _portable_ref(job.model_ref), job.data, dtype=job.dtype, device=job.device)
         # on the head node: it lives as long as the cluster, whichever worker nodes come and go
         self._broker = ray.remote(_LayerBroker).options(
             num_cpus=0, resources={_HEAD_RESOURCE: 0.001}, max_restarts=0, runtime_env=self._env,

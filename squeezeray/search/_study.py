@@ -35,7 +35,7 @@ from squeezeray.spaces import CompressionPlan
 from squeezeray.spaces import SearchSpace
 
 _REQUIRED = ("objectives", "space", "model", "model_fingerprint", "calibration", "hardware", "seed")
-_OPTIONAL = ("dtype", "data", "memory_estimate")
+_OPTIONAL = ("dtype", "data", "memory_estimate", "device")
 _BASELINE_FINAL = "baseline_final"
 _FINAL = "final:"  # + trial number
 _STOPPED = "stopped"
@@ -58,6 +58,8 @@ class StudyHeader:
         dtype: The dtype the weights were held in.
         data: The data record (config and each token set's source and digest), when recorded.
         memory_estimate: The pre-load memory estimate (``Footprint.to_dict()``), when one was made.
+        device: Where the driver's model ran (``device_description``: the GPU by name, or the host CPU); None in
+            studies recorded before studies said so (they ran on the CPU).
     """
 
     objectives: tuple[str, ...]
@@ -70,6 +72,7 @@ class StudyHeader:
     dtype: str = LEGACY_DTYPE
     data: Mapping[str, Any] | None = None
     memory_estimate: Mapping[str, Any] | None = None
+    device: str | None = None
 
     def write(self, study: optuna.Study) -> None:
         for key, value in self.to_dict().items():

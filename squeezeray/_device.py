@@ -7,12 +7,16 @@ Statistics, cached layers and reference log-probabilities are kept on the host a
 
 from __future__ import annotations
 
+import dataclasses
 import platform
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 from squeezeray._errors import SqueezerayError
+
+T = TypeVar("T")
 
 AUTO = "auto"  # the first CUDA device when one is visible, the CPU otherwise
 
@@ -72,3 +76,17 @@ def model_device(model: nn.Module) -> torch.device:
     if t is None:
         t = next(iter(model.buffers()), None)
     return torch.device("cpu") if t is None else t.device
+
+
+def tensors_on(obj: T, device: torch.device | str) -> T:
+    """The frozen dataclass ``obj`` with every tensor field (nested dataclasses' too) on ``device``; ``obj`` itself
+    when they are all there already (statistics and grids kept on one device, used on another)."""
+    device = torch.device(device)
+    moved: dict[str, object] = {}
+    for f in dataclasses.fields(obj):  # type: ignore[arg-type]
+        v = getattr(obj, f.name)
+        if isinstance(v, torch.Tensor) and v.device != device:
+            moved[f.name] = v.to(device)
+        elif dataclasses.is_dataclass(v) and not isinstance(v, type) and (w := tensors_on(v, device)) is not v:
+            moved[f.name] = w
+    return dataclasses.replace(obj, **moved) if moved else obj  # type: ignore[type-var]

@@ -9,6 +9,8 @@ run whenever a CUDA machine is at hand).
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -106,6 +108,20 @@ def test_a_cuda_index_past_the_visible_devices_is_refused(monkeypatch: pytest.Mo
         resolve_device("cuda:1")
 
 
+def test_a_grid_moves_with_its_nested_two_level_scales() -> None:
+    from squeezeray._device import tensors_on
+    from squeezeray.techniques import GGUFType
+    from squeezeray.techniques import gguf_grid
+
+    grid = gguf_grid(torch.randn(4, 256), GGUFType.Q4_K)
+    assert grid.superblock is not None and tensors_on(grid, "cpu") is grid  # already there: no copy
+    moved = tensors_on(grid, "meta")
+    assert moved.scales.device.type == "meta" and moved.superblock is not None
+    tensors = [v for v in vars(moved.superblock).values() if isinstance(v, torch.Tensor)]
+    assert tensors and all(t.device.type == "meta" for t in tensors)
+    assert grid.scales.device.type == "cpu"  # the original is left as it was
+
+
 # ---------------------------------------------------------------------------------------------- on a GPU
 @pytest.mark.gpu
 def test_the_pipeline_on_cuda_matches_the_cpu(tokenizer_dir: str) -> None:
@@ -125,3 +141,27 @@ def test_the_pipeline_on_cuda_matches_the_cpu(tokenizer_dir: str) -> None:
         for name, m in got.items():
             ref = results["cpu"][spec][name].value
             assert m.value == pytest.approx(ref, rel=2e-2, abs=1e-3), (spec, name)
+
+
+@pytest.mark.gpu
+def test_exports_from_a_model_on_cuda_equal_the_cpu_ones(tmp_path) -> None:  # noqa: ANN001
+    """GGUF blocks and compressed-tensors words are packed on the host whatever device the candidate is on."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    from squeezeray.data import DataConfig
+    from squeezeray.export import ExportConfig
+    from squeezeray.export import export_model
+    from squeezeray.export._serving import pack_int32
+    from squeezeray.workbench import Workbench
+
+    codes = torch.randint(0, 16, (8, 64), dtype=torch.uint8)
+    assert torch.equal(pack_int32(codes.cuda(), 4), pack_int32(codes, 4))
+    files = {}
+    for device in ("cpu", "cuda"):
+        bench = Workbench.load(None, DataConfig(calib_seqs=4, calib_len=64, eval_tokens=256, proxy_seqs=2),
+                               dtype="float32", device=device)
+        export_model(bench, bench.uniform("rtn-q8_0"), tmp_path / device,
+                     config=ExportConfig(serving=("gguf",), measure=("size",)))
+        (entry,) = json.loads((tmp_path / device / "card.json").read_text())["artifact"]["serving"]
+        files[device] = (entry["tensor_types"], (tmp_path / device / entry["path"]).stat().st_size)
+    assert files["cpu"] == files["cuda"]  # same tensors, same types, same bytes on disk

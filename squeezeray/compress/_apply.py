@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from squeezeray._device import tensors_on
 from squeezeray._errors import PlanError
 from squeezeray._memory import trim
 from squeezeray.compress._embedding import replace_layers
@@ -77,10 +78,7 @@ def compress_layer(name: str, linear: nn.Linear, plan: LayerPlan, stats: LayerSt
 def stats_on(stats: LayerStats, device: torch.device | str) -> LayerStats:
     """``stats`` with every tensor on ``device`` (``stats`` itself when they are there already): statistics are
     kept on the host and a technique computes where its layer's weight is."""
-    device = torch.device(device)
-    moved = {f.name: v.to(device) for f in dataclasses.fields(stats)
-             if isinstance(v := getattr(stats, f.name), torch.Tensor) and v.device != device}
-    return dataclasses.replace(stats, **moved) if moved else stats
+    return tensors_on(stats, device)
 
 
 def _run_steps(state: LayerState, steps: tuple, stats: LayerStats) -> None:  # noqa: ANN001 - TechniqueConfig

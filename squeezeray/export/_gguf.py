@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from squeezeray._device import tensors_on
 from squeezeray._errors import SqueezerayError
 from squeezeray.export._serving import non_integer_form
 from squeezeray.techniques import GGUFType
@@ -165,10 +166,11 @@ def write_gguf(candidate: nn.Module, original: nn.Module, source_gguf: Path | No
             if role in heads:
                 order = _permute_rows(torch.arange(f.out_features), heads[role])
                 codes, grid = codes[order], grid.select_rows(order)
+            codes, grid = codes.cpu(), tensors_on(grid, "cpu")  # blocks are packed on the host (numpy)
             writer.add_tensor(rt.name, pack_blocks(codes, grid, qtype), raw_dtype=gguf.GGMLQuantizationType(qtype.ggml_type))
             kind = qtype.name
         else:
-            t = dense[hf].float()
+            t = dense[hf].float().cpu()
             if role in heads:
                 t = _permute_rows(t, heads[role])
             if t.dim() == 1:

@@ -168,7 +168,7 @@ def pack_int32(codes: torch.Tensor, bits: int) -> torch.Tensor:
     rows, cols = codes.shape
     if cols % per:
         raise ValueError(f"{cols} columns do not fill whole int32 words of {per} codes")
-    c = codes.to(torch.int64).numpy().astype(np.uint64).reshape(rows, cols // per, per)
+    c = codes.to("cpu", torch.int64).numpy().astype(np.uint64).reshape(rows, cols // per, per)
     shifts = (np.arange(per, dtype=np.uint64) * np.uint64(bits))
     words = np.bitwise_or.reduce(c << shifts, axis=-1).astype(np.uint32)
     return torch.from_numpy(words.view(np.int32).copy())

@@ -46,6 +46,8 @@ from squeezeray.search._config import Resume
 from squeezeray.search._config import SearchConfig
 from squeezeray.search._config import make_sampler
 from squeezeray.search._evo import EvoSampler
+from squeezeray.search._eta import ESTIMATE_AFTER
+from squeezeray.search._eta import estimate_remaining
 from squeezeray.search._executor import BaseExecutor
 from squeezeray.search._executor import EvalJob
 from squeezeray.search._executor import EvaluateFn
@@ -144,6 +146,11 @@ class _Progress:
         memory = {} if peak is None else {"peak_mem": f"{peak / (1 << 30):.2f}GiB"}
         self.bar.set_postfix(front=front, hv=f"{hv:.3g}", cache_hits=f"{hit_rate:.0%}", **memory, **dict(extra or {}))
         self.bar.update(1)
+
+    def note(self, line: str) -> None:
+        """A line above the bar (printed only when the bar is shown)."""
+        if not self.bar.disable:
+            self.bar.write(line, file=sys.stderr)
 
     def close(self) -> None:
         self.bar.close()
@@ -268,6 +275,7 @@ def run_search(
     in_flight: dict[int, tuple[optuna.Trial, CompressionPlan, float]] = {}
     measured = _measured_plans(study)
     duplicates = 0
+    walls: list[tuple[float, int]] = []  # (wall_s, cache misses) of this run's measured trials
     exhausted = ""
     try:
         executor.start(job, bench)
@@ -311,6 +319,9 @@ def run_search(
                 _finish_trial(study, trial, plan, ev, names, worst, config, t0)
                 if ev.outcome is TrialOutcome.OK:
                     measured[plan_key(plan)] = trial.number
+                    walls.append((ev.wall_s, ev.cache_misses))
+                    if len(walls) in ESTIMATE_AFTER and (left := config.n_trials - _finished(study)) > 0:
+                        bar.note(estimate_remaining(walls, left).describe())
                 step_done()
     finally:
         executor.close()

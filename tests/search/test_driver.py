@@ -250,3 +250,10 @@ def test_calibration_statistics_persist_on_disk(tokenizer_dir, tmp_path) -> None
         assert torch.equal(a[name].hessian, b[name].hessian)
     q, k = (n for n in b if n.endswith(("q_proj", "k_proj")) and ".0." in n)
     assert b[q] is b[k]  # shared inputs stay shared
+
+
+def test_the_search_says_how_long_the_rest_should_take(tiny, tmp_path, capsys) -> None:  # noqa: ANN001
+    run_search(_cfg(tmp_path, n_trials=5), bench=tiny, progress=True)
+    err = capsys.readouterr().err
+    assert "time estimate after 3 trial(s):" in err and "2 remaining:" in err
+    assert "time estimate after 10" not in err  # only 5 trials: the second estimate would come after 10

@@ -20,6 +20,9 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto",
                    help="where the model, calibration, compression and evaluation run: auto (default; the first CUDA "
                         "device when one is visible, else the CPU), cpu, cuda or cuda:N")
+    p.add_argument("--offload", action="store_true",
+                   help="keep the decoder blocks on the host and copy each to the --device GPU for its forward "
+                        "only: a model larger than the GPU's memory (no latency or energy on it)")
     from squeezeray.data import DataConfig
 
     d = DataConfig()

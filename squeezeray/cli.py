@@ -93,7 +93,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     device = resolve_device(args.device, field="--device")  # before the model loads
     print(f"loading model {args.model or 'smollm2'} on {device} ...", file=sys.stderr)
     bench = Workbench.load(args.model, data, progress=not args.no_progress, dtype=args.dtype or "auto",
-                           device=str(device))
+                           device=str(device), offload=args.offload)
     _print_data_notes(bench.data_notes)
     plan = _read_plan(args.plan, bench, args.head)
     plan.check(bench.layers)
@@ -213,7 +213,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar says what Optuna's INFO lines would
     constraints = _constraints(args)
     cfg = SearchConfig(
-        model=args.model, dtype=args.dtype or "auto", device=args.device, hardware=args.hardware, space=args.space,
+        model=args.model, dtype=args.dtype or "auto", device=args.device, offload=args.offload, hardware=args.hardware,
+        space=args.space,
         objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()),
         final_objectives=_final_objectives(args),
         n_trials=args.trials, sampler=args.sampler, seed=args.seed,
@@ -283,7 +284,7 @@ def _study_and_bench(args: argparse.Namespace):  # noqa: ANN202
 
     device = resolve_device(args.device, field="--device")
     print(f"loading model {model} ({dtype}) on {device} ...", file=sys.stderr)
-    bench = Workbench.load(model, data, dtype=dtype, device=str(device))
+    bench = Workbench.load(model, data, dtype=dtype, device=str(device), offload=args.offload)
     _print_data_notes(bench.data_notes)
     record.check_bench(bench)
     return record, bench

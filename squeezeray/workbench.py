@@ -20,6 +20,8 @@ from torch import nn
 
 from squeezeray._device import resolve_device
 from squeezeray._errors import SqueezerayError
+from squeezeray._offload import check_offload
+from squeezeray._offload import on_execution_device
 from squeezeray.compress import LayerReport
 from squeezeray.compress import apply_plan
 from squeezeray.compress import collect_stats
@@ -80,19 +82,20 @@ class Workbench:
     def load(
         cls, model: str | None = None, data: DataConfig | None = None, *, progress: bool = False,
         prepared: PreparedData | None = None, tokenizer: object | None = None, dtype: str = "auto",
-        device: str | None = None,
+        device: str | None = None, offload: bool = False,
     ) -> Workbench:
         """Load ``model`` (in ``dtype``, on ``device``: see :func:`~squeezeray.models.load_model`) and draw ``data``: every data
         source is read and split first, and the token sets are drawn with the tokenizer alone, so bad data (an
         unreadable file, a missing field, too little text) fails before the weights load. ``prepared`` (with its
-        ``tokenizer``): token sets already drawn."""
+        ``tokenizer``): token sets already drawn. ``offload``: decoder blocks on the host, run on ``device`` (a GPU)."""
         data = data or DataConfig()
-        resolve_device(device, field="device")  # a device this process cannot use fails before any data is read
+        check_offload(resolve_device(device, field="device"), offload)  # a device this process cannot use fails before any data is read
         if prepared is None:
             split = split_data(data)
             tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model)
             prepared = prepare_data(tokenizer, data, split)
-        return cls(load_model(model, tokenizer=tokenizer, dtype=dtype, device=device), data, progress=progress, prepared=prepared)
+        loaded = load_model(model, tokenizer=tokenizer, dtype=dtype, device=device, offload=offload)
+        return cls(loaded, data, progress=progress, prepared=prepared)
 
     def data_record(self) -> dict[str, object]:
         """What the study and the model card record of the data: the config (sources, sizes) and each token set's
@@ -217,8 +220,10 @@ class Workbench:
         plan.check(self.layers)
         stats = self.stats(hessian=plan.needs_hessian())
         fn = layer_fn or compress_layer
-        replacements = {name: fn(name, self.original.get_submodule(name), lp, stats[name])
-                        for name, lp in plan.layers.items()}
+        replacements = {  # an offloaded block's layers are compressed on the device and handed back to the host
+            name: on_execution_device(self.original, self.original.get_submodule(name),
+                                      lambda lin, name=name, lp=lp: fn(name, lin, lp, stats[name]))
+            for name, lp in plan.layers.items()}
         with swapped(self.original, replacements) as model:
             yield model
 

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from squeezeray._device import tensors_on
 from squeezeray._errors import PlanError
 from squeezeray._memory import trim
+from squeezeray._offload import on_execution_device
 from squeezeray.compress._embedding import replace_layers
 from squeezeray.compress._embedding import replace_module
 from squeezeray.compress._module import CompressedLinear
@@ -141,7 +142,7 @@ def apply_plan(
     for name, lp in tqdm(list(plan.layers.items()), desc="compressing", unit="layer", disable=not progress):
         linear = model.get_submodule(name)
         t0 = time.perf_counter()
-        compressed = fn(name, linear, lp, stats[name])
+        compressed = on_execution_device(model, linear, lambda lin: fn(name, lin, lp, stats[name]))  # noqa: B023
         replace_layers(model, {name: compressed})
         reports.append(LayerReport(name, lp.label(), compressed.nbytes(), dense_nbytes(linear), time.perf_counter() - t0,
                                    notes=compressed.fmt.notes))

@@ -11,12 +11,16 @@ import importlib.util
 import json
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from squeezeray._errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from squeezeray._offload import Offload
 
 DEFAULT_MODEL = "smollm2"
 
@@ -114,6 +118,13 @@ class LoadedModel:
         from squeezeray._device import model_device
 
         return model_device(self.model)
+
+    @property
+    def offload(self) -> Offload | None:
+        """How the model is offloaded block by block (None: it is wholly on :attr:`device`)."""
+        from squeezeray._offload import offload_of
+
+        return offload_of(self.model)
 
     def fingerprint(self) -> str:
         """SHA-256 over parameter names, shapes and bytes (content key for caches and cards).
@@ -250,7 +261,7 @@ def _first_line(err: BaseException) -> str:
 
 def load_model(
     ref: str | None = None, *, dtype: str | ModelDtype | torch.dtype = ModelDtype.AUTO, tokenizer: object | None = None,
-    device: str | torch.device | None = None,
+    device: str | torch.device | None = None, offload: bool = False,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer in eval mode, once, in the checkpoint's own precision, on ``device``.
 
@@ -264,12 +275,19 @@ def load_model(
         device: ``auto`` (default, None: the first CUDA device when one is visible, else the CPU), ``cpu``,
             ``cuda`` or ``cuda:N`` (:func:`squeezeray._device.resolve_device`; checked before anything loads).
             The weights are read on the host and moved once; everything downstream runs where they are.
+        offload: Keep the decoder blocks on the host and copy each to ``device`` (a GPU) for its forward only
+            (:mod:`squeezeray._offload`): for a model larger than the GPU's memory. Latency and energy are refused
+            on it and every record says it was offloaded.
     """
     import transformers
 
     from squeezeray._device import resolve_device
 
     target = resolve_device(device)
+    if offload:
+        from squeezeray._offload import check_offload
+
+        check_offload(target, offload)
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
@@ -287,7 +305,11 @@ def load_model(
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    if target.type != "cpu":
+    if offload:
+        from squeezeray._offload import offload_blocks
+
+        offload_blocks(model, target)
+    elif target.type != "cpu":
         model.to(target)
     return LoadedModel(model, tok, src)
 

@@ -37,6 +37,7 @@ from squeezeray.objectives._base import Need
 from squeezeray.objectives._base import Provenance
 from squeezeray._device import host_description
 from squeezeray._device import model_device
+from squeezeray._offload import refuse_offloaded
 from squeezeray.objectives.latency import Phase
 from squeezeray.objectives.latency import decode_step
 from squeezeray.objectives.latency import prefill
@@ -179,6 +180,7 @@ class Energy(BaseObjective, needs={Need.PROFILE}):
         return ctx.eval_data.ids.reshape(-1)[: self.batch * self.seq_len].view(self.batch, self.seq_len)
 
     def measure(self, ctx: EvalContext) -> Measurement:
+        refuse_offloaded(ctx.candidate, "energy")
         device = model_device(ctx.candidate)
         tried: list[str] = []
         if self.source in (EnergySource.AUTO, EnergySource.NVML):

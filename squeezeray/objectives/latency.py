@@ -20,6 +20,7 @@ from torch import nn
 
 from squeezeray._device import device_description  # noqa: F401 - re-exported: where a latency ran
 from squeezeray._device import model_device
+from squeezeray._offload import refuse_offloaded
 from squeezeray.kernels import KernelSelector
 from squeezeray.kernels import TimingStats
 from squeezeray.kernels import path_summary
@@ -43,6 +44,7 @@ def time_forward(
     model: nn.Module, ids: torch.Tensor, *, warmup: int = 1, repeats: int = 5, device: torch.device | None = None
 ) -> list[float]:
     """Seconds per forward pass of ``ids`` (B, T), after ``warmup`` untimed passes (CUDA synchronised)."""
+    refuse_offloaded(model, "latency")
     device = device or model_device(model)
     for _ in range(warmup):
         model(input_ids=ids, use_cache=False)
@@ -76,6 +78,7 @@ def time_decode(
     Each repetition prefills ``ids`` (B, T) untimed and then times ``new_tokens`` single-token
     steps; the first ``warmup`` repetitions are discarded.
     """
+    refuse_offloaded(model, "latency")
     device = device or model_device(model)
     steps: list[float] = []
     for r in range(warmup + repeats):

@@ -11,6 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from squeezeray._device import model_device
+from squeezeray._offload import refuse_offloaded
 from squeezeray.recovery._config import DistillConfig
 from squeezeray.recovery._loss import distill_loss
 
@@ -63,6 +64,7 @@ def distill(
     """
     if tokens.ndim != 2 or tokens.shape[1] < 2:
         raise ValueError(f"distill tokens must be (n_seqs, seq_len >= 2), got {tuple(tokens.shape)}")
+    refuse_offloaded(student, "distillation (kd)")  # its gradients would meet the host copies of the weights
     modules = dict(student.named_modules())
     flags = {n: p.requires_grad for n, p in student.named_parameters()}
     for p in student.parameters():

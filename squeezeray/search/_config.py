@@ -11,6 +11,8 @@ from pathlib import Path
 import optuna
 
 from squeezeray._device import resolve_device
+from squeezeray._offload import UNMEASURABLE
+from squeezeray._offload import check_offload
 from squeezeray._errors import SqueezerayError
 from squeezeray._schema import check_int
 from squeezeray._schema import enum_value
@@ -57,6 +59,8 @@ class SearchConfig:
         device: Where the driver's model, calibration and in-process trials run: ``auto`` (the first CUDA device
             when one is visible, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; checked here, before anything
             loads. Ray workers resolve it on their own node (``auto`` there: the GPU Ray gave the worker).
+        offload: Keep the decoder blocks on the host and run each on ``device`` (a GPU) for its forward only
+            (:mod:`squeezeray._offload`); latency and energy cannot be objectives then.
         hardware: Hardware profile name or YAML path (``host``: this machine, measured).
         space: Preset space name, YAML file, or a SearchSpace.
         objectives: Search-stage objectives the sampler optimises (cheap).
@@ -83,6 +87,7 @@ class SearchConfig:
     model: str | None = None
     dtype: str = "auto"
     device: str = "auto"
+    offload: bool = False
     hardware: str = "host"
     space: str | SearchSpace = "weights-int"
     objectives: tuple[str, ...] = ("size", "kl")
@@ -107,6 +112,7 @@ class SearchConfig:
         object.__setattr__(self, "dtype", enum_value(ModelDtype, self.dtype, where="dtype").value)
         resolve_device(self.device, field="device")
         object.__setattr__(self, "device", str(self.device).strip().lower())
+        check_offload(resolve_device(self.device, field="device"), self.offload)
         for field in ("objectives", "final_objectives"):
             names = tuple(getattr(self, field))
             object.__setattr__(self, field, names)
@@ -114,6 +120,10 @@ class SearchConfig:
                 raise SqueezerayError(f"{field}: needs at least one objective")
             for n in names:
                 objective_class(n)
+                if self.offload and n.partition(":")[0] in UNMEASURABLE:
+                    raise SqueezerayError(f"{field}: {n!r} cannot be measured with offload=True (the host-to-device "
+                                          f"copies would dominate); leave out {', '.join(UNMEASURABLE)} (CLI: "
+                                          "--final-objectives size,perplexity,kl) or predict with predicted_latency")
         if self.sampler is SamplerName.EVO and not {"size", "kl"} <= set(self.objectives):
             raise SqueezerayError(f"sampler='evo' needs the objectives size and kl, got objectives={list(self.objectives)}")
         if not isinstance(self.evo, EvoConfig):

@@ -34,10 +34,10 @@ import optuna
 import pandas as pd
 from tqdm.auto import tqdm
 
-from squeezeray._device import device_description
 from squeezeray._device import resolve_device
 from squeezeray._errors import SqueezerayError
 from squeezeray._memory import peak_resident_bytes
+from squeezeray._offload import placement
 from squeezeray.models import dtype_name
 from squeezeray.objectives import Measurement
 from squeezeray.objectives import objective_key
@@ -185,10 +185,11 @@ def run_search(
     if bench is None:  # refuse a run that cannot fit before its weights load
         limit = None if config.memory_limit_gib is None else int(config.memory_limit_gib * (1 << 30))
         footprint = preflight(config.model, config.dtype, config.data, limit_bytes=limit,
-                              device=resolve_device(config.device))
+                              device=resolve_device(config.device), offload=config.offload)
         if progress:
             print(footprint.describe(), file=sys.stderr, flush=True)
-        bench = Workbench.load(config.model, config.data, progress=False, dtype=config.dtype, device=config.device)
+        bench = Workbench.load(config.model, config.data, progress=False, dtype=config.dtype, device=config.device,
+                               offload=config.offload)
     bench.hardware = config.hardware
     if bench.cache_dir is None:
         bench.cache_dir = config.workdir / "cache"
@@ -240,7 +241,7 @@ def run_search(
             model_fingerprint=fingerprint, calibration=bench.calibration.source, hardware=config.hardware,
             seed=config.seed, dtype=dtype_name(bench.loaded.dtype), data=bench.data_record(),
             memory_estimate=None if footprint is None else footprint.to_dict(),
-            device=device_description(bench.loaded.device),
+            device=placement(bench.loaded.model),
         ).write(study)
         for params in _baseline_params(space, layer_names, config):
             study.enqueue_trial(params, user_attrs=baseline_attrs())
@@ -259,7 +260,7 @@ def run_search(
         objectives=tuple(names), space=space, model_ref=bench.loaded.source.ref, data=bench.data,
         model_fingerprint=fingerprint, calibration_digest=bench.calibration.digest,
         cache_dir=(config.workdir / "cache").resolve(), hardware=config.hardware,
-        dtype=dtype_name(bench.loaded.dtype), device=config.device,
+        dtype=dtype_name(bench.loaded.dtype), device=config.device, offload=bench.loaded.offload is not None,
     )
     bar: _Progress | None = None
     lookups = [0, 0]  # cache hits, misses of this run's evaluations

@@ -87,6 +87,7 @@ class EvalJob:
         hardware: The hardware profile objectives that take one are given.
         dtype: The dtype the driver's weights are held in (workers load the same).
         device: ``--device`` as given (``auto``, ``cpu``, ``cuda[:N]``); each worker resolves it on its own node.
+        offload: Workers keep the decoder blocks on the host too (:mod:`squeezeray._offload`).
     """
 
     objectives: tuple[str, ...]
@@ -99,6 +100,7 @@ class EvalJob:
     hardware: str = "host"
     dtype: str = "auto"
     device: str = "auto"
+    offload: bool = False
 
 
 def space_needs_hessian(space: SearchSpace) -> bool:

@@ -117,6 +117,9 @@ class Footprint:
             compressed layers (at 8 bits) and those the cache keeps.
         device: Where the weights and the stages' tensors live (``cpu``, ``cuda:N``); on a GPU the stages are
             checked against its free memory and the host holds the runtime and the weights while they load.
+        host: With the decoder blocks offloaded (:mod:`squeezeray._offload`): what stays on the host instead of the
+            device, the blocks' weights and the compressed layers (``model`` then counts the weights outside the
+            blocks and one block's copy on the device). 0 when nothing is offloaded.
     """
 
     params: int
@@ -128,8 +131,9 @@ class Footprint:
     compression: int
     evaluation: int
     device: str = "cpu"
+    host: int = 0
 
-    VERSION = 2
+    VERSION = 3
 
     @property
     def stages(self) -> dict[str, int]:
@@ -151,8 +155,9 @@ class Footprint:
 
     def _parts(self) -> str:
         stages = ", ".join(f"{k} {v / GIB:.2f}" for k, v in self.stages.items())
-        return (f"{self.params / 1e9:.2f}B parameters in {self.dtype} on {self.device}, weights {self.model / GIB:.2f} GiB; "
-                f"stages: {stages} GiB")
+        where = f", {self.host / GIB:.2f} GiB offloaded to the host" if self.host else ""
+        return (f"{self.params / 1e9:.2f}B parameters in {self.dtype} on {self.device}, weights {self.model / GIB:.2f} GiB"
+                f"{where}; stages: {stages} GiB")
 
     def check(self, limit_bytes: int | None, *, source: str) -> None:
         """Refuse (:class:`ResourceError`, before any weight loads) when the peak exceeds ``limit_bytes``.
@@ -173,8 +178,9 @@ class Footprint:
 
 
 def estimate(shape: ModelShape, dtype: torch.dtype, data: DataConfig, *,
-             layer_cache_bytes: int = LAYER_CACHE_BYTES) -> Footprint:
-    """The :class:`Footprint` of a search on a model of ``shape`` held in ``dtype``, with ``data``'s sizes."""
+             layer_cache_bytes: int = LAYER_CACHE_BYTES, offload: bool = False) -> Footprint:
+    """The :class:`Footprint` of a search on a model of ``shape`` held in ``dtype``, with ``data``'s sizes; ``offload``:
+    its decoder blocks kept on the host, one at a time on the device."""
     item = dtype.itemsize
     f32 = 4
     model = shape.params * item
@@ -201,7 +207,15 @@ def estimate(shape: ModelShape, dtype: torch.dtype, data: DataConfig, *,
     # one chunk's logits, log-softmax and product (LogitChunks) and the reference's chunk read back from its file
     logits = 4 * LOGIT_CHUNK * shape.vocab * f32
     evaluation = logits + dense + held + cached + MARGIN_BYTES
-    return Footprint(shape.params, dtype_name(dtype), runtime, model, load, calibration, compression, evaluation)
+    host = 0
+    if offload and shape.blocks:
+        per_block = [sum(shape.layers[n][0] * shape.layers[n][1] for n in b) * item for b in shape.blocks]
+        host = sum(per_block) + held + cached  # the blocks' weights and every compressed layer stay on the host
+        model = model - sum(per_block) + max(per_block)
+        compression -= held + cached
+        evaluation -= held + cached
+    return Footprint(shape.params, dtype_name(dtype), runtime, model, load, calibration, compression, evaluation,
+                     host=host)
 
 
 def _layer_stats_bytes(in_features: int) -> int:
@@ -210,26 +224,29 @@ def _layer_stats_bytes(in_features: int) -> int:
 
 
 def preflight(ref: str | None, dtype: str, data: DataConfig, *, limit_bytes: int | None = None,
-              device: torch.device | None = None) -> Footprint:
+              device: torch.device | None = None, offload: bool = False) -> Footprint:
     """Estimate the footprint of a search on model ``ref`` in ``dtype`` on ``device`` (None: the CPU) and refuse
     it when it cannot fit.
 
     Reads the config alone; no weight is loaded. ``limit_bytes`` None: the machine's available memory, or on a
-    CUDA device its free memory (and the host's available memory for the load, which reads the weights there).
+    CUDA device its free memory (and the host's available memory for the load, which reads the weights there, and
+    with ``offload`` for the decoder blocks and compressed layers it keeps).
 
     Raises:
         ResourceError: the estimated peak exceeds the limit (the message gives both and the stages).
     """
     src = resolve_model(ref)
     device = device or torch.device("cpu")
-    fp = dataclasses.replace(estimate(model_shape(src), resolve_dtype(dtype, src), data), device=str(device))
+    fp = dataclasses.replace(estimate(model_shape(src), resolve_dtype(dtype, src), data, offload=offload),
+                             device=str(device))
     if limit_bytes is not None:
         fp.check(limit_bytes, source="memory_limit")
     elif device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         fp.check(free, source=f"free memory of {device} ({torch.cuda.get_device_name(device)})")
-        host = dataclasses.replace(fp, calibration=0, compression=0, evaluation=0)  # the host holds the load
-        host.check(available_bytes(), source="this machine's available memory, while the weights load")
+        host = dataclasses.replace(fp, model=fp.model + fp.host, host=0, calibration=0, compression=0, evaluation=0)
+        host.check(available_bytes(), source="this machine's available memory, for the load"
+                   + (" and the offloaded blocks" if fp.host else ""))  # the host reads every weight, keeps offloaded ones
     else:
         fp.check(available_bytes(), source="this machine's available memory")
     return fp

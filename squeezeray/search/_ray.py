@@ -178,7 +178,7 @@ class RayExecutor(BaseExecutor):
         stats = bench.stats(hessian=hessian)  # computed once, by the driver; sent whole (nodes may share no disk)
         self._stats_ref = ray.put(stats.as_dict() if isinstance(stats, StatsStore) else dict(stats))
         self._factory = self.bench_factory or functools.partial(
-            Workbench.load, _portable_ref(job.model_ref), job.data, dtype=job.dtype, device=job.device)
+            Workbench.load, _portable_ref(job.model_ref), job.data, dtype=job.dtype, device=job.device, offload=job.offload)
         # on the head node: it lives as long as the cluster, whichever worker nodes come and go
         self._broker = ray.remote(_LayerBroker).options(
             num_cpus=0, resources={_HEAD_RESOURCE: 0.001}, max_restarts=0, runtime_env=self._env,

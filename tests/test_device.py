@@ -165,3 +165,25 @@ def test_exports_from_a_model_on_cuda_equal_the_cpu_ones(tmp_path) -> None:  # n
         (entry,) = json.loads((tmp_path / device / "card.json").read_text())["artifact"]["serving"]
         files[device] = (entry["tensor_types"], (tmp_path / device / entry["path"]).stat().st_size)
     assert files["cpu"] == files["cuda"]  # same tensors, same types, same bytes on disk
+
+
+@pytest.mark.gpu
+def test_a_layer_compressed_on_cuda_is_cached_on_the_host_and_swapped_in_on_cuda(tmp_path) -> None:  # noqa: ANN001
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    from squeezeray.search import LayerCache
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(128, 64).cuda()
+    stats = LayerStats.synthetic(correlated_inputs(256, 128))
+    cache = LayerCache(tmp_path)
+    fn = cache.layer_fn("model", "calibration")
+    got = fn("l", lin, parse_steps("gptq-w4g32"), stats)
+    assert all(t.device.type == "cpu" for t in got.buffers())  # the cache's view, on the host
+    (entry,) = cache._memory.values()
+    assert all(t.device.type == "cpu" for t in entry.buffers())
+    model = torch.nn.Sequential(lin)
+    from squeezeray.compress import replace_layers
+
+    replace_layers(model, {"0": got})
+    assert model_device(model[0]).type == "cuda" and all(t.device.type == "cpu" for t in entry.buffers())

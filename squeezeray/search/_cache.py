@@ -131,7 +131,7 @@ class LayerCache:
             import time
 
             t0 = time.perf_counter()
-            module = compute()
+            module = compute().to("cpu")  # kept on the host (a layer made on a GPU too); a swap moves its view
             self.stats.compute_seconds += time.perf_counter() - t0
             self.stats.misses += 1
             self.put(key, module)

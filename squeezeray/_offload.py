@@ -72,6 +72,19 @@ UNMEASURABLE = ("latency", "energy", "lat")
 """Objectives an offloaded model refuses (``lat`` measures latency): their figures would be the host-to-device copies'."""
 
 
+def check_measurable(names: tuple[str, ...] | list[str], offload: bool, *, field: str) -> None:
+    """Refuse objectives ``names`` that an offloaded model cannot measure (before anything loads).
+
+    Raises:
+        SqueezerayError: ``offload`` and one of :data:`UNMEASURABLE` among ``names``, naming ``field`` and it.
+    """
+    bad = [n for n in names if n.partition(":")[0] in UNMEASURABLE] if offload else []
+    if bad:
+        raise SqueezerayError(f"{field}: {bad[0]!r} cannot be measured with offload (the host-to-device copies would "
+                              f"dominate); leave out {', '.join(UNMEASURABLE)} (e.g. size,perplexity,kl) or use "
+                              "predicted_latency")
+
+
 def refuse_offloaded(model: nn.Module, what: str) -> None:
     """Raise when ``model`` is offloaded: ``what`` (e.g. ``latency``) would measure the copies, or cannot run."""
     off = offload_of(model)

@@ -74,10 +74,12 @@ def cmd_compress(args: argparse.Namespace) -> int:
     from squeezeray.workbench import Workbench
 
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
+    from squeezeray._offload import check_measurable
     from squeezeray.objectives import objective_class
 
     for o in objectives:
         objective_class(o)  # fail before loading the model
+    check_measurable(objectives, args.offload, field="--objectives")
     data = _data_config(args)
     if not (args.plan.endswith(".json") or Path(args.plan).is_file()):
         from squeezeray.spaces import parse_preset

@@ -188,3 +188,15 @@ def test_an_offloaded_model_on_cuda_measures_what_the_whole_one_does(tokenizer_d
     whole, off = results
     for key in ("kl", "perplexity"):
         assert off[key].value == pytest.approx(whole[key].value, rel=1e-4), key
+
+
+def test_objectives_an_offloaded_model_cannot_measure_are_refused_before_loading(capsys) -> None:  # noqa: ANN001
+    from squeezeray._offload import check_measurable
+    from squeezeray.cli import main
+
+    check_measurable(("size", "latency"), False, field="objectives")
+    check_measurable(("size", "kl", "predicted_latency"), True, field="objectives")
+    with pytest.raises(SqueezerayError, match=r"final_objectives: 'lat' cannot be measured with offload"):
+        check_measurable(("kl", "lat"), True, field="final_objectives")
+    rc = main(["compress", "--plan", "rtn-w4g32", "--offload", "--objectives", "size,energy"])
+    assert rc != 0 and "--objectives: 'energy' cannot be measured with offload" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 
 from squeezeray._device import resolve_device
-from squeezeray._offload import UNMEASURABLE
+from squeezeray._offload import check_measurable
 from squeezeray._offload import check_offload
 from squeezeray._errors import SqueezerayError
 from squeezeray._schema import check_int
@@ -120,10 +120,7 @@ class SearchConfig:
                 raise SqueezerayError(f"{field}: needs at least one objective")
             for n in names:
                 objective_class(n)
-                if self.offload and n.partition(":")[0] in UNMEASURABLE:
-                    raise SqueezerayError(f"{field}: {n!r} cannot be measured with offload=True (the host-to-device "
-                                          f"copies would dominate); leave out {', '.join(UNMEASURABLE)} (CLI: "
-                                          "--final-objectives size,perplexity,kl) or predict with predicted_latency")
+            check_measurable(names, self.offload, field=field)
         if self.sampler is SamplerName.EVO and not {"size", "kl"} <= set(self.objectives):
             raise SqueezerayError(f"sampler='evo' needs the objectives size and kl, got objectives={list(self.objectives)}")
         if not isinstance(self.evo, EvoConfig):

@@ -106,8 +106,8 @@ def check_offload(device: torch.device, offload: bool, *, field: str = "offload"
 
 
 def offload_blocks(model: nn.Module, device: torch.device | str) -> Offload:
-    """Keep ``model``'s decoder blocks where they are (the host) and move everything else to ``device``; each block's
-    tensors are copied to ``device`` while it runs.
+    """Keep ``model``'s decoder blocks on the host and move everything else to ``device``; each block's tensors are
+    copied to ``device`` while it runs.
 
     Raises:
         SqueezerayError: ``model`` is already offloaded, or has no decoder blocks (``.layers`` and ``.norm``).
@@ -118,6 +118,8 @@ def offload_blocks(model: nn.Module, device: torch.device | str) -> Offload:
     if offload_of(model) is not None:
         raise SqueezerayError(f"offload: the model is offloaded already ({offload_of(model).describe()})")  # type: ignore[union-attr]
     _, blocks, _ = decoder_parts(model)
+    for b in blocks:
+        b.to("cpu")  # the host holds the blocks (a no-op for a model read there)
     inside = {id(m) for b in blocks for m in b.modules()}
     host_bytes = sum(t.numel() * t.element_size() for b in blocks for t in (*b.parameters(), *b.buffers()))
     for m in model.modules():

@@ -200,3 +200,17 @@ def test_objectives_an_offloaded_model_cannot_measure_are_refused_before_loading
         check_measurable(("kl", "lat"), True, field="final_objectives")
     rc = main(["compress", "--plan", "rtn-w4g32", "--offload", "--objectives", "size,energy"])
     assert rc != 0 and "--objectives: 'energy' cannot be measured with offload" in capsys.readouterr().err
+
+
+def test_a_copy_of_an_offloaded_model_is_offloaded_too() -> None:
+    import copy
+
+    model = small_llama(seed=0, layers=2)
+    offload_blocks(model, META)
+    twin = copy.deepcopy(model)  # what Workbench.compress makes for a plan that trains or reads the original
+    assert offload_of(twin) == offload_of(model)
+    _, blocks, _ = decoder_parts(twin)
+    inside: list[str] = []
+    blocks[1].mlp.register_forward_hook(lambda m, a, o: inside.append(m.up_proj.weight.device.type))
+    _run_blocks(twin, 3)
+    assert inside == ["meta"] and blocks[1].mlp.up_proj.weight.device.type == "cpu"

@@ -68,20 +68,19 @@ def placement(model: nn.Module) -> str:
     return where if off is None else f"{where}; {off.describe()}"
 
 
-UNMEASURABLE = ("latency", "energy", "lat")
-"""Objectives an offloaded model refuses (``lat`` measures latency): their figures would be the host-to-device copies'."""
-
-
 def check_measurable(names: tuple[str, ...] | list[str], offload: bool, *, field: str) -> None:
-    """Refuse objectives ``names`` that an offloaded model cannot measure (before anything loads).
+    """Refuse objectives ``names`` that an offloaded model cannot measure (before anything loads): those that time it.
 
     Raises:
-        SqueezerayError: ``offload`` and one of :data:`UNMEASURABLE` among ``names``, naming ``field`` and it.
+        SqueezerayError: ``offload`` and a timed objective (latency, energy, lat) among ``names``, naming ``field``.
     """
-    bad = [n for n in names if n.partition(":")[0] in UNMEASURABLE] if offload else []
+    from squeezeray.objectives._registry import TIMED
+    from squeezeray.objectives._registry import is_timed
+
+    bad = [n for n in names if is_timed(n)] if offload else []
     if bad:
         raise SqueezerayError(f"{field}: {bad[0]!r} cannot be measured with offload (the host-to-device copies would "
-                              f"dominate); leave out {', '.join(UNMEASURABLE)} (e.g. size,perplexity,kl) or use "
+                              f"dominate); leave out {', '.join(TIMED)} (e.g. size,perplexity,kl) or use "
                               "predicted_latency")
 
 

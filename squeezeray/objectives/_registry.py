@@ -26,6 +26,15 @@ OBJECTIVES.register("llamacpp_perplexity", "squeezeray.objectives.llamacpp:Llama
 OBJECTIVES.register("llamacpp_latency", "squeezeray.objectives.llamacpp:LlamaCppLatency")
 
 
+TIMED = ("latency", "energy", "lat")
+"""Objectives that time the candidate's own forward passes (on its prepared kernels, ``lat`` through latency)."""
+
+
+def is_timed(name: str) -> bool:
+    """Whether objective ``name`` (a task-keyed name too) times the candidate's forward passes (:data:`TIMED`)."""
+    return name.partition(":")[0] in TIMED
+
+
 def get_objective(name: str, **kwargs: object) -> BaseObjective:
     return OBJECTIVES.get(name)(**kwargs)
 

@@ -41,6 +41,7 @@ from squeezeray._offload import placement
 from squeezeray.models import dtype_name
 from squeezeray.objectives import Measurement
 from squeezeray.objectives import objective_key
+from squeezeray.objectives._registry import is_timed
 from squeezeray.search._cache import LayerCache
 from squeezeray.search._config import Resume
 from squeezeray.search._config import SearchConfig
@@ -185,7 +186,8 @@ def run_search(
     if bench is None:  # refuse a run that cannot fit before its weights load
         limit = None if config.memory_limit_gib is None else int(config.memory_limit_gib * (1 << 30))
         footprint = preflight(config.model, config.dtype, config.data, limit_bytes=limit,
-                              device=resolve_device(config.device), offload=config.offload)
+                              device=resolve_device(config.device), offload=config.offload,
+                              timed=any(is_timed(n) for n in (*config.objectives, *config.final_objectives)))
         if progress:
             print(footprint.describe(), file=sys.stderr, flush=True)
         bench = Workbench.load(config.model, config.data, progress=False, dtype=config.dtype, device=config.device,

@@ -117,6 +117,8 @@ class Footprint:
             compressed layers (at 8 bits) and those the cache keeps.
         device: Where the weights and the stages' tensors live (``cpu``, ``cuda:N``); on a GPU the stages are
             checked against its free memory and the host holds the runtime and the weights while they load.
+        kernels: Re-measuring the front's latency (or energy): the kernels' prepared copies of a candidate's compressed
+            layers (``cpu-int8-weight`` repacks 8-bit codes, one byte per weight, beside them), on top of ``evaluation``.
         host: With the decoder blocks offloaded (:mod:`squeezeray._offload`): what stays on the host instead of the
             device, the blocks' weights and the compressed layers (``model`` then counts the weights outside the
             blocks and one block's copy on the device). 0 when nothing is offloaded.
@@ -132,15 +134,17 @@ class Footprint:
     evaluation: int
     device: str = "cpu"
     host: int = 0
+    kernels: int = 0
 
-    VERSION = 3
+    VERSION = 4
 
     @property
     def stages(self) -> dict[str, int]:
         """Each stage's estimated peak (bytes)."""
         base = self.runtime + self.model
         return {"load": base + self.load, "calibration": base + self.calibration,
-                "compression": base + self.compression, "evaluation": base + self.evaluation}
+                "compression": base + self.compression, "evaluation": base + self.evaluation,
+                "final": base + self.evaluation + self.kernels}
 
     @property
     def peak(self) -> int:
@@ -178,9 +182,10 @@ class Footprint:
 
 
 def estimate(shape: ModelShape, dtype: torch.dtype, data: DataConfig, *,
-             layer_cache_bytes: int = LAYER_CACHE_BYTES, offload: bool = False) -> Footprint:
+             layer_cache_bytes: int = LAYER_CACHE_BYTES, offload: bool = False, timed: bool = False) -> Footprint:
     """The :class:`Footprint` of a search on a model of ``shape`` held in ``dtype``, with ``data``'s sizes; ``offload``:
-    its decoder blocks kept on the host, one at a time on the device."""
+    its decoder blocks kept on the host, one at a time on the device; ``timed``: its front is re-measured on latency or
+    energy (on prepared kernels)."""
     item = dtype.itemsize
     f32 = 4
     model = shape.params * item
@@ -214,8 +219,9 @@ def estimate(shape: ModelShape, dtype: torch.dtype, data: DataConfig, *,
         model = model - sum(per_block) + max(per_block)
         compression -= held + cached
         evaluation -= held + cached
+    kernels = held if timed else 0  # at most one byte per weight, as the candidate's own 8-bit codes
     return Footprint(shape.params, dtype_name(dtype), runtime, model, load, calibration, compression, evaluation,
-                     host=host)
+                     host=host, kernels=kernels)
 
 
 def _layer_stats_bytes(in_features: int) -> int:
@@ -224,7 +230,7 @@ def _layer_stats_bytes(in_features: int) -> int:
 
 
 def preflight(ref: str | None, dtype: str, data: DataConfig, *, limit_bytes: int | None = None,
-              device: torch.device | None = None, offload: bool = False) -> Footprint:
+              device: torch.device | None = None, offload: bool = False, timed: bool = False) -> Footprint:
     """Estimate the footprint of a search on model ``ref`` in ``dtype`` on ``device`` (None: the CPU) and refuse
     it when it cannot fit.
 
@@ -237,14 +243,15 @@ def preflight(ref: str | None, dtype: str, data: DataConfig, *, limit_bytes: int
     """
     src = resolve_model(ref)
     device = device or torch.device("cpu")
-    fp = dataclasses.replace(estimate(model_shape(src), resolve_dtype(dtype, src), data, offload=offload),
+    fp = dataclasses.replace(estimate(model_shape(src), resolve_dtype(dtype, src), data, offload=offload, timed=timed),
                              device=str(device))
     if limit_bytes is not None:
         fp.check(limit_bytes, source="memory_limit")
     elif device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         fp.check(free, source=f"free memory of {device} ({torch.cuda.get_device_name(device)})")
-        host = dataclasses.replace(fp, model=fp.model + fp.host, host=0, calibration=0, compression=0, evaluation=0)
+        host = dataclasses.replace(fp, model=fp.model + fp.host, host=0, calibration=0, compression=0, evaluation=0,
+                                   kernels=0)
         host.check(available_bytes(), source="this machine's available memory, for the load"
                    + (" and the offloaded blocks" if fp.host else ""))  # the host reads every weight, keeps offloaded ones
     else:

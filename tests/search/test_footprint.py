@@ -75,3 +75,15 @@ def test_a_run_that_cannot_fit_is_refused_before_it_loads_weights(tiny_folder, t
 def test_a_bad_memory_limit_names_the_field() -> None:
     with pytest.raises(SqueezerayError, match=r"memory_limit_gib=-1: must be a positive number"):
         SearchConfig(memory_limit_gib=-1)
+
+
+def test_re_measuring_latency_counts_the_kernels_copies_of_the_compressed_layers() -> None:
+    from tests._tiny import small_llama
+
+    with torch.device("meta"):
+        shape = shape_of(small_llama(seed=0, layers=2))
+    plain = estimate(shape, torch.bfloat16, DataConfig())
+    timed = estimate(shape, torch.bfloat16, DataConfig(), timed=True)
+    weights = sum(o * i for o, i in shape.layers.values())
+    assert plain.kernels == 0 and plain.stages["final"] == plain.stages["evaluation"]
+    assert timed.stages["final"] == timed.stages["evaluation"] + weights  # one byte per compressed weight

@@ -19,7 +19,8 @@ Writes ``results.csv`` and ``results.png`` here. The random-weight models are wr
 
 ``--search NAME`` runs the CLI's short search (``config.yaml``'s ``search.args``) on model NAME in a child
 process and appends its wall time, peak resident memory (the child's ``ru_maxrss``) and outcome to
-``search.csv``; the run's stdout and front are kept as ``search_<NAME>_stdout.txt`` / ``search_<NAME>_front.csv``.
+``search.csv``; the run's stdout, front and trials are kept as ``search_<NAME>_stdout.txt`` / ``_front.csv`` /
+``_trials.csv``.
 """
 
 from __future__ import annotations
@@ -211,6 +212,8 @@ def short_search(spec: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
     front = list(csv.DictReader(fronts[0].open())) if fronts else []
     if fronts:
         shutil.copy(fronts[0], HERE / f"search_{spec['name']}_front.csv")
+    if runs:  # each trial's state, outcome and values (the workdir, GBs, is removed below)
+        shutil.copy(runs[0], HERE / f"search_{spec['name']}_trials.csv")
     from squeezeray.models import resolve_model
     from squeezeray.search._footprint import model_shape
 

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from squeezeray._decoder import decoder_parts
 from squeezeray._errors import SqueezerayError
 
 _ATTR = "_squeezeray_offload"
@@ -68,22 +69,6 @@ def placement(model: nn.Module) -> str:
     return where if off is None else f"{where}; {off.describe()}"
 
 
-def check_measurable(names: tuple[str, ...] | list[str], offload: bool, *, field: str) -> None:
-    """Refuse objectives ``names`` that an offloaded model cannot measure (before anything loads): those that time it.
-
-    Raises:
-        SqueezerayError: ``offload`` and a timed objective (latency, energy, lat) among ``names``, naming ``field``.
-    """
-    from squeezeray.objectives._registry import TIMED
-    from squeezeray.objectives._registry import is_timed
-
-    bad = [n for n in names if is_timed(n)] if offload else []
-    if bad:
-        raise SqueezerayError(f"{field}: {bad[0]!r} cannot be measured with offload (the host-to-device copies would "
-                              f"dominate); leave out {', '.join(TIMED)} (e.g. size,perplexity,kl) or use "
-                              "predicted_latency")
-
-
 def refuse_offloaded(model: nn.Module, what: str) -> None:
     """Raise when ``model`` is offloaded: ``what`` (e.g. ``latency``) would measure the copies, or cannot run."""
     off = offload_of(model)
@@ -111,8 +96,6 @@ def offload_blocks(model: nn.Module, device: torch.device | str) -> Offload:
     Raises:
         SqueezerayError: ``model`` is already offloaded, or has no decoder blocks (``.layers`` and ``.norm``).
     """
-    from squeezeray.compress import decoder_parts
-
     device = torch.device(device)
     if offload_of(model) is not None:
         raise SqueezerayError(f"offload: the model is offloaded already ({offload_of(model).describe()})")  # type: ignore[union-attr]

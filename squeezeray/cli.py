@@ -74,12 +74,13 @@ def cmd_compress(args: argparse.Namespace) -> int:
     from squeezeray.workbench import Workbench
 
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
-    from squeezeray._offload import check_measurable
     from squeezeray.objectives import objective_class
+    from squeezeray.objectives._registry import refuse_timed
 
     for o in objectives:
         objective_class(o)  # fail before loading the model
-    check_measurable(objectives, args.offload, field="--objectives")
+    if args.offload:
+        refuse_timed(objectives, field="--objectives", reason="with offload (the host-to-device copies would dominate)")
     data = _data_config(args)
     if not (args.plan.endswith(".json") or Path(args.plan).is_file()):
         from squeezeray.spaces import parse_preset

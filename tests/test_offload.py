@@ -191,13 +191,16 @@ def test_an_offloaded_model_on_cuda_measures_what_the_whole_one_does(tokenizer_d
 
 
 def test_objectives_an_offloaded_model_cannot_measure_are_refused_before_loading(capsys) -> None:  # noqa: ANN001
-    from squeezeray._offload import check_measurable
     from squeezeray.cli import main
+    from squeezeray.objectives._registry import refuse_timed
+    from squeezeray.search import SearchConfig
 
-    check_measurable(("size", "latency"), False, field="objectives")
-    check_measurable(("size", "kl", "predicted_latency"), True, field="objectives")
-    with pytest.raises(SqueezerayError, match=r"final_objectives: 'lat' cannot be measured with offload"):
-        check_measurable(("kl", "lat"), True, field="final_objectives")
+    refuse_timed(("size", "kl", "predicted_latency"), field="objectives", reason="here")
+    with pytest.raises(SqueezerayError, match=r"final_objectives: 'lat' cannot be measured here"):
+        refuse_timed(("kl", "lat"), field="final_objectives", reason="here")
+    if torch.cuda.is_available():  # SearchConfig checks the device first; without a GPU offload is refused for it
+        with pytest.raises(SqueezerayError, match=r"final_objectives: 'latency' cannot be measured with offload"):
+            SearchConfig(device="cuda", offload=True)
     rc = main(["compress", "--plan", "rtn-w4g32", "--offload", "--objectives", "size,energy"])
     assert rc != 0 and "--objectives: 'energy' cannot be measured with offload" in capsys.readouterr().err
 

@@ -7,7 +7,7 @@ from squeezeray.compress._apply import compress_layer
 from squeezeray.compress._apply import dense_nbytes
 from squeezeray.compress._calibrate import collect_stats
 from squeezeray.compress._calibrate import collect_stats_blockwise
-from squeezeray.compress._calibrate import decoder_parts
+from squeezeray._decoder import decoder_parts
 from squeezeray.compress._stats_store import StatsStore
 from squeezeray.compress._embedding import CompressedEmbedding
 from squeezeray.compress._embedding import replace_layers

@@ -35,6 +35,18 @@ def is_timed(name: str) -> bool:
     return name.partition(":")[0] in TIMED
 
 
+def refuse_timed(names: tuple[str, ...] | list[str], *, field: str, reason: str) -> None:
+    """Refuse the timed objectives among ``names`` (before anything loads), e.g. on an offloaded model.
+
+    Raises:
+        SqueezerayError: one of :data:`TIMED` is among ``names``; the message names ``field``, it and ``reason``.
+    """
+    bad = [n for n in names if is_timed(n)]
+    if bad:
+        raise SqueezerayError(f"{field}: {bad[0]!r} cannot be measured {reason}; leave out {', '.join(TIMED)} "
+                              "(e.g. size,perplexity,kl) or use predicted_latency")
+
+
 def get_objective(name: str, **kwargs: object) -> BaseObjective:
     return OBJECTIVES.get(name)(**kwargs)
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import optuna
 
 from squeezeray._device import resolve_device
-from squeezeray._offload import check_measurable
 from squeezeray._offload import check_offload
 from squeezeray._errors import SqueezerayError
 from squeezeray._schema import check_int
 from squeezeray._schema import enum_value
 from squeezeray.models import ModelDtype
 from squeezeray.objectives import objective_class
+from squeezeray.objectives._registry import refuse_timed
 from squeezeray.search._evo import EvoConfig
 from squeezeray.search._evo import EvoSampler
 from squeezeray.spaces import SearchSpace
@@ -120,7 +120,8 @@ class SearchConfig:
                 raise SqueezerayError(f"{field}: needs at least one objective")
             for n in names:
                 objective_class(n)
-            check_measurable(names, self.offload, field=field)
+            if self.offload:
+                refuse_timed(names, field=field, reason="with offload (the host-to-device copies would dominate)")
         if self.sampler is SamplerName.EVO and not {"size", "kl"} <= set(self.objectives):
             raise SqueezerayError(f"sampler='evo' needs the objectives size and kl, got objectives={list(self.objectives)}")
         if not isinstance(self.evo, EvoConfig):

@@ -25,7 +25,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-CALIBRATION_CODE_VERSION = 4  # bump with any change to squeezeray/compress/_calibrate.py's statistics
+CALIBRATION_CODE_VERSION = 5  # bump with any change to squeezeray/compress/_calibrate.py's statistics
 CALIBRATION_MODULE = "squeezeray.compress._calibrate"
 _PACKAGE = "squeezeray.techniques"
 

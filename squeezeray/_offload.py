@@ -28,6 +28,10 @@ from squeezeray._errors import SqueezerayError
 
 _ATTR = "_squeezeray_offload"
 
+TIMING_REFUSAL = "with offload (the host-to-device copies would dominate)"
+"""Why timed objectives (latency, energy, lat) are refused on an offloaded run: the ``reason`` of
+:func:`squeezeray.objectives._registry.refuse_timed`."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Offload:

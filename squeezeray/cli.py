@@ -74,13 +74,14 @@ def cmd_compress(args: argparse.Namespace) -> int:
     from squeezeray.workbench import Workbench
 
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
+    from squeezeray._offload import TIMING_REFUSAL
     from squeezeray.objectives import objective_class
     from squeezeray.objectives._registry import refuse_timed
 
     for o in objectives:
         objective_class(o)  # fail before loading the model
     if args.offload:
-        refuse_timed(objectives, field="--objectives", reason="with offload (the host-to-device copies would dominate)")
+        refuse_timed(objectives, field="--objectives", reason=TIMING_REFUSAL)
     data = _data_config(args)
     if not (args.plan.endswith(".json") or Path(args.plan).is_file()):
         from squeezeray.spaces import parse_preset

@@ -11,8 +11,9 @@ from pathlib import Path
 import optuna
 
 from squeezeray._device import resolve_device
-from squeezeray._offload import check_offload
 from squeezeray._errors import SqueezerayError
+from squeezeray._offload import TIMING_REFUSAL
+from squeezeray._offload import check_offload
 from squeezeray._schema import check_int
 from squeezeray._schema import enum_value
 from squeezeray.models import ModelDtype
@@ -110,9 +111,8 @@ class SearchConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "sampler", enum_value(SamplerName, self.sampler, where="sampler"))
         object.__setattr__(self, "dtype", enum_value(ModelDtype, self.dtype, where="dtype").value)
-        resolve_device(self.device, field="device")
-        object.__setattr__(self, "device", str(self.device).strip().lower())
         check_offload(resolve_device(self.device, field="device"), self.offload)
+        object.__setattr__(self, "device", str(self.device).strip().lower())
         for field in ("objectives", "final_objectives"):
             names = tuple(getattr(self, field))
             object.__setattr__(self, field, names)
@@ -121,7 +121,7 @@ class SearchConfig:
             for n in names:
                 objective_class(n)
             if self.offload:
-                refuse_timed(names, field=field, reason="with offload (the host-to-device copies would dominate)")
+                refuse_timed(names, field=field, reason=TIMING_REFUSAL)
         if self.sampler is SamplerName.EVO and not {"size", "kl"} <= set(self.objectives):
             raise SqueezerayError(f"sampler='evo' needs the objectives size and kl, got objectives={list(self.objectives)}")
         if not isinstance(self.evo, EvoConfig):

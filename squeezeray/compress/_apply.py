@@ -17,6 +17,9 @@ from squeezeray._offload import on_execution_device
 from squeezeray.compress._embedding import replace_layers
 from squeezeray.compress._embedding import replace_module
 from squeezeray.compress._module import CompressedLinear
+from squeezeray.compress._row_blocks import ROW_BLOCK_BYTES
+from squeezeray.compress._row_blocks import join_rows
+from squeezeray.compress._row_blocks import row_blocks
 from squeezeray.recovery import DistillReport
 from squeezeray.recovery import distill
 from squeezeray.spaces import CompressionPlan
@@ -59,7 +62,9 @@ def dense_nbytes(linear: nn.Module) -> int:
     return int(linear.weight.numel() * DENSE_BYTES + (0 if bias is None else bias.numel() * DENSE_BYTES))
 
 
-def compress_layer(name: str, linear: nn.Linear, plan: LayerPlan, stats: LayerStats) -> CompressedLinear:
+def compress_layer(
+    name: str, linear: nn.Linear, plan: LayerPlan, stats: LayerStats, *, row_block_bytes: int = ROW_BLOCK_BYTES
+) -> CompressedLinear:
     """Run ``plan``'s steps on one linear layer and pack the result.
 
     Args:
@@ -67,13 +72,25 @@ def compress_layer(name: str, linear: nn.Linear, plan: LayerPlan, stats: LayerSt
         linear: The original layer (not modified).
         plan: Ordered steps.
         stats: Calibration statistics of the layer's input.
+        row_block_bytes: When every step computes each output row on its own (:func:`splits_by_rows`), the
+            layer is compressed this many float32 bytes of weight at a time (the same stored result).
     """
-    state = LayerState.from_weight(name, linear.weight, linear.bias)
-    _run_steps(state, plan.steps, stats)
-    out = CompressedLinear.from_state(state)
-    del state
-    trim()  # the steps' float32 temporaries go back to the system, not into a heap that only grows
-    return out
+    weight, bias = linear.weight, linear.bias
+    whole = [(0, int(weight.shape[0]))]
+    blocks = row_blocks(*weight.shape, row_block_bytes) if splits_by_rows(plan) else whole
+    parts = []
+    for r0, r1 in blocks:  # a tall layer a block of rows at a time (same stored tensors; see _row_blocks)
+        state = LayerState.from_weight(name, weight[r0:r1], None if bias is None else bias[r0:r1])
+        _run_steps(state, plan.steps, stats)
+        parts.append(CompressedLinear.from_state(state))
+        del state
+        trim()  # the steps' float32 temporaries go back to the system, not into a heap that only grows
+    return parts[0] if len(parts) == 1 else join_rows(parts)
+
+
+def splits_by_rows(plan: LayerPlan) -> bool:
+    """Whether every step of ``plan`` computes each output row on its own (so a tall layer compresses in row blocks)."""
+    return bool(plan.steps) and all(get_technique(step.technique).rows_independent for step in plan.steps)
 
 
 def stats_on(stats: LayerStats, device: torch.device | str) -> LayerStats:

@@ -35,6 +35,7 @@ class AbsmaxTechnique(BaseTechnique[A]):
 
     fmt: ClassVar[QuantFormat]
     bits: ClassVar[int]
+    rows_independent = True  # one scale per row or group of a row
 
     def __init_subclass__(cls, *, fmt: QuantFormat, bits: int, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

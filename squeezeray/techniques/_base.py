@@ -30,6 +30,9 @@ class BaseTechnique(abc.ABC, Generic[C]):
     name: ClassVar[str]
     config_cls: ClassVar[type[TechniqueConfig]]
     needs_hessian: ClassVar[bool] = False
+    rows_independent: ClassVar[bool] = False
+    """True when each output row's result depends on that row's weights and the layer's statistics alone (no
+    scale, mask or factor shared across rows): a tall layer can then be compressed a block of rows at a time."""
     code_version: ClassVar[int] = 1  # bump with any change to the code that computes the layer (see _versions)
 
     @abc.abstractmethod

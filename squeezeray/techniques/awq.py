@@ -137,7 +137,7 @@ class AWQ(BaseTechnique[AWQConfig]):
     name = "awq"
     config_cls = AWQConfig
     needs_hessian = True
-    code_version = 4  # 4: the shared grid and config modules gained GGUF's float minimums; this layer math did not change
+    code_version = 5  # 5: the base class gained rows_independent (tall layers in row blocks); this layer math did not change
 
     def apply(self, state: LayerState, config: AWQConfig, stats: LayerStats) -> None:
         require_unquantized(state, self.name)

@@ -19,7 +19,7 @@ class FP8(AbsmaxTechnique[FP8Config], fmt=QuantFormat.FP8_E4M3, bits=8):
 
     name = "fp8"
     config_cls = FP8Config
-    code_version = 4  # 4: the shared grid and config modules gained GGUF's float minimums; this layer math did not change
+    code_version = 5  # 5: the base class gained rows_independent (tall layers in row blocks); this layer math did not change
 
 
 def fp8_quantize(weight: torch.Tensor, group_size: int | None) -> tuple[torch.Tensor, QuantGrid]:

@@ -228,7 +228,8 @@ class GPTQ(BaseTechnique[GPTQConfig]):
     name = "gptq"
     config_cls = GPTQConfig
     needs_hessian = True
-    code_version = 5  # 5: the same codes with 1.5 GiB less peak memory at 8192 inputs (in-place factorisation)
+    rows_independent = True  # every code from its own row (GPTQ: the Hessian is shared, the solve is per row)
+    code_version = 6  # 6: the base class gained rows_independent (tall layers in row blocks); this layer math did not change
 
     def apply(self, state: LayerState, config: GPTQConfig, stats: LayerStats) -> None:
         require_unquantized(state, self.name)

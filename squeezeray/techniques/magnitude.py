@@ -48,7 +48,7 @@ class Magnitude(BaseTechnique[MagnitudeConfig]):
     """Prune by ``|W|``: scores are the absolute effective weights."""
 
     name = "magnitude"
-    code_version = 3  # 3: the shared grid and config modules gained GGUF's float minimums; this layer math did not change
+    code_version = 4  # 4: the base class gained rows_independent (tall layers in row blocks); this layer math did not change
     config_cls = MagnitudeConfig
 
     def apply(self, state: LayerState, config: MagnitudeConfig, stats: LayerStats) -> None:

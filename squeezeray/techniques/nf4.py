@@ -15,7 +15,7 @@ class NF4(AbsmaxTechnique[NF4Config], fmt=QuantFormat.NF4, bits=4):
 
     name = "nf4"
     config_cls = NF4Config
-    code_version = 4  # 4: the shared grid and config modules gained GGUF's float minimums; this layer math did not change
+    code_version = 5  # 5: the base class gained rows_independent (tall layers in row blocks); this layer math did not change
 
 
 def nf4_quantize(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, QuantGrid]:

@@ -13,7 +13,8 @@ from squeezeray.techniques._steps import require_unquantized
 
 class RTN(BaseTechnique[RTNConfig]):
     name = "rtn"
-    code_version = 3  # 3: GGUF Q4_1/Q5_1 grids
+    rows_independent = True  # every code from its own row (GPTQ: the Hessian is shared, the solve is per row)
+    code_version = 4  # 4: the base class gained rows_independent (tall layers in row blocks); this layer math did not change
     config_cls = RTNConfig
 
     def apply(self, state: LayerState, config: RTNConfig, stats: LayerStats) -> None:

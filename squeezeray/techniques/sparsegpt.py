@@ -174,7 +174,7 @@ class SparseGPT(BaseTechnique[SparseGPTConfig]):
     """OBS pruning with weight reconstruction; keeps a quantized layer on its grid."""
 
     name = "sparsegpt"
-    code_version = 4  # 4: the shared Hessian factorisation works in place (same result, less memory)
+    code_version = 5  # 5: the base class gained rows_independent (tall layers in row blocks); this layer math did not change
     config_cls = SparseGPTConfig
     needs_hessian = True
 

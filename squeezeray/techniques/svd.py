@@ -50,7 +50,7 @@ class SVD(BaseTechnique[SVDConfig]):
     """Plain or residual truncated SVD."""
 
     name = "svd"
-    code_version = 3  # 3: the shared grid and config modules gained GGUF's float minimums; this layer math did not change
+    code_version = 4  # 4: the base class gained rows_independent (tall layers in row blocks); this layer math did not change
     config_cls = SVDConfig
 
     def apply(self, state: LayerState, config: SVDConfig, stats: LayerStats) -> None:

@@ -76,7 +76,7 @@ class W8A8(BaseTechnique[W8A8Config]):
 
     name = "w8a8"
     config_cls = W8A8Config
-    code_version = 4  # 4: the shared grid and config modules gained GGUF's float minimums; this layer math did not change
+    code_version = 5  # 5: the base class gained rows_independent (tall layers in row blocks); this layer math did not change
 
     def apply(self, state: LayerState, config: W8A8Config, stats: LayerStats) -> None:
         require_unquantized(state, self.name)

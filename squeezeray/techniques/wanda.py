@@ -43,7 +43,7 @@ class Wanda(BaseTechnique[WandaConfig]):
     """Prune by weight magnitude times input-channel norm."""
 
     name = "wanda"
-    code_version = 3  # 3: the shared grid and config modules gained GGUF's float minimums; this layer math did not change
+    code_version = 4  # 4: the base class gained rows_independent (tall layers in row blocks); this layer math did not change
     config_cls = WandaConfig
 
     def apply(self, state: LayerState, config: WandaConfig, stats: LayerStats) -> None:

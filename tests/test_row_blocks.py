@@ -1,0 +1,96 @@
+"""A tall layer compressed a block of rows at a time stores what the whole layer compressed at once stores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from squeezeray.compress import compress_layer
+from squeezeray.compress._apply import splits_by_rows
+from squeezeray.compress._row_blocks import ROW_ALIGN
+from squeezeray.compress._row_blocks import join_rows
+from squeezeray.compress._row_blocks import row_blocks
+from squeezeray.spaces import parse_steps
+from squeezeray.techniques import LayerStats
+from tests.conftest import correlated_inputs
+
+ROWS, WIDTH = 203, 256  # 203 rows: a ragged last block; 256 inputs fit the K-quants' super-blocks
+SMALL = 4 * WIDTH * 24  # 24 rows of float32 a block: 9 blocks
+
+
+def _buffers(m: nn.Module) -> dict[str, torch.Tensor]:
+    return dict(m.named_buffers(recurse=False))
+
+
+@pytest.fixture(scope="module")
+def layer_stats() -> tuple[nn.Linear, LayerStats]:
+    torch.manual_seed(11)
+    return nn.Linear(WIDTH, ROWS), LayerStats.synthetic(correlated_inputs(400, WIDTH))
+
+
+def test_row_blocks_cover_the_rows_within_the_budget() -> None:
+    blocks = row_blocks(ROWS, WIDTH, SMALL)
+    assert blocks[0] == (0, 24) and blocks[-1] == (192, ROWS)
+    assert [b[0] for b in blocks[1:]] == [b[1] for b in blocks[:-1]]  # contiguous, in order
+    assert all((b - a) % ROW_ALIGN == 0 and (b - a) * WIDTH * 4 <= SMALL for a, b in blocks[:-1])
+    assert row_blocks(ROWS, WIDTH, 4 * WIDTH * ROWS) == [(0, ROWS)]  # fits: one block
+    assert row_blocks(ROWS, WIDTH, 1) == [(r, min(r + ROW_ALIGN, ROWS)) for r in range(0, ROWS, ROW_ALIGN)]
+    with pytest.raises(ValueError, match="budget_bytes=0"):
+        row_blocks(ROWS, WIDTH, 0)
+    with pytest.raises(ValueError, match=r"shape \(0, 256\)"):
+        row_blocks(0, WIDTH)
+
+
+@pytest.mark.parametrize("steps", [
+    "rtn-w8", "rtn-w3g64-asym", "rtn-w4g32", "rtn-q4_1", "rtn-q4_k", "nf4-g64", "fp8",
+    "gptq-w3g128", "gptq-w2g64-asym-clip", "gptq-w4g32-asym", "gptq-q5_k", "gptq-q4_1",
+])
+def test_row_blocks_store_exactly_the_whole_layer(layer_stats, steps: str) -> None:  # noqa: ANN001
+    linear, stats = layer_stats
+    plan = parse_steps(steps)
+    assert splits_by_rows(plan)
+    whole = compress_layer("t", linear, plan, stats)
+    blocked = compress_layer("t", linear, plan, stats, row_block_bytes=SMALL)
+    assert blocked.fmt == whole.fmt
+    a, b = _buffers(whole), _buffers(blocked)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name].dtype == b[name].dtype and torch.equal(a[name], b[name]), name
+    assert blocked.nbytes() == whole.nbytes()
+    ids = torch.tensor([0, 23, 24, 25, 150, ROWS - 1])
+    assert torch.equal(blocked.rows(ids), whole.effective_weight()[ids])
+
+
+@pytest.mark.parametrize("steps", ["awq-w4g64", "w8a8-a0.5", "wanda-s50+rtn-w4g64", "svd-r8", "magnitude-s30",
+                                   "rtn-w4g64+svd-r4-res"])
+def test_a_step_that_looks_across_rows_compresses_the_layer_whole(layer_stats, steps: str) -> None:  # noqa: ANN001
+    linear, stats = layer_stats
+    plan = parse_steps(steps)
+    assert not splits_by_rows(plan)
+    whole = compress_layer("t", linear, plan, stats)
+    small_budget = compress_layer("t", linear, plan, stats, row_block_bytes=SMALL)
+    for name, t in _buffers(whole).items():
+        assert torch.equal(t, _buffers(small_budget)[name]), name
+
+
+def test_join_rows_refuses_parts_it_cannot_join(layer_stats) -> None:  # noqa: ANN001
+    linear, stats = layer_stats
+    top, bottom = nn.Linear(WIDTH, 16), nn.Linear(WIDTH, 16)
+    with torch.no_grad():
+        top.weight.copy_(linear.weight[:16])
+        bottom.weight.copy_(linear.weight[16:32])
+    w4 = compress_layer("t", top, parse_steps("rtn-w4g64"), stats)
+    w8 = compress_layer("t", bottom, parse_steps("rtn-w8"), stats)
+    with pytest.raises(ValueError, match="part 1's format"):
+        join_rows([w4, w8])
+    pruned = compress_layer("t", top, parse_steps("magnitude-s50+rtn-w4g64"), stats)
+    with pytest.raises(ValueError, match=r"part 0 stores \['mask_bits'\]"):
+        join_rows([pruned, pruned])
+    odd = compress_layer("t", nn.Linear(WIDTH, 13), parse_steps("rtn-w3g64"), stats)
+    with pytest.raises(ValueError, match="part 0 has 13 rows"):
+        join_rows([odd, w4])
+    with pytest.raises(ValueError, match="no parts"):
+        join_rows([])
+    joined = join_rows([w4, w4])
+    assert joined.fmt.out_features == 32 and torch.equal(joined.effective_weight()[16:], w4.effective_weight())

@@ -19,8 +19,9 @@ Writes ``results.csv`` and ``results.png`` here. The random-weight models are wr
 
 ``--search NAME`` runs the CLI's short search (``config.yaml``'s ``search.args``) on model NAME in a child
 process and appends its wall time, peak resident memory (the child's ``ru_maxrss``) and outcome to
-``search.csv``; the run's stdout, front and trials are kept as ``search_<NAME>_stdout.txt`` / ``_front.csv`` /
-``_trials.csv``.
+``search.csv`` (earlier runs' rows stay, each with its commit); the run's stdout, front, trials and resident
+memory every 2 s (total, anonymous and file-backed) are kept as ``search_<NAME>_stdout.txt`` / ``_front.csv`` /
+``_trials.csv`` / ``_rss.csv``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -187,8 +189,20 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-SEARCH_FIELDS = ["model", "params", "real_weights", "args", "rc", "wall_s", "peak_rss_gib", "model_bf16_gib", "goal_gib",
-                 "within_goal", "trials_complete", "trials_failed", "front_plans", "note"]
+SEARCH_FIELDS = ["model", "commit", "params", "real_weights", "args", "rc", "wall_s", "peak_rss_gib", "peak_anon_gib",
+                 "model_bf16_gib", "goal_gib", "within_goal", "trials_complete", "trials_failed", "front_plans", "note"]
+
+
+def _rss_sample(pid: int) -> tuple[float, float, float] | None:
+    """A process's resident, anonymous and file-backed resident GiB now (None once it has gone)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return None
+    kib = {k: int(v.split()[0]) for k, _, v in (ln.partition(":") for ln in lines) if k in ("VmRSS", "RssAnon", "RssFile")}
+    if len(kib) < 3:
+        return None
+    return tuple(round(kib[k] * 1024 / GIB, 3) for k in ("VmRSS", "RssAnon", "RssFile"))  # type: ignore[return-value]
 
 
 def short_search(spec: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
@@ -201,11 +215,23 @@ def short_search(spec: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
            "--no-progress"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    trace = []  # (seconds, resident, anonymous, file-backed) GiB every 2 s: where in the run the peak lies
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, cwd=ROOT)
+        while proc.poll() is None:
+            sample = _rss_sample(proc.pid)
+            if sample:
+                trace.append((round(time.perf_counter() - t0, 1), *sample))
+            time.sleep(2)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     wall = time.perf_counter() - t0
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child so far (Linux: KiB)
-    (HERE / f"search_{spec['name']}_stdout.txt").write_text(proc.stdout + ("\n--- stderr (tail)\n" + proc.stderr[-4000:]
-                                                                          if proc.returncode else ""))
+    (HERE / f"search_{spec['name']}_stdout.txt").write_text(stdout + ("\n--- stderr (tail)\n" + stderr[-4000:]
+                                                                     if proc.returncode else ""))
+    with open(HERE / f"search_{spec['name']}_rss.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("seconds", "rss_gib", "anon_gib", "file_gib"), *trace])
     runs = sorted(workdir.glob("*/trials.csv"))
     trials = list(csv.DictReader(runs[0].open())) if runs else []
     fronts = sorted(workdir.glob("*/front.csv"))
@@ -224,11 +250,13 @@ def short_search(spec: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
     real = "model" in spec
     note = "" if peak_kib > before else "peak not attributable (an earlier child was larger)"
     shutil.rmtree(workdir, ignore_errors=True)  # statistics with Hessians and every compressed layer: GBs
-    return {"model": spec["name"], "params": params, "real_weights": real, "args": " ".join(args),
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    return {"model": spec["name"], "commit": commit, "params": params, "real_weights": real, "args": " ".join(args),
             "rc": proc.returncode, "wall_s": round(wall, 1), "peak_rss_gib": round(peak, 3),
             "model_bf16_gib": round(bf16, 3), "goal_gib": round(goal, 3), "within_goal": peak <= goal,
             "trials_complete": sum(t["state"] == "COMPLETE" for t in trials),
             "trials_failed": sum(t["state"] != "COMPLETE" or t.get("outcome") not in ("ok", None) for t in trials),
+            "peak_anon_gib": max((t[2] for t in trace), default=None),
             "front_plans": len(front), "note": note or ("" if real else "random weights: quality meaningless")}
 
 
@@ -247,7 +275,7 @@ def main() -> None:
             raise SystemExit(f"--search {args.search!r}: not in config.yaml ({', '.join(m['name'] for m in cfg['models'])})")
         row = short_search(spec, cfg)
         path = HERE / "search.csv"
-        old = [r for r in csv.DictReader(path.open()) if r["model"] != row["model"]] if path.is_file() else []
+        old = list(csv.DictReader(path.open())) if path.is_file() else []  # earlier runs stay, each with its commit
         with path.open("w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=SEARCH_FIELDS)
             w.writeheader()

@@ -213,6 +213,7 @@ def short_search(spec: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
     shutil.rmtree(workdir, ignore_errors=True)
     cmd = [sys.executable, "-m", "squeezeray.cli", "search", "--model", ref, *args, "--workdir", str(workdir),
            "--no-progress"]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
     trace = []  # (seconds, resident, anonymous, file-backed) GiB every 2 s: where in the run the peak lies
@@ -250,7 +251,6 @@ def short_search(spec: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
     real = "model" in spec
     note = "" if peak_kib > before else "peak not attributable (an earlier child was larger)"
     shutil.rmtree(workdir, ignore_errors=True)  # statistics with Hessians and every compressed layer: GBs
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     return {"model": spec["name"], "commit": commit, "params": params, "real_weights": real, "args": " ".join(args),
             "rc": proc.returncode, "wall_s": round(wall, 1), "peak_rss_gib": round(peak, 3),
             "model_bf16_gib": round(bf16, 3), "goal_gib": round(goal, 3), "within_goal": peak <= goal,

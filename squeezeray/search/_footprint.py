@@ -20,6 +20,7 @@ import torch
 from squeezeray._errors import ModelLoadError
 from squeezeray._errors import SqueezerayError
 from squeezeray._memory import available_bytes
+from squeezeray.compress._row_blocks import row_blocks
 from squeezeray.compress._stats_store import DEFAULT_MEMORY_BYTES as STATS_MEMORY_BYTES
 from squeezeray.data import DataConfig
 from squeezeray.models import ModelSource
@@ -110,7 +111,8 @@ class Footprint:
         model: The weights, once.
         load: Extra while loading (a GGUF file dequantizes through float32).
         calibration: One block's statistics with Hessians (float32) and activations.
-        compression: The largest layer's working set (GPTQ's float64 weight and Hessian copies), the loaded
+        compression: The largest working set of a layer (GPTQ's float64 weight, on one block of a tall layer's rows,
+            and Hessian copies), the loaded
             statistics, the layers compressed so far (at 8 bits) and those the cache keeps.
         evaluation: One chunk of logits and of the original's log-probs (kept in a file,
             :mod:`squeezeray.objectives._reference`), a candidate's dense weights (whole, or one block's), its
@@ -136,7 +138,7 @@ class Footprint:
     host: int = 0
     kernels: int = 0
 
-    VERSION = 4
+    VERSION = 5  # 5: a tall layer's working set is one row block's
 
     @property
     def stages(self) -> dict[str, int]:
@@ -195,11 +197,7 @@ def estimate(shape: ModelShape, dtype: torch.dtype, data: DataConfig, *,
     block_stats = max((sum(_layer_stats_bytes(shape.layers[n][1]) for n in b) for b in shape.blocks),
                       default=sum(_layer_stats_bytes(i) for _, i in shape.layers.values()))
     calibration = 2 * hidden_states + 3 * block_stats + MARGIN_BYTES  # accumulators, their matmuls, the copy written
-    largest = max(shape.layers.values(), key=lambda oi: oi[0] * oi[1] + oi[1] ** 2, default=(0, 0))
-    out_f, in_f = largest
-    f64 = 8  # GPTQ solves in float64: the weight and its permuted copy, the float32 quantized weight and uint8
-    # codes; two (in, in) float64 matrices at a time (H and its permuted copy, then H and the factor it becomes)
-    working = out_f * in_f * (2 * f64 + f32 + 1) + 2 * in_f * in_f * f64
+    working = max((_working_bytes(o, i) for o, i in shape.layers.values()), default=0)
     # a candidate's compressed layers, all swapped in at once (and, compressing, all made so far): at most one
     # byte per weight, the 8 bits of the densest option the packaged spaces offer (RTN 8-bit)
     held = sum(o * i for o, i in shape.layers.values())
@@ -222,6 +220,19 @@ def estimate(shape: ModelShape, dtype: torch.dtype, data: DataConfig, *,
     kernels = held if timed else 0  # at most one byte per weight, as the candidate's own 8-bit codes
     return Footprint(shape.params, dtype_name(dtype), runtime, model, load, calibration, compression, evaluation,
                      host=host, kernels=kernels)
+
+
+def _working_bytes(out_features: int, in_features: int) -> int:
+    """A layer's compression working set: GPTQ's on one block of rows (the packaged spaces' options on a tall layer,
+    the token table above all, are row-independent: :mod:`squeezeray.compress._row_blocks`), and the blocks' packed
+    results joined into the layer (a second copy of its codes, at most one byte per weight)."""
+    f32, f64 = 4, 8
+    rows = max(b - a for a, b in row_blocks(out_features, in_features))
+    # GPTQ solves in float64: the weight and its permuted copy, the float32 quantized weight and uint8 codes; two
+    # (in, in) float64 matrices at a time (H and its permuted copy, then H and the factor it becomes)
+    solve = rows * in_features * (2 * f64 + f32 + 1) + 2 * in_features * in_features * f64
+    joined = out_features * in_features if rows < out_features else 0
+    return solve + joined
 
 
 def _layer_stats_bytes(in_features: int) -> int:

@@ -87,3 +87,16 @@ def test_re_measuring_latency_counts_the_kernels_copies_of_the_compressed_layers
     weights = sum(o * i for o, i in shape.layers.values())
     assert plain.kernels == 0 and plain.stages["final"] == plain.stages["evaluation"]
     assert timed.stages["final"] == timed.stages["evaluation"] + weights  # one byte per compressed weight
+
+
+def test_a_tall_layer_counts_one_row_blocks_working_set() -> None:
+    from squeezeray.search._footprint import ModelShape
+
+    def compression(vocab: int) -> int:
+        shape = ModelShape(params=vocab * 2048, layers={"lm_head": (vocab, 2048)}, blocks=(), vocab=vocab, hidden=2048)
+        return estimate(shape, torch.bfloat16, DataConfig()).compression
+
+    small, table = compression(4096), compression(49152)  # 32 MiB of float32: compressed whole; 384 MiB: in blocks
+    whole_solve = 49152 * 2048 * (2 * 8 + 4 + 1)  # GPTQ's float64/float32/uint8 copies of the whole table: 1.97 GiB
+    assert table < whole_solve / 2
+    assert table - small >= 2 * (49152 - 4096) * 2048  # what still grows with the rows: codes held and joined

@@ -5,17 +5,24 @@ copy per candidate, :func:`swapped` replaces the planned modules of the one mode
 holds, yields it, and restores the very same original module objects afterwards (also when the
 body raises), so the original's weights are kept once and stay bit-identical however many
 candidates pass through it. Only one swap may be active on a model at a time.
+
+While a candidate is swapped in, the originals it replaced are not read: where their weights are pages of a
+memory-mapped checkpoint (a Hugging Face folder's safetensors), those pages are taken out of the resident set
+(:func:`squeezeray._memory.page_out`) and come back from the page cache when next read, so a candidate's
+compressed layers do not sit in memory beside the dense layers they replace.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Mapping
 
 from torch import nn
 
 from squeezeray._errors import SqueezerayError
+from squeezeray._memory import page_out
 from squeezeray.compress._embedding import mark_tied
 from squeezeray.compress._embedding import replace_module
 from squeezeray.compress._embedding import with_tied
@@ -52,9 +59,18 @@ def swapped(model: nn.Module, replacements: Mapping[str, nn.Module]) -> Iterator
                 raise SqueezerayError(f"swapped(): the model has no module {name!r}") from None
             replace_module(model, name, new)
         mark_tied(model)
+        page_out_modules(originals.values())
         yield model
     finally:
         for name, old in originals.items():
             replace_module(model, name, old)
         mark_tied(model)
         setattr(model, _ACTIVE, False)
+
+
+def page_out_modules(modules: Iterable[nn.Module]) -> int:
+    """Advise the file-backed host pages of ``modules``' parameters and buffers out of the resident set; returns the
+    bytes advised (see :func:`squeezeray._memory.page_out`)."""
+    spans = {(t.data_ptr(), t.numel() * t.element_size()) for m in modules
+             for t in (*m.parameters(), *m.buffers()) if t.device.type == "cpu" and t.numel()}
+    return page_out(sorted(spans))

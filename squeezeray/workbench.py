@@ -31,6 +31,7 @@ from squeezeray.compress import decoder_parts
 from squeezeray.compress import compress_layer
 from squeezeray.compress import swapped
 from squeezeray.compress._swap import is_swapped
+from squeezeray.compress._swap import page_out_modules
 from squeezeray.data import DataConfig
 from squeezeray.data import PreparedData
 from squeezeray.data import TokenData
@@ -220,10 +221,12 @@ class Workbench:
         plan.check(self.layers)
         stats = self.stats(hessian=plan.needs_hessian())
         fn = layer_fn or compress_layer
-        replacements = {  # an offloaded block's layers are compressed on the device and handed back to the host
-            name: on_execution_device(self.original, self.original.get_submodule(name),
-                                      lambda lin, name=name, lp=lp: fn(name, lin, lp, stats[name]))
-            for name, lp in plan.layers.items()}
+        replacements = {}
+        for name, lp in plan.layers.items():  # an offloaded block's layers are compressed on the device, handed back
+            linear = self.original.get_submodule(name)
+            replacements[name] = on_execution_device(self.original, linear,
+                                                     lambda lin, name=name, lp=lp: fn(name, lin, lp, stats[name]))
+            page_out_modules([linear])  # not read again before the restore: its checkpoint pages leave memory now
         with swapped(self.original, replacements) as model:
             yield model
 

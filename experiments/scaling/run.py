@@ -205,10 +205,13 @@ def _rss_sample(pid: int) -> tuple[float, float, float] | None:
     return tuple(round(kib[k] * 1024 / GIB, 3) for k in ("VmRSS", "RssAnon", "RssFile"))  # type: ignore[return-value]
 
 
-def short_search(spec: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
-    """The CLI's short search on one model, in a child process: wall time, peak memory, what it completed."""
+def short_search(spec: dict[str, Any], cfg: dict[str, Any], trials: int | None = None) -> dict[str, Any]:
+    """The CLI's short search on one model, in a child process: wall time, peak memory, what it completed
+    (``trials``: instead of the config's trial count)."""
     ref = model_folder(spec)
     args = [str(a) for a in cfg["search"]["args"]]
+    if trials is not None:
+        args[args.index("--trials") + 1] = str(trials)
     workdir = WORK / "search" / spec["name"]
     shutil.rmtree(workdir, ignore_errors=True)
     cmd = [sys.executable, "-m", "squeezeray.cli", "search", "--model", ref, *args, "--workdir", str(workdir),
@@ -267,13 +270,14 @@ def main() -> None:
     ap.add_argument("--table", action="store_true", help="print results.csv as the README's markdown table")
     ap.add_argument("--models", help="comma-separated names to (re)run; the other models' rows are kept")
     ap.add_argument("--search", metavar="NAME", help="the short search on model NAME, appended to search.csv")
+    ap.add_argument("--trials", type=int, help="with --search: this many trials instead of the config's")
     args = ap.parse_args()
     cfg = yaml.safe_load((HERE / "config.yaml").read_text())
     if args.search:
         spec = next((m for m in cfg["models"] if m["name"] == args.search), None)
         if spec is None:
             raise SystemExit(f"--search {args.search!r}: not in config.yaml ({', '.join(m['name'] for m in cfg['models'])})")
-        row = short_search(spec, cfg)
+        row = short_search(spec, cfg, args.trials)
         path = HERE / "search.csv"
         old = list(csv.DictReader(path.open())) if path.is_file() else []  # earlier runs stay, each with its commit
         with path.open("w", newline="") as f:

@@ -13,7 +13,7 @@ from squeezeray.techniques._steps import require_unquantized
 
 class RTN(BaseTechnique[RTNConfig]):
     name = "rtn"
-    rows_independent = True  # every code from its own row (GPTQ: the Hessian is shared, the solve is per row)
+    rows_independent = True  # every code from its own row's grid (per row or per group of a row)
     code_version = 4  # 4: the base class gained rows_independent (tall layers in row blocks); this layer math did not change
     config_cls = RTNConfig
 

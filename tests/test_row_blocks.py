@@ -94,3 +94,30 @@ def test_join_rows_refuses_parts_it_cannot_join(layer_stats) -> None:  # noqa: A
         join_rows([])
     joined = join_rows([w4, w4])
     assert joined.fmt.out_features == 32 and torch.equal(joined.effective_weight()[16:], w4.effective_weight())
+
+
+@pytest.mark.parametrize("steps", [
+    "rtn-w8", "rtn-w3g64-asym", "rtn-w4g32", "rtn-w5g128", "rtn-q4_1", "rtn-q4_k", "nf4-g64", "fp8",
+    "gptq-w2g64-asym-clip", "awq-w4g128", "wanda-s50", "rtn-w4g128+svd-r8-res",
+])
+def test_blockwise_unpacking_gives_the_whole_layers_values(layer_stats, steps: str, monkeypatch) -> None:  # noqa: ANN001
+    """Dequantizing a few rows at a time (in-cache temporaries) gives the values of unpacking the layer whole, in
+    float32 and rounded once to bfloat16; sparse and low-rank layers take the whole path."""
+    import squeezeray.compress._module as module
+
+    linear, stats = layer_stats
+    m = compress_layer("t", linear, parse_steps(steps), stats)
+    whole = m._whole_effective()
+    monkeypatch.setattr(module, "DEQUANT_BLOCK_BYTES", SMALL)  # 9 blocks, the last ragged
+    assert torch.equal(m.effective_weight(), whole)
+    m.materialize(torch.bfloat16)
+    assert m._dense.dtype == torch.bfloat16 and torch.equal(m._dense, whole.to(torch.bfloat16))
+    m.release()
+
+
+def test_rows_that_do_not_start_on_a_byte_are_refused() -> None:
+    torch.manual_seed(3)
+    m = compress_layer("t", nn.Linear(20, 16), parse_steps("rtn-w3g20"), LayerStats.synthetic(torch.randn(64, 20)))
+    assert torch.equal(m.effective_weight(), m._whole_effective())  # 8-row blocks: 480 bits, on a byte
+    with pytest.raises(ValueError, match="row 3 starts at bit 180"):
+        m._dense_rows(m.stored_grid(), 3, 5)

@@ -43,16 +43,24 @@ def trim() -> bool:
     return True
 
 
+def kib_fields(path: Path | str, keys: tuple[str, ...]) -> dict[str, int]:
+    """Bytes of the ``key:  N kB`` lines of a /proc file (``/proc/<pid>/status``, ``/proc/meminfo``) for ``keys``
+    it has, read once; empty where the file cannot be read (a process that has gone, no /proc)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return {}
+    out = {}
+    for line in lines:
+        key, _, rest = line.partition(":")
+        if key in keys:
+            out[key] = int(rest.split()[0]) * 1024
+    return out
+
+
 def _kib_field(path: Path, key: str) -> int | None:
     """Bytes of a ``key:  N kB`` line of a /proc file, or None where the file or the line is missing."""
-    try:
-        text = path.read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-    return None
+    return kib_fields(path, (key,)).get(key)
 
 
 def resident_bytes() -> int | None:
@@ -100,15 +108,12 @@ def page_out(spans: list[tuple[int, int]]) -> int:
     Linux, or on a kernel without ``MADV_PAGEOUT``). Only whole pages inside a span and inside a file mapping are
     advised, so no neighbouring memory is touched and anonymous memory never is.
     """
-    lib = _libc()
-    if lib is None or not spans:
+    if _libc() is None or not spans:
         return 0
     page = _page_size()
     files = file_backed_ranges()
     advised = 0
-    madvise = lib.madvise
-    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    madvise.restype = ctypes.c_int
+    madvise = _madvise()
     for addr, nbytes in spans:
         for start, end in files:
             lo = max(addr, start)
@@ -121,6 +126,17 @@ def page_out(spans: list[tuple[int, int]]) -> int:
                 return advised  # EINVAL: a kernel before 5.4; nothing more will take
             advised += hi - lo
     return advised
+
+
+@functools.cache
+def _madvise() -> ctypes._CFuncPtr:
+    """libc's ``madvise(addr, length, advice)``, typed once (call only where :func:`_libc` is not None)."""
+    lib = _libc()
+    assert lib is not None
+    fn = lib.madvise
+    fn.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    fn.restype = ctypes.c_int
+    return fn
 
 
 @functools.cache

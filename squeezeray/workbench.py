@@ -227,7 +227,7 @@ class Workbench:
             replacements[name] = on_execution_device(self.original, linear,
                                                      lambda lin, name=name, lp=lp: fn(name, lin, lp, stats[name]))
             page_out_modules([linear])  # not read again before the restore: its checkpoint pages leave memory now
-        with swapped(self.original, replacements) as model:
+        with swapped(self.original, replacements, page_out_originals=False) as model:  # paged out above
             yield model
 
     def evaluate_plan(

@@ -21,6 +21,9 @@ def test_peak_follows_an_allocation_and_resets() -> None:
     assert _memory.trim() in (True, False)
     assert _memory.reset_peak() and _memory.peak_resident_bytes() < before + (60 << 20) + (16 << 20)
     assert _memory.available_bytes() > 0
+    got = _memory.kib_fields("/proc/self/status", ("VmRSS", "RssAnon", "NoSuchKey"))
+    assert set(got) == {"VmRSS", "RssAnon"} and 0 < got["RssAnon"] <= got["VmRSS"]
+    assert _memory.kib_fields("/proc/0/no-such-file", ("VmRSS",)) == {}
 
 
 def _rss_file() -> int:
@@ -77,5 +80,8 @@ def test_a_swapped_out_checkpoint_layer_leaves_the_resident_set(tmp_path) -> Non
         during = _rss_file()
         assert candidate[0] is small
     assert during <= before - (24 << 20)  # the 32 MiB original is out of the resident set while the candidate runs
+    float(model[0].weight.sum())
+    with swapped(model, {"0": small}, page_out_originals=False):  # a caller that paged each one out already
+        assert _rss_file() >= before - (4 << 20)
     assert page_out_modules([nn.Linear(4, 4)]) == 0  # anonymous weights: nothing advised
     assert torch.equal(model[0].weight, expected)  # restored, bit for bit

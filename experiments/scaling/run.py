@@ -195,14 +195,13 @@ SEARCH_FIELDS = ["model", "commit", "params", "real_weights", "args", "rc", "wal
 
 def _rss_sample(pid: int) -> tuple[float, float, float] | None:
     """A process's resident, anonymous and file-backed resident GiB now (None once it has gone)."""
-    try:
-        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    except OSError:
+    from squeezeray._memory import kib_fields
+
+    keys = ("VmRSS", "RssAnon", "RssFile")
+    got = kib_fields(f"/proc/{pid}/status", keys)
+    if len(got) < len(keys):
         return None
-    kib = {k: int(v.split()[0]) for k, _, v in (ln.partition(":") for ln in lines) if k in ("VmRSS", "RssAnon", "RssFile")}
-    if len(kib) < 3:
-        return None
-    return tuple(round(kib[k] * 1024 / GIB, 3) for k in ("VmRSS", "RssAnon", "RssFile"))  # type: ignore[return-value]
+    return tuple(round(got[k] / GIB, 3) for k in keys)  # type: ignore[return-value]
 
 
 def short_search(spec: dict[str, Any], cfg: dict[str, Any], trials: int | None = None) -> dict[str, Any]:

@@ -36,11 +36,14 @@ def is_swapped(model: nn.Module) -> bool:
 
 
 @contextlib.contextmanager
-def swapped(model: nn.Module, replacements: Mapping[str, nn.Module]) -> Iterator[nn.Module]:
+def swapped(model: nn.Module, replacements: Mapping[str, nn.Module], *, page_out_originals: bool = True
+            ) -> Iterator[nn.Module]:
     """``model`` with ``replacements`` (module name -> new module) in place, restored on exit.
 
     A compressed head of a tied table brings the input embedding that gathers from it
-    (:func:`~squeezeray.compress.with_tied`); both are restored.
+    (:func:`~squeezeray.compress.with_tied`); both are restored. The originals' file-backed pages are advised out
+    of the resident set (:func:`page_out_modules`) unless ``page_out_originals`` is False (a caller that did it
+    as it compressed each one).
 
     Raises:
         SqueezerayError: a swap is already active on ``model`` (nested swaps would restore the
@@ -59,7 +62,8 @@ def swapped(model: nn.Module, replacements: Mapping[str, nn.Module]) -> Iterator
                 raise SqueezerayError(f"swapped(): the model has no module {name!r}") from None
             replace_module(model, name, new)
         mark_tied(model)
-        page_out_modules(originals.values())
+        if page_out_originals:
+            page_out_modules(originals.values())
         yield model
     finally:
         for name, old in originals.items():

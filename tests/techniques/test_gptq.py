@@ -78,11 +78,12 @@ def _reference_obq(w: torch.Tensor, h: torch.Tensor, bits: int, damp: float) -> 
     return codes
 
 
-def test_gptq_matches_naive_obq_reference() -> None:
+@pytest.mark.parametrize("block_size", [5, 40])  # 40: one block of two sub-blocks (16 + 8 columns)
+def test_gptq_matches_naive_obq_reference(block_size: int) -> None:
     x = _correlated_inputs(256, 24, seed=2)
     h = x.T @ x / x.shape[0]
     w = _weight(8, 24, seed=3)
-    sol = gptq_solve(w, h, bits=3, group_size=None, symmetric=True, act_order=False, damp=0.01, block_size=5)
+    sol = gptq_solve(w, h, bits=3, group_size=None, symmetric=True, act_order=False, damp=0.01, block_size=block_size)
     ref = _reference_obq(w, h, bits=3, damp=0.01)
     assert torch.equal(sol.codes.double(), ref)
 
@@ -96,6 +97,21 @@ def test_lazy_blocks_do_not_change_the_result() -> None:
         sol = gptq_solve(w, h, bits=4, group_size=32, symmetric=False, act_order=False, block_size=bs)
         errs.append(_out_err(sol.qweight, w, h))
     assert max(errs) == pytest.approx(min(errs), rel=1e-4)
+
+
+@pytest.mark.parametrize("act_order", [True, False])  # static groups; dynamic ones read a group's first columns
+def test_sub_blocks_give_the_per_column_updates_codes(act_order: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    import squeezeray.techniques.gptq as gptq
+
+    x = _correlated_inputs(512, 256, seed=6)
+    h = x.T @ x / x.shape[0]
+    w = _weight(40, 256, seed=7)
+    kw = dict(bits=3, group_size=32, symmetric=False, act_order=act_order, block_size=128)
+    sub = gptq_solve(w, h, **kw)
+    monkeypatch.setattr(gptq, "SUB", 1)  # every column's error reaches the block's later columns at once
+    plain = gptq_solve(w, h, **kw)
+    assert torch.equal(sub.codes, plain.codes) and torch.equal(sub.qweight, plain.qweight)
+    assert torch.equal(sub.grid.scales, plain.grid.scales)
 
 
 @pytest.mark.parametrize("symmetric", [True, False])

@@ -45,7 +45,7 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))
 WORK = ROOT / "experiments" / ".work" / "scaling"
 GIB = 1 << 30
-FIELDS = ["model", "params", "real_weights", "dtype", "stage", "wall_s", "peak_rss_gib", "estimated_gib",
+FIELDS = ["model", "commit", "params", "real_weights", "dtype", "stage", "wall_s", "peak_rss_gib", "estimated_gib",
           "model_bf16_gib", "goal_gib", "within_goal", "note"]
 ESTIMATE_STAGE = {"load": "load", "calibrate": "calibration", "gptq-all": "compression", "reference": "evaluation",
                   "kl-eval": "evaluation", "cached-trial": "evaluation"}  # which Footprint stage bounds each
@@ -76,6 +76,14 @@ def model_folder(spec: dict[str, Any]) -> str:
     return str(folder)
 
 
+def head_commit() -> str:
+    """The commit the runs measure (short hash; ``+dirty`` when the tree has uncommitted changes to tracked files)."""
+    git = ["git", "-C", str(ROOT)]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout
+    return commit + ("+dirty" if dirty.strip() else "")
+
+
 def run_one(spec: dict[str, Any], cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """The stages of one model, in this process (a fresh one per model)."""
     from squeezeray._memory import peak_resident_bytes
@@ -86,6 +94,7 @@ def run_one(spec: dict[str, Any], cfg: dict[str, Any]) -> list[dict[str, Any]]:
     from squeezeray.workbench import Workbench
 
     ref = model_folder(spec)
+    commit = head_commit()
     rows: list[dict[str, Any]] = []
     cache_dir = WORK / "cache" / spec["name"]
     shutil.rmtree(cache_dir, ignore_errors=True)
@@ -122,7 +131,7 @@ def run_one(spec: dict[str, Any], cfg: dict[str, Any]) -> list[dict[str, Any]]:
     goal = 1.5 * bf16 + 2
     real = "model" in spec
     for r in rows:
-        r.update(model=spec["name"], params=params, real_weights=real, dtype=dtype_name(bench.loaded.dtype),
+        r.update(model=spec["name"], commit=commit, params=params, real_weights=real, dtype=dtype_name(bench.loaded.dtype),
                  model_bf16_gib=round(bf16, 3), goal_gib=round(goal, 3), within_goal=r["peak_rss_gib"] <= goal,
                  note=(f"KL {kl:.4f}" if real else "random weights: KL meaningless") if r["stage"] == "kl-eval" else "")
     shutil.rmtree(cache_dir, ignore_errors=True)  # statistics with Hessians: GBs per model
@@ -215,7 +224,7 @@ def short_search(spec: dict[str, Any], cfg: dict[str, Any], trials: int | None =
     shutil.rmtree(workdir, ignore_errors=True)
     cmd = [sys.executable, "-m", "squeezeray.cli", "search", "--model", ref, *args, "--workdir", str(workdir),
            "--no-progress"]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    commit = head_commit()
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
     trace = []  # (seconds, resident, anonymous, file-backed) GiB every 2 s: where in the run the peak lies

@@ -63,6 +63,29 @@ def unpack_bits(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
     if 8 % bits == 0:
         shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=packed.device)
         return ((packed.unsqueeze(1) >> shifts) & mask).reshape(-1)[:numel]
-    stream = ((packed.unsqueeze(1) >> torch.arange(8, dtype=torch.uint8, device=packed.device)) & 1).reshape(-1)
-    stream = stream[: numel * bits].view(numel, bits)
-    return (stream << torch.arange(bits, dtype=torch.uint8, device=packed.device)).sum(dim=1, dtype=torch.uint8)
+    return _unpack_stream(packed.reshape(-1), bits, numel)
+
+
+_STREAM_CHUNKS = 1 << 16
+"""Groups of whole bytes a 3/5/6/7-bit stream is unpacked at a time (bounded, in-cache temporaries)."""
+
+
+def _unpack_stream(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
+    """3, 5, 6 or 7-bit codes: every ``lcm(8, bits) / 8`` bytes hold ``lcm(8, bits) / bits`` whole codes, so each such
+    group of bytes is read as one little-endian integer and its codes shifted out of it (the stream's order)."""
+    group = bits // math.gcd(8, bits)  # bytes per group: 3 (3 and 6 bits), 5, 7
+    per = 8 * group // bits  # codes per group
+    wide = torch.int32 if group <= 3 else torch.int64
+    dev = packed.device
+    byte_shift = (8 * torch.arange(group, device=dev)).to(wide)
+    code_shift = (bits * torch.arange(per, device=dev)).to(wide)
+    n_groups = -(-packed.numel() // group)
+    out = torch.empty(n_groups * per, dtype=torch.uint8, device=dev)
+    for g0 in range(0, n_groups, _STREAM_CHUNKS):
+        g1 = min(g0 + _STREAM_CHUNKS, n_groups)
+        chunk = packed[g0 * group : g1 * group]
+        if chunk.numel() < (g1 - g0) * group:  # the stream's last group is short: zero bits after its end
+            chunk = torch.cat([chunk, chunk.new_zeros((g1 - g0) * group - chunk.numel())])
+        value = (chunk.view(-1, group).to(wide) << byte_shift).sum(dim=1, dtype=wide)  # (groups,)
+        out[g0 * per : g1 * per] = ((value.unsqueeze(1) >> code_shift) & ((1 << bits) - 1)).reshape(-1)
+    return out[:numel]

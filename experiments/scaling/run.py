@@ -76,11 +76,16 @@ def model_folder(spec: dict[str, Any]) -> str:
     return str(folder)
 
 
+CODE_PATHS = ("squeezeray", "pyproject.toml", "experiments/scaling/run.py", "experiments/scaling/config.yaml")
+"""What a run executes: changes anywhere else (this folder's own results) do not make it 'dirty'."""
+
+
 def head_commit() -> str:
-    """The commit the runs measure (short hash; ``+dirty`` when the tree has uncommitted changes to tracked files)."""
+    """The commit the runs measure (short hash; ``+dirty`` when :data:`CODE_PATHS` have uncommitted changes)."""
     git = ["git", "-C", str(ROOT)]
     commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout
+    dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
+                           capture_output=True, text=True).stdout
     return commit + ("+dirty" if dirty.strip() else "")
 
 

@@ -8,9 +8,9 @@ from torch import nn
 
 from squeezeray.compress import compress_layer
 from squeezeray.compress._apply import splits_by_rows
-from squeezeray.compress._row_blocks import ROW_ALIGN
+from squeezeray.compress._rows import ROW_ALIGN
 from squeezeray.compress._row_blocks import join_rows
-from squeezeray.compress._row_blocks import row_blocks
+from squeezeray.compress._rows import row_blocks
 from squeezeray.spaces import parse_steps
 from squeezeray.techniques import LayerStats
 from tests.conftest import correlated_inputs

@@ -39,7 +39,7 @@ def one(steps: str, rows: int, width: int, block_mib: int) -> dict[str, object]:
     from squeezeray._memory import trim
     from squeezeray.compress import compress_layer
     from squeezeray.compress._apply import splits_by_rows
-    from squeezeray.compress._row_blocks import row_blocks
+    from squeezeray.compress._rows import row_blocks
     from squeezeray.spaces import parse_steps
     from squeezeray.techniques import LayerStats
 

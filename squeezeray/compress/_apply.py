@@ -17,9 +17,9 @@ from squeezeray._offload import on_execution_device
 from squeezeray.compress._embedding import replace_layers
 from squeezeray.compress._embedding import replace_module
 from squeezeray.compress._module import CompressedLinear
-from squeezeray.compress._row_blocks import ROW_BLOCK_BYTES
+from squeezeray.compress._rows import ROW_BLOCK_BYTES
 from squeezeray.compress._row_blocks import join_rows
-from squeezeray.compress._row_blocks import row_blocks
+from squeezeray.compress._rows import row_blocks
 from squeezeray.recovery import DistillReport
 from squeezeray.recovery import distill
 from squeezeray.spaces import CompressionPlan

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from squeezeray.compress._layer_format import LayerFormat
+from squeezeray.compress._rows import row_blocks
 from squeezeray.techniques._formats import QuantGrid
 from squeezeray.techniques._formats import SparsityPattern
 from squeezeray.techniques._formats import SuperScales
@@ -327,8 +328,6 @@ class CompressedLinear(nn.Module):
         """:meth:`effective_weight` in ``dtype`` (each value rounded once, from the float32 one). A dense main weight
         without low-rank factors is unpacked :data:`DEQUANT_BLOCK_BYTES` at a time into the result: the same values
         (every step is elementwise by row), without the whole layer's float32 temporaries."""
-        from squeezeray.compress._row_blocks import row_blocks  # _row_blocks builds on this module
-
         f = self.fmt
         if f.pattern is not None or f.rank or f.lowrank_only:
             return self._whole_effective().to(dtype)

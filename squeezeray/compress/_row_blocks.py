@@ -5,7 +5,7 @@ original and effective weight, GPTQ's float64 solve and its permuted copy, the d
 49,152 x 2,048 token table that is 2-4 GiB of temporaries for a moment, more than the rest of the
 search holds. When every step of a layer's plan computes each output row from that row's weights and
 the layer's calibration statistics alone (``BaseTechnique.rows_independent``: RTN, GPTQ, NF4, FP8), the
-layer is compressed :data:`ROW_BLOCK_BYTES` of float32 weight at a time and the packed blocks are joined
+layer is compressed :data:`~squeezeray.compress._rows.ROW_BLOCK_BYTES` of float32 weight at a time and the packed blocks are joined
 row-wise: the stored tensors are those of the whole layer compressed at once (codes, scales, zero points
 and bias are row-major, and a block of a multiple of 8 rows ends on a byte of every packed stream).
 
@@ -20,33 +20,10 @@ import dataclasses
 import torch
 
 from squeezeray.compress._module import CompressedLinear
-
-ROW_BLOCK_BYTES = 64 * 2**20
-"""Float32 bytes of weight compressed at once in a tall layer (a block's temporaries are a few times this)."""
-
-ROW_ALIGN = 8
-"""Rows in a block are a multiple of this, so every packed stream (1-8 bits a code) ends on a byte boundary."""
+from squeezeray.compress._rows import ROW_ALIGN
 
 ROW_BUFFERS = ("codes", "values", "scales", "zeros", "mins", "sb_d", "sb_sc", "sb_dmin", "sb_mq", "bias")
 """The stored buffers of a layer that are row-major (one record per output row, in row order)."""
-
-
-def row_blocks(out_features: int, in_features: int, budget_bytes: int = ROW_BLOCK_BYTES) -> list[tuple[int, int]]:
-    """``[start, stop)`` output-row ranges of at most ``budget_bytes`` of float32 weight each (one range when the
-    whole layer fits), every range but the last a multiple of :data:`ROW_ALIGN` rows.
-
-    Args:
-        out_features, in_features: The layer's weight shape.
-        budget_bytes: Float32 bytes of weight per block.
-    """
-    if out_features <= 0 or in_features <= 0:
-        raise ValueError(f"row_blocks: shape ({out_features}, {in_features}) has no rows or no inputs")
-    if budget_bytes <= 0:
-        raise ValueError(f"row_blocks: budget_bytes={budget_bytes} must be positive")
-    if out_features * in_features * 4 <= budget_bytes:
-        return [(0, out_features)]
-    rows = max(budget_bytes // (4 * in_features) // ROW_ALIGN * ROW_ALIGN, ROW_ALIGN)
-    return [(r, min(r + rows, out_features)) for r in range(0, out_features, rows)]
 
 
 def join_rows(parts: list[CompressedLinear]) -> CompressedLinear:

@@ -20,7 +20,7 @@ import torch
 from squeezeray._errors import ModelLoadError
 from squeezeray._errors import SqueezerayError
 from squeezeray._memory import available_bytes
-from squeezeray.compress._row_blocks import row_blocks
+from squeezeray.compress._rows import row_blocks
 from squeezeray.compress._stats_store import DEFAULT_MEMORY_BYTES as STATS_MEMORY_BYTES
 from squeezeray.data import DataConfig
 from squeezeray.models import ModelSource

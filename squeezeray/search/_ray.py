@@ -21,6 +21,8 @@ executor only evaluates plans. Design decisions:
   it was running is queued again, first in line for the next free worker, up to
   ``max_retries`` times, then handed back as failed with every loss recorded. A
   Python exception inside an evaluation is not retried: it is the trial's result.
+  A busy worker whose node is no longer listed alive is lost too, even where Ray
+  never fails its task (checked every ``NODE_CHECK_S`` seconds while the driver waits).
 * **Throughput.** The driver asks one trial per worker plus ``prefetch`` more, so
   a worker starts its next trial as soon as it hands back the last, while the driver
   tells the study; ``progress()`` reports trials per hour and worker utilisation
@@ -55,6 +57,11 @@ from squeezeray.search._ray_config import ExecutorStats
 from squeezeray.search._ray_config import RayConfig
 from squeezeray.search._ray_config import WorkerStats
 from squeezeray.search._ray_config import _PASSED_ENV
+from squeezeray.search._ray_pool import NODE_CHECK_S
+from squeezeray.search._ray_pool import _Pending
+from squeezeray.search._ray_pool import _Worker
+from squeezeray.search._ray_pool import _one_line
+from squeezeray.search._ray_pool import on_dead_nodes
 from squeezeray.search._ray_config import log
 from squeezeray.search._ray_workers import BenchFactory
 from squeezeray.search._ray_workers import WorkerEvaluateFn
@@ -72,35 +79,6 @@ if TYPE_CHECKING:
 
 
 _HEAD_RESOURCE = "node:__internal_head__"  # every Ray head node has it
-
-
-@dataclasses.dataclass
-class _Worker:
-    label: str
-    handle: Any
-    ready_ref: Any | None
-    name: str = ""
-    node_ip: str = ""
-    started: float = 0.0
-    ready_at: float | None = None
-    dead_at: float | None = None
-    death: str = ""
-    trials: int = 0
-    busy_s: float = 0.0
-    running: _Pending | None = None
-    ref: Any | None = None
-    dispatched_at: float = 0.0
-
-    @property
-    def alive(self) -> bool:
-        return self.dead_at is None
-
-
-@dataclasses.dataclass(frozen=True)
-class _Pending:
-    number: int
-    plan: dict[str, Any]
-    retries: tuple[str, ...] = ()
 
 
 class RayExecutor(BaseExecutor):
@@ -276,8 +254,12 @@ class RayExecutor(BaseExecutor):
                     f"max_worker_restarts={self._max_restarts} replacements used; last death: {self._last_death()}"
                 )
             only_starting = all(kind == "ready" for kind, _ in pending.values())
-            timeout = self.config.start_timeout_s if only_starting else None
+            timeout = self.config.start_timeout_s if only_starting else NODE_CHECK_S
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=timeout)
+            if not ready and not only_starting:
+                for w in self._on_dead_nodes():  # Ray may never fail a task whose node was removed
+                    results.extend(self._on_result(w, lost=f"its node {w.node_ip} is no longer alive"))
+                continue
             if not ready:
                 cores = ray.cluster_resources()
                 raise SqueezerayError(
@@ -326,8 +308,19 @@ class RayExecutor(BaseExecutor):
                 raise SqueezerayError(
                     f"no worker left to measure {len(queue)} unit(s)' sensitivity: {self._restarts} of "
                     f"max_worker_restarts={self._max_restarts} replacements used; last death: {self._last_death()}")
-            timeout = None if busy else self.config.start_timeout_s
+            timeout = NODE_CHECK_S if busy else self.config.start_timeout_s
             ready, _ = ray.wait([*busy, *starting], num_returns=1, timeout=timeout)
+            if not ready and busy:
+                gone = {id(w) for w in self._on_dead_nodes(busy=[w for w, _, _ in busy.values()])}
+                for ref in [r for r, (w, _, _) in busy.items() if id(w) in gone]:
+                    w, unit, tries = busy.pop(ref)
+                    self._lost(w, SqueezerayError(f"its node {w.node_ip} is no longer alive"))
+                    if tries + 1 > self.config.max_retries:
+                        raise SqueezerayError(f"sensitivity of unit {unit.key!r}: worker lost {tries + 1} times "
+                                              f"(max_retries={self.config.max_retries}); last: {w.death}")
+                    queue.appendleft((unit, tries + 1))
+                    self._retried += 1
+                continue
             if not ready:
                 raise SqueezerayError(
                     f"no worker became ready within start_timeout_s={self.config.start_timeout_s:g} "
@@ -367,18 +360,28 @@ class RayExecutor(BaseExecutor):
             self._t_ready = w.ready_at
         log.info("worker %s ready in %.1f s (pid %s, %d threads)", w.name, info["start_s"], info["pid"], info["threads"])
 
-    def _on_result(self, w: _Worker) -> list[tuple[int, Evaluation]]:
+    def _on_dead_nodes(self, busy: list[_Worker] | None = None) -> list[_Worker]:
+        """The busy workers (those running a trial, or ``busy``) whose node the cluster no longer lists as alive."""
+        import ray
+
+        workers = busy if busy is not None else [w for w in self._workers if w.ref is not None]
+        return on_dead_nodes(workers, ray.nodes())
+
+    def _on_result(self, w: _Worker, *, lost: str | None = None) -> list[tuple[int, Evaluation]]:
+        """The finished trial of ``w``; ``lost``: its worker was found gone (why) without its task failing."""
         import ray
 
         job, ref = w.running, w.ref
         assert job is not None
         w.running, w.ref = None, None
         try:
+            if lost is not None:
+                raise SqueezerayError(lost)
             ev: Evaluation = ray.get(ref)
         except ray.exceptions.RayTaskError as err:  # raised past evaluate_plan (e.g. a result that cannot travel)
             return [(job.number, Evaluation(TrialOutcome.FAILED, error=f"{type(err).__name__}: {err}"[:2000],
                                             worker=w.name, retries=job.retries))]
-        except ray.exceptions.RayError as err:
+        except (ray.exceptions.RayError, SqueezerayError) as err:
             self._lost(w, err)
             retries = (*job.retries, f"{w.name}: {_one_line(err)}")
             if len(retries) > self.config.max_retries:
@@ -443,7 +446,3 @@ def _portable_ref(ref: str | None) -> str | None:
         return str(Path(ref).expanduser().resolve())
     return ref
 
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"[:300]

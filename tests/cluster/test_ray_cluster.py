@@ -196,6 +196,39 @@ def test_removing_a_node_mid_trial_loses_nothing(two_nodes, tiny, factory, local
     _assert_same_as_local(study, local_run.study)
 
 
+def test_a_node_the_cluster_stops_listing_is_given_up_though_its_task_never_fails(  # noqa: ANN201
+        two_nodes, tiny, factory, local_run, tmp_path, monkeypatch):  # noqa: ANN001
+    """Ray may leave a removed node's task pending for good: the driver checks the node list while it waits."""
+    import ray
+
+    from squeezeray.search import _ray
+
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    listed = ray.nodes
+    hidden: list[str] = []
+
+    def nodes() -> list[dict]:  # the worker node drops out of the list once, while it runs its second trial
+        out = listed()
+        mine = sorted(markers.glob(f"{WORKER_IP}-*"), key=lambda p: p.stat().st_mtime)
+        if len(mine) >= 2 and not hidden:
+            hidden.append(mine[-1].name.split("-", 1)[1])
+            return [n for n in out if n.get("NodeManagerAddress") != WORKER_IP]
+        return out
+
+    monkeypatch.setattr(ray, "nodes", nodes)
+    monkeypatch.setattr(_ray, "NODE_CHECK_S", 0.2)  # checked while the worker sleeps before its trial
+    executor = _executor(two_nodes, factory, evaluate=SlowEvaluate(str(markers), 1.0), max_retries=2)
+    study = run_search(_cfg(tmp_path), bench=tiny, progress=False, executor=executor).study
+    assert hidden, "the worker node never ran a second trial"
+    assert all(t.state is optuna.trial.TrialState.COMPLETE for t in study.trials), _states(study)
+    lost = next(t for t in study.trials if f"trial-{t.number}" == hidden[0])
+    assert len(lost.user_attrs["retries"]) == 1 and "no longer alive" in lost.user_attrs["retries"][0]
+    stats = executor.stats()
+    assert stats.retried == 1 and stats.restarts == 1
+    _assert_same_as_local(study, local_run.study)
+
+
 def test_a_trial_whose_worker_keeps_dying_fails_after_bounded_retries(two_nodes, tiny, factory, tmp_path) -> None:  # noqa: ANN001
     executor = _executor(two_nodes, factory, evaluate=PoisonEvaluate("trial-4"), max_retries=1)
     result = run_search(_cfg(tmp_path, n_trials=6), bench=tiny, progress=False, executor=executor)

@@ -61,6 +61,7 @@ from squeezeray.search._ray_pool import NODE_CHECK_S
 from squeezeray.search._ray_pool import _Pending
 from squeezeray.search._ray_pool import _Worker
 from squeezeray.search._ray_pool import _one_line
+from squeezeray.search._ray_pool import node_gone
 from squeezeray.search._ray_pool import on_dead_nodes
 from squeezeray.search._ray_config import log
 from squeezeray.search._ray_workers import BenchFactory
@@ -258,7 +259,7 @@ class RayExecutor(BaseExecutor):
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=timeout)
             if not ready and not only_starting:
                 for w in self._on_dead_nodes():  # Ray may never fail a task whose node was removed
-                    results.extend(self._on_result(w, lost=f"its node {w.node_ip} is no longer alive"))
+                    results.extend(self._trial_lost(w, w.running, node_gone(w)))  # type: ignore[arg-type]
                 continue
             if not ready:
                 cores = ray.cluster_resources()
@@ -314,12 +315,7 @@ class RayExecutor(BaseExecutor):
                 gone = {id(w) for w in self._on_dead_nodes(busy=[w for w, _, _ in busy.values()])}
                 for ref in [r for r, (w, _, _) in busy.items() if id(w) in gone]:
                     w, unit, tries = busy.pop(ref)
-                    self._lost(w, SqueezerayError(f"its node {w.node_ip} is no longer alive"))
-                    if tries + 1 > self.config.max_retries:
-                        raise SqueezerayError(f"sensitivity of unit {unit.key!r}: worker lost {tries + 1} times "
-                                              f"(max_retries={self.config.max_retries}); last: {w.death}")
-                    queue.appendleft((unit, tries + 1))
-                    self._retried += 1
+                    queue.appendleft(self._unit_lost(w, unit, tries, node_gone(w)))
                 continue
             if not ready:
                 raise SqueezerayError(
@@ -335,15 +331,19 @@ class RayExecutor(BaseExecutor):
             except ray.exceptions.RayTaskError as err:
                 raise SqueezerayError(f"sensitivity of unit {unit.key!r} failed on {w.name}: {err}") from None
             except ray.exceptions.RayError as err:
-                self._lost(w, err)
-                if tries + 1 > self.config.max_retries:
-                    raise SqueezerayError(f"sensitivity of unit {unit.key!r}: worker lost {tries + 1} times "
-                                          f"(max_retries={self.config.max_retries}); last: {_one_line(err)}") from None
-                queue.appendleft((unit, tries + 1))
-                self._retried += 1  # counted with the trials' retries (ExecutorStats.retried)
+                queue.appendleft(self._unit_lost(w, unit, tries, err))
                 continue
             on_unit(unit.key, [SensitivityRow.from_dict(r) for r in rows])
         return True
+
+    def _unit_lost(self, w: _Worker, unit: Unit, tries: int, err: Exception) -> tuple[Unit, int]:
+        """``w`` was lost measuring ``unit``: the unit to queue again, or the search stops past ``max_retries``."""
+        self._lost(w, err)
+        if tries + 1 > self.config.max_retries:
+            raise SqueezerayError(f"sensitivity of unit {unit.key!r}: worker lost {tries + 1} times "
+                                  f"(max_retries={self.config.max_retries}); last: {_one_line(err)}") from None
+        self._retried += 1  # counted with the trials' retries (ExecutorStats.retried)
+        return unit, tries + 1
 
     def _on_ready(self, w: _Worker) -> None:
         import ray
@@ -367,33 +367,35 @@ class RayExecutor(BaseExecutor):
         workers = busy if busy is not None else [w for w in self._workers if w.ref is not None]
         return on_dead_nodes(workers, ray.nodes())
 
-    def _on_result(self, w: _Worker, *, lost: str | None = None) -> list[tuple[int, Evaluation]]:
-        """The finished trial of ``w``; ``lost``: its worker was found gone (why) without its task failing."""
+    def _on_result(self, w: _Worker) -> list[tuple[int, Evaluation]]:
         import ray
 
         job, ref = w.running, w.ref
         assert job is not None
         w.running, w.ref = None, None
         try:
-            if lost is not None:
-                raise SqueezerayError(lost)
             ev: Evaluation = ray.get(ref)
         except ray.exceptions.RayTaskError as err:  # raised past evaluate_plan (e.g. a result that cannot travel)
             return [(job.number, Evaluation(TrialOutcome.FAILED, error=f"{type(err).__name__}: {err}"[:2000],
                                             worker=w.name, retries=job.retries))]
-        except (ray.exceptions.RayError, SqueezerayError) as err:
-            self._lost(w, err)
-            retries = (*job.retries, f"{w.name}: {_one_line(err)}")
-            if len(retries) > self.config.max_retries:
-                error = f"worker lost {len(retries)} times (max_retries={self.config.max_retries}); last: {retries[-1]}"
-                return [(job.number, Evaluation(TrialOutcome.FAILED, error=error, worker=w.name, retries=retries))]
-            self._retried += 1
-            self._queue.appendleft(_Pending(job.number, job.plan, retries))
-            return []
+        except ray.exceptions.RayError as err:
+            return self._trial_lost(w, job, err)
         w.trials += 1
         w.busy_s += ev.wall_s
         self._overhead.append(max(0.0, time.perf_counter() - w.dispatched_at - ev.wall_s))
         return [(job.number, dataclasses.replace(ev, retries=job.retries))]
+
+    def _trial_lost(self, w: _Worker, job: _Pending, err: Exception) -> list[tuple[int, Evaluation]]:
+        """``w`` was lost running ``job``: queued again (nothing to tell yet), or failed past ``max_retries``."""
+        w.running, w.ref = None, None
+        self._lost(w, err)
+        retries = (*job.retries, f"{w.name}: {_one_line(err)}")
+        if len(retries) > self.config.max_retries:
+            error = f"worker lost {len(retries)} times (max_retries={self.config.max_retries}); last: {retries[-1]}"
+            return [(job.number, Evaluation(TrialOutcome.FAILED, error=error, worker=w.name, retries=retries))]
+        self._retried += 1
+        self._queue.appendleft(_Pending(job.number, job.plan, retries))
+        return []
 
     def _lost(self, w: _Worker, err: Exception) -> None:
         import ray
@@ -445,4 +447,3 @@ def _portable_ref(ref: str | None) -> str | None:
     if ref is not None and Path(ref).expanduser().exists():
         return str(Path(ref).expanduser().resolve())
     return ref
-

@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from collections.abc import Mapping
 from typing import Any
 
+from squeezeray._errors import SqueezerayError
+
 NODE_CHECK_S = 5.0
 """While trials run, how often the driver checks that each busy worker's node is still alive: when a node is removed
 Ray may leave its tasks pending for good (seen on Ray 2.60 with a worker node removed mid-trial), and the trial would
@@ -46,6 +48,11 @@ def on_dead_nodes(workers: Iterable[_Worker], nodes: Iterable[Mapping[str, Any]]
     """The living ``workers`` whose node address is not among the ``nodes`` (``ray.nodes()`` entries) marked alive."""
     alive = {n.get("NodeManagerAddress") for n in nodes if n.get("Alive")}
     return [w for w in workers if w.alive and w.node_ip and w.node_ip not in alive]
+
+
+def node_gone(w: _Worker) -> SqueezerayError:
+    """Why ``w`` counts as lost when :func:`on_dead_nodes` finds it."""
+    return SqueezerayError(f"its node {w.node_ip} is no longer alive")
 
 
 def _one_line(err: BaseException) -> str:

@@ -6,20 +6,107 @@ import torch
 
 from squeezeray.techniques._state import LayerState
 
+TRI_BASE = 128
+"""Triangular blocks of at most this order are inverted by a triangular solve; larger ones split in two."""
+FLIP_CHUNK = 1 << 20
+"""Elements swapped at a time by :func:`flip_both_`."""
+
+
+def flip_both_(m: torch.Tensor) -> None:
+    """Reverse a dense matrix's rows and columns in place (``J M J``), :data:`FLIP_CHUNK` elements at a time.
+
+    Row- or column-major (LAPACK's factors are column-major): reversing both axes reverses the storage either way.
+    """
+    if m.is_contiguous():
+        v = m.view(-1)
+    elif m.T.is_contiguous():
+        v = m.T.view(-1)
+    else:
+        raise ValueError(f"flip_both_ needs a row- or column-major matrix, got strides {m.stride()}")
+    total = v.numel()
+    half = total // 2
+    for s in range(0, half, FLIP_CHUNK):
+        e = min(s + FLIP_CHUNK, half)
+        low = v[s:e]
+        high = v[total - e : total - s]
+        saved = low.clone()
+        low.copy_(high.flip(0))
+        high.copy_(saved.flip(0))
+
+
+def _times_lower(x: torch.Tensor, t: torch.Tensor, out: torch.Tensor) -> None:
+    """``out = x @ t`` for a lower-triangular ``t``, skipping its zero upper half (recursively)."""
+    k = t.shape[0]
+    if k <= TRI_BASE:
+        torch.mm(x, t, out=out)
+        return
+    h = k // 2
+    _times_lower(x[:, :h], t[:h, :h], out[:, :h])
+    out[:, :h].addmm_(x[:, h:], t[h:, :h])
+    _times_lower(x[:, h:], t[h:, h:], out[:, h:])
+
+
+def _lower_times(t: torch.Tensor, x: torch.Tensor, out: torch.Tensor) -> None:
+    """``out = t @ x`` for a lower-triangular ``t``, skipping its zero upper half (recursively)."""
+    k = t.shape[0]
+    if k <= TRI_BASE:
+        torch.mm(t, x, out=out)
+        return
+    h = k // 2
+    _lower_times(t[:h, :h], x[:h], out[:h])
+    _lower_times(t[h:, h:], x[h:], out[h:])
+    out[h:].addmm_(t[h:, :h], x[:h])
+
+
+def invert_lower_(m: torch.Tensor, work: torch.Tensor) -> None:
+    """Invert the lower-triangular ``m`` in place (its strict upper triangle must be zero and stays zero).
+
+    Blockwise, ``[[A, 0], [B, C]]^-1 = [[A^-1, 0], [-C^-1 B A^-1, C^-1]]``: two half-size inversions and two
+    products with triangular factors, each skipping the zero half; about ``n^3 / 6`` multiply-adds in all,
+    LAPACK trtri's count (torch does not expose trtri; a triangular solve against the identity costs ``n^3``),
+    nearly all of it in matrix products.
+
+    Args:
+        m: (n, n) lower triangular, non-singular; overwritten with its inverse.
+        work: Contiguous scratch of at least ``n * n / 2`` elements of ``m``'s dtype and device.
+    """
+    n = m.shape[0]
+    if n <= TRI_BASE:
+        eye = torch.eye(n, dtype=m.dtype, device=m.device)  # (n, n)
+        m.copy_(torch.linalg.solve_triangular(m, eye, upper=False))
+        return
+    k = n // 2
+    a, b, c = m[:k, :k], m[k:, :k], m[k:, k:]  # (k, k), (n - k, k), (n - k, n - k) views
+    invert_lower_(a, work)
+    invert_lower_(c, work)
+    flat = work.view(-1)
+    size = (n - k) * k
+    ba = flat[:size].view(n - k, k)  # B A^-1
+    cba = flat[size : 2 * size].view(n - k, k)  # C^-1 B A^-1
+    _times_lower(b, a, ba)
+    _lower_times(c, ba, cba)
+    torch.neg(cba, out=b)
+
 
 def damped_inverse_cholesky(
     hessian: torch.Tensor, damp: float, *, retries: int, technique: str
 ) -> tuple[torch.Tensor, float]:
     """Upper Cholesky factor ``U`` of ``(H + damp * mean(diag H) * I)^-1`` (``U^T U``), and the damping used.
 
-    If the damped matrix (or its inverse) is not positive definite, the damping is
-    multiplied by 10 and the factorisation retried, ``retries`` attempts in all.
+    If the damped matrix is not positive definite, the damping is multiplied by 10 and the factorisation
+    retried, ``retries`` attempts in all.
 
-    The caller hands ``hessian`` over: it is damped in place (only its diagonal changes, and each retry
-    rewrites it from a saved copy, so the damped matrix equals ``H + frac * mean * I`` bit for bit), and the
-    inverse and its factor are computed in the lower factor's storage, so two (in, in) matrices are alive at
-    a time: for a layer with 8192 inputs 1 GiB in float64 where a damped copy, an identity and three
-    factors took 2.5 GiB.
+    With ``J`` the order reversal, ``J H J = L L^T`` (lower Cholesky) gives ``H^-1 = (J L^-1 J)^T (J L^-1 J)``,
+    and ``J L^-1 J`` is upper triangular with a positive diagonal: the (unique) factor, from one Cholesky
+    factorisation and one triangular inversion (``2 n^3 / 3`` multiply-adds; factorising, inverting through
+    ``cholesky_inverse`` and factorising again took ``4 n^3 / 3``: 13.5 -> 6.5 s at 8192 inputs in float64 on a
+    2-vCPU EPYC VM). The factor equals the textbook one to rounding (about 1e-15 relative in float64).
+
+    The caller hands ``hessian`` over: it is reversed and damped in place (only its diagonal changes, and
+    each retry rewrites it from a saved copy, so the damped matrix equals ``H + frac * mean * I`` bit for
+    bit, ``mean`` summed in the original order), then used as the inversion's scratch; the factor is computed
+    in the Cholesky factor's storage, so two (in, in) matrices are alive at a time (1 GiB in float64 for a
+    layer with 8192 inputs).
 
     Args:
         hessian: (in, in) symmetric positive semi-definite with a positive diagonal
@@ -33,19 +120,19 @@ def damped_inverse_cholesky(
         ``(U, used)``: (in, in) upper-triangular, same dtype as ``hessian``; ``used`` the damping fraction the
         factorisation succeeded with (``damp`` unless it had to be raised: callers record that).
     """
-    mean_diag = float(torch.diagonal(hessian).mean())  # over the strided view: a contiguous copy sums in another order
-    diag = torch.diagonal(hessian).clone()  # (in,) the undamped diagonal
-    info = torch.empty((), dtype=torch.int32, device=hessian.device)
+    h = hessian if hessian.is_contiguous() else hessian.contiguous()
+    mean_diag = float(torch.diagonal(h).mean())  # over the strided view, in the original order
+    diag = torch.diagonal(h).flip(0)  # (in,) the undamped diagonal, reversed (a copy)
+    flip_both_(h)
     frac = damp
     for _ in range(retries):
-        torch.diagonal(hessian).copy_(diag + frac * mean_diag)
-        factor, info0 = torch.linalg.cholesky_ex(hessian)  # (in, in) lower
-        if int(info0) == 0:
-            # The inverse and its upper factor overwrite the lower factor (LAPACK potri/potrf work in place).
-            torch.cholesky_inverse(factor, out=factor)
-            torch.linalg.cholesky_ex(factor, upper=True, out=(factor, info))
-            if int(info) == 0:
-                return factor, frac
+        torch.diagonal(h).copy_(diag + frac * mean_diag)
+        upper, info = torch.linalg.cholesky_ex(h, upper=True)  # (in, in) J H J = L L^T, L = upper.T
+        if int(info) == 0:
+            factor = upper.T  # LAPACK's storage is column-major: its transpose L is row-major (products 1.6x faster)
+            invert_lower_(factor, h)  # the damped matrix is not read again: scratch
+            flip_both_(factor)  # J L^-1 J, upper
+            return factor, frac
         frac *= 10.0
     raise ValueError(
         f"{technique}: the Hessian is not positive definite even with damping {frac / 10:g}; increase damp"

@@ -245,7 +245,7 @@ class GPTQ(BaseTechnique[GPTQConfig]):
     config_cls = GPTQConfig
     needs_hessian = True
     rows_independent = True  # every code from its own row (GPTQ: the Hessian is shared, the solve is per row)
-    code_version = 7  # 7: sub-blocked lazy updates (the same arithmetic regrouped: float64 rounding may differ)
+    code_version = 8  # 8: the inverse factor from one Cholesky and one triangular inversion (rounding may differ)
 
     def apply(self, state: LayerState, config: GPTQConfig, stats: LayerStats) -> None:
         require_unquantized(state, self.name)

@@ -174,7 +174,7 @@ class SparseGPT(BaseTechnique[SparseGPTConfig]):
     """OBS pruning with weight reconstruction; keeps a quantized layer on its grid."""
 
     name = "sparsegpt"
-    code_version = 5  # 5: the base class gained rows_independent (tall layers in row blocks); this layer math did not change
+    code_version = 6  # 6: the inverse factor from one Cholesky and one triangular inversion (rounding may differ)
     config_cls = SparseGPTConfig
     needs_hessian = True
 

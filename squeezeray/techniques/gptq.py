@@ -8,7 +8,9 @@ the mean squared output error ``tr(dW H dW^T)`` stays small. Updates are applied
 lazily per block of ``block_size`` columns, and inside a block per sub-block of
 :data:`SUB` columns (one matrix product per sub-block instead of a rank-one update of
 the whole block per column: the same arithmetic regrouped, 2.2x faster on an
-8192 x 3072 layer on a 2-vCPU EPYC VM, the same codes).
+8192 x 3072 layer on a 2-vCPU EPYC VM, the same codes). The solver works on the
+transposed weight, so each column it visits is a contiguous row (8192 x 3072: 3.5 ->
+2.6 s; 3072 x 8192: 12.8 -> 10.0 s with the inverse factor's own speed-up in both).
 
 Group parameters:
     * one group per row, or ``act_order``: the grid is computed up front with
@@ -167,75 +169,84 @@ def gptq_solve(
         perm = torch.argsort(torch.diagonal(h), descending=True, stable=True)  # (in,)
     else:
         perm = torch.arange(in_f, device=dev)  # (in,)
-    w = w[:, perm]  # (out, in) permuted
+    # Transposed (input-major): each column GPTQ visits is a contiguous row, every per-column operation reads
+    # and writes contiguous memory (1.5-2x faster than column-strided on an 8192 x 3072 layer).
+    wt = torch.index_select(w.T, 0, perm)  # (in, out) permuted, contiguous
+    del w
     h = h[perm]  # (in, in) rows permuted (two copies alive at a time, not three: at 8192 inputs each is 0.5 GiB)
     h = h[:, perm]  # (in, in) permuted
-    keep_p = None if keep is None else keep[:, perm]  # (out, in) permuted
+    keep_t = None if keep is None else torch.index_select(keep.T, 0, perm)  # (in, out) permuted
     group_of = (perm // gs).tolist()  # permuted column -> group of its original column
+    scales_t = scales.T.contiguous()  # (n_groups, out)
+    zeros_t = None if zeros is None else zeros.T.contiguous()  # (n_groups, out)
+    mins_t = None if mins is None else mins.T.contiguous()  # (n_groups, out)
 
     hinv, damp_used = damped_inverse_cholesky(h, damp, retries=_MAX_DAMP_RETRIES, technique="GPTQ")  # (in, in) upper
     del h  # damped in place, not read again: freed before the column loop's working set is allocated
 
-    codes_p = torch.empty(out_f, in_f, dtype=torch.uint8, device=dev)  # (out, in) permuted
+    codes_t = torch.empty(in_f, out_f, dtype=torch.uint8, device=dev)  # (in, out) permuted
     # float32: each column's float64 q rounds to float32 exactly (see below), so storing it narrow loses nothing.
-    q_p = torch.zeros(out_f, in_f, dtype=torch.float32, device=dev)  # (out, in) permuted
+    q_t = torch.empty(in_f, out_f, dtype=torch.float32, device=dev)  # (in, out) permuted
 
     sub = SUB if static else math.gcd(SUB, bs, gs)
     for i1 in range(0, in_f, bs):
         i2 = min(i1 + bs, in_f)
-        w1 = w[:, i1:i2].clone()  # (out, b)
-        err1 = torch.zeros_like(w1)  # (out, b)
-        codes1 = torch.empty(out_f, i2 - i1, dtype=torch.uint8, device=dev)  # (out, b) this block's, written once
-        q1 = torch.empty(out_f, i2 - i1, dtype=torch.float32, device=dev)  # (out, b)
+        w1 = wt[i1:i2]  # (b, out) view: these rows are not read after this block
+        err1 = torch.zeros_like(w1)  # (b, out)
         hinv1 = hinv[i1:i2, i1:i2]  # (b, b)
         for i in range(i2 - i1):
             col = i1 + i
             g = group_of[col]
             if not static and col % gs == 0:
-                # Alignment guarantees the group is inside this block or starts at i == 0.
-                gw = w1[:, i : i + gs] if col + gs <= i2 else w[:, col : col + gs]  # (out, gs)
-                if keep_p is not None:
-                    gw = gw * keep_p[:, col : col + gs]
-                gg = minmax_grid(gw.float(), bits=bits, group_size=None, symmetric=symmetric)
-                scales[:, g] = gg.scales[:, 0]
-                zeros[:, g] = gg.zero_points()[:, 0]
-            s = scales[:, g].to(torch.float64)  # (out,)
-            x = w1[:, i]  # (out,)
-            if zeros is not None:
-                z = zeros[:, g].to(torch.float64)  # (out,)
+                assert zeros_t is not None
+                # Alignment guarantees the group is inside this block or starts at i == 0 (all updates landed).
+                gw = wt[col : col + gs]  # (gs, out)
+                if keep_t is not None:
+                    gw = gw * keep_t[col : col + gs]
+                gg = minmax_grid(gw.T.float(), bits=bits, group_size=None, symmetric=symmetric)
+                scales_t[g] = gg.scales[:, 0]
+                zeros_t[g] = gg.zero_points()[:, 0]
+            s = scales_t[g].to(torch.float64)  # (out,)
+            x = w1[i]  # (out,)
+            if zeros_t is not None:
+                z = zeros_t[g].to(torch.float64)  # (out,)
                 c = torch.clamp(torch.round(x / s) + z, 0, maxq)  # (out,) integer codes
-                if keep_p is not None:
-                    c = torch.where(keep_p[:, col], c, z)  # the zero point decodes to exactly 0
+                if keep_t is not None:
+                    c = torch.where(keep_t[col], c, z)  # the zero point decodes to exactly 0
                 # float32 scale times a small integer is exact in float64, so q.float()
                 # equals the float32 dequantization of the codes bit for bit.
                 q = s * (c - z)  # (out,)
             else:
-                assert mins is not None
-                m = mins[:, g].to(torch.float64)  # (out,) float minimums
+                assert mins_t is not None
+                m = mins_t[g].to(torch.float64)  # (out,) float minimums
                 c = torch.clamp(torch.round((x - m) / s), 0, maxq)  # (out,)
                 # The scale (fp16, or fp16 x a K-quant multiplier: at most 17 significant bits) times a small
                 # integer is exact in float32, and adding the minimum is exact in float64, so its rounding to
                 # float32 is float32's own (scale * code) + min, the grid's dequantization.
                 q = s * c + m  # (out,)
-            e = (x - q) / hinv1[i, i]  # (out,)
+            codes_t[col] = c
+            q_t[col] = q
+            e = torch.sub(x, q, out=err1[i]).div_(hinv1[i, i])  # (out,) written into its row of err1
             j2 = min((i // sub + 1) * sub, i2 - i1)
-            w1[:, i:j2] -= e.unsqueeze(1) * hinv1[i, i:j2].unsqueeze(0)  # (out, j2 - i)
-            err1[:, i] = e
-            if i + 1 == j2 and j2 < i2 - i1:  # the end of a sub-block: its errors reach the block's later columns
+            if i + 1 < j2:
+                w1[i + 1 : j2].sub_(hinv1[i, i + 1 : j2].unsqueeze(1) * e)  # (j2 - i - 1, out)
+            if i + 1 == j2 and j2 < i2 - i1:  # the end of a sub-block: its errors reach the block's later rows
                 j1 = j2 - sub
-                w1[:, j2:].addmm_(err1[:, j1:j2], hinv1[j1:j2, j2:], alpha=-1.0)
-            codes1[:, i] = c
-            q1[:, i] = q
-        codes_p[:, i1:i2] = codes1
-        q_p[:, i1:i2] = q1
-        w[:, i2:].addmm_(err1, hinv[i1:i2, i2:], alpha=-1.0)  # (out, in - i2)
+                w1[j2:].addmm_(hinv1[j1:j2, j2:].T, err1[j1:j2], alpha=-1.0)
+        wt[i2:].addmm_(hinv[i1:i2, i2:].T, err1, alpha=-1.0)  # (in - i2, out)
 
+    if zeros is not None and zeros_t is not None:
+        zeros = zeros_t.T.contiguous()
+    scales = scales_t.T.contiguous()
     inv = torch.argsort(perm)  # (in,)
     if grid is not None:  # a fixed grid (its scales never change): returned as given, two-level scales and all
         solved = grid
     else:
         solved = QuantGrid(QuantFormat.INT, bits, gs, symmetric, scales, None if symmetric else zeros)
-    return GPTQSolution(codes=codes_p[:, inv].contiguous(), grid=solved, qweight=q_p[:, inv], damp=damp_used)
+    codes = torch.index_select(codes_t, 0, inv).T.contiguous()  # (out, in) original order
+    del codes_t
+    qweight = torch.index_select(q_t, 0, inv).T.contiguous()  # (out, in)
+    return GPTQSolution(codes=codes, grid=solved, qweight=qweight, damp=damp_used)
 
 
 class GPTQ(BaseTechnique[GPTQConfig]):
@@ -245,7 +256,7 @@ class GPTQ(BaseTechnique[GPTQConfig]):
     config_cls = GPTQConfig
     needs_hessian = True
     rows_independent = True  # every code from its own row (GPTQ: the Hessian is shared, the solve is per row)
-    code_version = 8  # 8: the inverse factor from one Cholesky and one triangular inversion (rounding may differ)
+    code_version = 9  # 8: inverse factor by one Cholesky + a triangular inversion; 9: input-major loop (rounding)
 
     def apply(self, state: LayerState, config: GPTQConfig, stats: LayerStats) -> None:
         require_unquantized(state, self.name)

@@ -124,57 +124,59 @@ def sparsegpt_solve(
         if not 0 < n < m or in_f % m:
             raise InfeasibleStepError(f"n:m = {n}:{m} does not fit the input width {in_f}")
         block_size = max(m, (block_size // m) * m)
-    w = weight.detach().float().clone()  # (out, in)
-    hinv, dead = inverse_hessian_cholesky(hessian.to(w.device), damp, damp_used)  # (in, in), (in,)
-    w[:, dead] = 0.0
-    keep = torch.ones(out_f, in_f, dtype=torch.bool, device=w.device)  # (out, in)
+    hinv, dead = inverse_hessian_cholesky(hessian.to(weight.device), damp, damp_used)  # (in, in), (in,)
+    # Transposed (input-major): each column visited is a contiguous row, and the per-column update of the
+    # block's later columns touches contiguous rows; elementwise the same arithmetic as column-major.
+    wt = weight.detach().float().T.contiguous()  # (in, out)
+    wt[dead] = 0.0
+    keep_t = torch.ones(in_f, out_f, dtype=torch.bool, device=wt.device)  # (in, out)
     total_removed = removed_count(sparsity, out_f * in_f)
 
     for i1 in range(0, in_f, block_size):
         i2 = min(i1 + block_size, in_f)
         count = i2 - i1
-        w1 = w[:, i1:i2].clone()  # (out, count)
-        q1 = torch.zeros_like(w1)  # (out, count)
-        err1 = torch.zeros_like(w1)  # (out, count)
+        w1 = wt[i1:i2]  # (count, out) view: replaced by the block's result at its end
+        q1 = torch.zeros_like(w1)  # (count, out)
+        err1 = torch.zeros_like(w1)  # (count, out)
         hinv1 = hinv[i1:i2, i1:i2]  # (count, count)
         d1 = torch.diagonal(hinv1)  # (count,)
-        keep1 = torch.ones(out_f, count, dtype=torch.bool, device=w.device)  # (out, count)
+        keep1 = keep_t[i1:i2]  # (count, out) view
         if not m:
-            # Adaptive block mask: remove the block's share of the layer's count.
+            # Adaptive block mask: remove the block's share of the layer's count (scores ranked in (out, count)
+            # order, so ties break as they always did).
             k = round(total_removed * i2 / in_f) - round(total_removed * i1 / in_f)
             if k > 0:
-                score = (w1.pow(2) / d1.pow(2).unsqueeze(0)).flatten()  # (out*count,)
+                score = (w1.pow(2) / d1.pow(2).unsqueeze(1)).T.reshape(-1)  # (out*count,) row-major (out, count)
                 drop = torch.argsort(score, stable=True)[:k]
-                keep1.view(-1)[drop] = False
+                keep1.view(-1)[(drop % count) * out_f + drop // count] = False  # (row, column) -> keep1's storage
         # Per-column scales / zero points of this block: (out, count) each.
         block_grid = None if grid is None else grid.columns(i1, i2, in_f)
 
         for i in range(count):
             if m and i % m == 0:
-                score = w1[:, i : i + m].pow(2) / d1[i : i + m].pow(2).unsqueeze(0)  # (out, m)
+                score = (w1[i : i + m].pow(2) / d1[i : i + m].pow(2).unsqueeze(1)).T  # (out, m)
                 drop = torch.argsort(score, dim=1, stable=True)[:, : m - n]  # (out, m-n)
-                keep1[:, i : i + m].scatter_(1, drop, False)
-            col = w1[:, i]  # (out,)
-            q = col * keep1[:, i]  # (out,)
+                keep1[i : i + m].T.scatter_(1, drop, False)
+            col = w1[i]  # (out,)
+            q = col * keep1[i]  # (out,)
             if block_grid is not None:
                 # Back onto the fixed grid; the rounding error is propagated with the rest.
-                q = _column_grid(block_grid, i).fake_quantize(q.unsqueeze(1)).squeeze(1) * keep1[:, i]
-            q1[:, i] = q
+                q = _column_grid(block_grid, i).fake_quantize(q.unsqueeze(1)).squeeze(1) * keep1[i]
+            q1[i] = q
             err = (col - q) / d1[i]  # (out,)
-            w1[:, i:] -= err.unsqueeze(1) * hinv1[i, i:].unsqueeze(0)
-            err1[:, i] = err
+            w1[i:] -= hinv1[i, i:].unsqueeze(1) * err.unsqueeze(0)
+            err1[i] = err
 
-        w[:, i1:i2] = q1
-        keep[:, i1:i2] = keep1
-        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
-    return w * keep, keep
+        w1.copy_(q1)
+        wt[i2:].addmm_(hinv[i1:i2, i2:].T, err1, alpha=-1.0)  # (in - i2, out)
+    return (wt * keep_t).T.contiguous(), keep_t.T.contiguous()
 
 
 class SparseGPT(BaseTechnique[SparseGPTConfig]):
     """OBS pruning with weight reconstruction; keeps a quantized layer on its grid."""
 
     name = "sparsegpt"
-    code_version = 6  # 6: the inverse factor from one Cholesky and one triangular inversion (rounding may differ)
+    code_version = 7  # 6: inverse factor by one Cholesky + a triangular inversion; 7: input-major loop (rounding)
     config_cls = SparseGPTConfig
     needs_hessian = True
 

@@ -243,9 +243,13 @@ def gptq_solve(
         solved = grid
     else:
         solved = QuantGrid(QuantFormat.INT, bits, gs, symmetric, scales, None if symmetric else zeros)
-    codes = torch.index_select(codes_t, 0, inv).T.contiguous()  # (out, in) original order
+    # Back to (out, in) in the original order, two copies of each alive at a time.
+    codes = torch.index_select(codes_t, 0, inv)  # (in, out)
     del codes_t
-    qweight = torch.index_select(q_t, 0, inv).T.contiguous()  # (out, in)
+    codes = codes.T.contiguous()  # (out, in)
+    qweight = torch.index_select(q_t, 0, inv)  # (in, out)
+    del q_t
+    qweight = qweight.T.contiguous()  # (out, in)
     return GPTQSolution(codes=codes, grid=solved, qweight=qweight, damp=damp_used)
 
 

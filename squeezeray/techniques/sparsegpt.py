@@ -169,7 +169,10 @@ def sparsegpt_solve(
 
         w1.copy_(q1)
         wt[i2:].addmm_(hinv[i1:i2, i2:].T, err1, alpha=-1.0)  # (in - i2, out)
-    return (wt * keep_t).T.contiguous(), keep_t.T.contiguous()
+    wt.mul_(keep_t)
+    out = wt.T.contiguous()  # (out, in)
+    del wt
+    return out, keep_t.T.contiguous()
 
 
 class SparseGPT(BaseTechnique[SparseGPTConfig]):

@@ -34,28 +34,21 @@ def flip_both_(m: torch.Tensor) -> None:
         high.copy_(saved.flip(0))
 
 
-def _times_lower(x: torch.Tensor, t: torch.Tensor, out: torch.Tensor) -> None:
-    """``out = x @ t`` for a lower-triangular ``t``, skipping its zero upper half (recursively)."""
+def _lower_product(t: torch.Tensor, x: torch.Tensor, out: torch.Tensor, *, left: bool) -> None:
+    """``out = t @ x`` (``left``) or ``x @ t`` for a lower-triangular ``t``, skipping its zero upper half."""
     k = t.shape[0]
     if k <= TRI_BASE:
-        torch.mm(x, t, out=out)
+        torch.mm(t, x, out=out) if left else torch.mm(x, t, out=out)
         return
     h = k // 2
-    _times_lower(x[:, :h], t[:h, :h], out[:, :h])
-    out[:, :h].addmm_(x[:, h:], t[h:, :h])
-    _times_lower(x[:, h:], t[h:, h:], out[:, h:])
-
-
-def _lower_times(t: torch.Tensor, x: torch.Tensor, out: torch.Tensor) -> None:
-    """``out = t @ x`` for a lower-triangular ``t``, skipping its zero upper half (recursively)."""
-    k = t.shape[0]
-    if k <= TRI_BASE:
-        torch.mm(t, x, out=out)
-        return
-    h = k // 2
-    _lower_times(t[:h, :h], x[:h], out[:h])
-    _lower_times(t[h:, h:], x[h:], out[h:])
-    out[h:].addmm_(t[h:, :h], x[:h])
+    if left:  # [[P, 0], [Q, R]] @ [X1; X2] = [P X1; Q X1 + R X2]
+        _lower_product(t[:h, :h], x[:h], out[:h], left=True)
+        _lower_product(t[h:, h:], x[h:], out[h:], left=True)
+        out[h:].addmm_(t[h:, :h], x[:h])
+    else:  # [X1, X2] @ [[P, 0], [Q, R]] = [X1 P + X2 Q, X2 R]
+        _lower_product(t[:h, :h], x[:, :h], out[:, :h], left=False)
+        out[:, :h].addmm_(x[:, h:], t[h:, :h])
+        _lower_product(t[h:, h:], x[:, h:], out[:, h:], left=False)
 
 
 def invert_lower_(m: torch.Tensor, work: torch.Tensor) -> None:
@@ -83,8 +76,8 @@ def invert_lower_(m: torch.Tensor, work: torch.Tensor) -> None:
     size = (n - k) * k
     ba = flat[:size].view(n - k, k)  # B A^-1
     cba = flat[size : 2 * size].view(n - k, k)  # C^-1 B A^-1
-    _times_lower(b, a, ba)
-    _lower_times(c, ba, cba)
+    _lower_product(a, b, ba, left=False)
+    _lower_product(c, ba, cba, left=True)
     torch.neg(cba, out=b)
 
 

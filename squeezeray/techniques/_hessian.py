@@ -38,7 +38,10 @@ def _lower_product(t: torch.Tensor, x: torch.Tensor, out: torch.Tensor, *, left:
     """``out = t @ x`` (``left``) or ``x @ t`` for a lower-triangular ``t``, skipping its zero upper half."""
     k = t.shape[0]
     if k <= TRI_BASE:
-        torch.mm(t, x, out=out) if left else torch.mm(x, t, out=out)
+        if left:
+            torch.mm(t, x, out=out)
+        else:
+            torch.mm(x, t, out=out)
         return
     h = k // 2
     if left:  # [[P, 0], [Q, R]] @ [X1; X2] = [P X1; Q X1 + R X2]

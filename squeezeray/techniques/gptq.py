@@ -235,9 +235,9 @@ def gptq_solve(
                 w1[j2:].addmm_(hinv1[j1:j2, j2:].T, err1[j1:j2], alpha=-1.0)
         wt[i2:].addmm_(hinv[i1:i2, i2:].T, err1, alpha=-1.0)  # (in - i2, out)
 
-    if zeros is not None and zeros_t is not None:
-        zeros = zeros_t.T.contiguous()
-    scales = scales_t.T.contiguous()
+    if not static:  # the loop filled in each group's grid, in the transposed copies
+        assert zeros_t is not None
+        scales, zeros = scales_t.T.contiguous(), zeros_t.T.contiguous()
     inv = torch.argsort(perm)  # (in,)
     if grid is not None:  # a fixed grid (its scales never change): returned as given, two-level scales and all
         solved = grid

@@ -62,6 +62,27 @@ def test_row_blocks_store_exactly_the_whole_layer(layer_stats, steps: str) -> No
     assert torch.equal(blocked.rows(ids), whole.effective_weight()[ids])
 
 
+def test_gptq_factorises_a_tall_layers_hessian_once(layer_stats, monkeypatch) -> None:  # noqa: ANN001
+    """The (in, in) inverse factor depends on the statistics alone: the row blocks of one layer share it (9 blocks,
+    one factorisation), and each layer computes its own."""
+    import squeezeray.techniques.gptq as gptq
+
+    calls: list[tuple[bool, float]] = []
+    real = gptq.gptq_factor
+
+    def counting(hessian, *, act_order, damp, device=None):  # noqa: ANN001, ANN202
+        calls.append((act_order, damp))
+        return real(hessian, act_order=act_order, damp=damp, device=device)
+
+    monkeypatch.setattr(gptq, "gptq_factor", counting)
+    linear, stats = layer_stats
+    assert len(row_blocks(ROWS, WIDTH, SMALL)) == 9
+    compress_layer("t", linear, parse_steps("gptq-w4g32-asym"), stats, row_block_bytes=SMALL)
+    assert calls == [(True, 0.01)]
+    compress_layer("t", linear, parse_steps("gptq-w4g32-asym"), stats, row_block_bytes=SMALL)
+    assert len(calls) == 2  # a memo lives for one compress_layer call: nothing held between layers
+
+
 @pytest.mark.parametrize("steps", ["awq-w4g64", "w8a8-a0.5", "wanda-s50+rtn-w4g64", "svd-r8", "magnitude-s30",
                                    "rtn-w4g64+svd-r4-res"])
 def test_a_step_that_looks_across_rows_compresses_the_layer_whole(layer_stats, steps: str) -> None:  # noqa: ANN001

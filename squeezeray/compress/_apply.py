@@ -26,6 +26,7 @@ from squeezeray.spaces import CompressionPlan
 from squeezeray.spaces import LayerPlan
 from squeezeray.techniques import LayerState
 from squeezeray.techniques import LayerStats
+from squeezeray.techniques import StatsMemo
 from squeezeray.techniques import get_technique
 
 
@@ -78,9 +79,11 @@ def compress_layer(
     weight, bias = linear.weight, linear.bias
     whole = [(0, int(weight.shape[0]))]
     blocks = row_blocks(*weight.shape, row_block_bytes) if splits_by_rows(plan) else whole
+    stats = stats_on(stats, weight.device)  # kept on the host; the steps run where the layer's weight is
+    memo = StatsMemo()  # what the steps derive from the statistics alone (GPTQ's inverse factor): once per layer
     parts = []
     for r0, r1 in blocks:  # a tall layer a block of rows at a time (same stored tensors; see _row_blocks)
-        state = LayerState.from_weight(name, weight[r0:r1], None if bias is None else bias[r0:r1])
+        state = LayerState.from_weight(name, weight[r0:r1], None if bias is None else bias[r0:r1], memo=memo)
         _run_steps(state, plan.steps, stats)
         parts.append(CompressedLinear.from_state(state))
         del state

@@ -33,6 +33,7 @@ from squeezeray.techniques._registry import config_from_dict
 from squeezeray.techniques._registry import get_technique
 from squeezeray.techniques._state import LayerState
 from squeezeray.techniques._state import LayerStats
+from squeezeray.techniques._state import StatsMemo
 
 __all__ = [
     "AWQConfig",
@@ -53,6 +54,7 @@ __all__ = [
     "SVDConfig",
     "SparseGPTConfig",
     "SparsityPattern",
+    "StatsMemo",
     "StepKind",
     "TECHNIQUES",
     "TechniqueConfig",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
@@ -108,6 +110,34 @@ class ActQuantState:
     bits: int = 8
 
 
+T = TypeVar("T")
+
+
+class StatsMemo:
+    """What a technique derives from a layer's calibration statistics alone (GPTQ's inverse Hessian factor), kept
+    while that layer's steps run.
+
+    A tall layer compresses a block of rows at a time (:func:`squeezeray.compress.compress_layer`); the blocks'
+    states share one memo, so an (in, in) factorisation is done once per layer, not once per block. An entry
+    is reused only for the very statistics tensor it was computed from (held, so its identity stays unique)
+    and the same key (technique and the settings the result depends on).
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple, tuple[torch.Tensor, object]] = {}
+        self.computed = 0  # entries computed (a test's count)
+
+    def get(self, key: tuple, source: torch.Tensor, compute: Callable[[], T]) -> T:
+        """The value ``compute()`` gave for ``key`` and this ``source`` tensor, computed now if not yet."""
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] is source:
+            return entry[1]  # type: ignore[return-value]
+        value = compute()
+        self._entries[key] = (source, value)
+        self.computed += 1
+        return value
+
+
 @dataclasses.dataclass
 class LayerState:
     """A layer between steps. Techniques read and update it in place.
@@ -125,6 +155,7 @@ class LayerState:
         quant, sparsity, lowrank, act: Set by the steps that produce them.
         applied: Labels of the steps applied so far, in order.
         notes: What a step did other than asked (e.g. Hessian damping raised), carried into the stored format.
+        memo: Results derived from the statistics alone, shared by the row blocks of one layer (:class:`StatsMemo`).
     """
 
     name: str
@@ -137,12 +168,15 @@ class LayerState:
     act: ActQuantState | None = None
     applied: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
+    memo: StatsMemo = dataclasses.field(default_factory=StatsMemo, repr=False, compare=False)
 
     @classmethod
-    def from_weight(cls, name: str, weight: torch.Tensor, bias: torch.Tensor | None = None) -> LayerState:
+    def from_weight(
+        cls, name: str, weight: torch.Tensor, bias: torch.Tensor | None = None, *, memo: StatsMemo | None = None
+    ) -> LayerState:
         w = weight.detach().float().clone()
         b = None if bias is None else bias.detach().float().clone()
-        return cls(name=name, original=w, weight=w.clone(), bias=b)
+        return cls(name=name, original=w, weight=w.clone(), bias=b, memo=StatsMemo() if memo is None else memo)
 
     @property
     def shape(self) -> tuple[int, int]:

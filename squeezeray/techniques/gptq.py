@@ -82,6 +82,46 @@ def _aligned_block_size(block_size: int, group_size: int) -> int:
     return group_size * max(1, block_size // group_size)
 
 
+@dataclasses.dataclass(frozen=True)
+class GPTQFactor:
+    """What GPTQ derives from a layer's Hessian alone, the same for every row of the layer.
+
+    Attributes:
+        act_order: Whether ``order`` is the act-order one.
+        asked_damp: The damping it was asked for.
+        damp: The damping the factorisation succeeded with (``asked_damp`` unless it had to be raised).
+        dead: (in,) bool, the inputs whose Hessian diagonal is zero (their weights solve to 0).
+        order: (in,) int64, the columns in the order the solver visits them.
+        hinv: (in, in) float64 upper Cholesky factor of the damped inverse Hessian, rows and columns in ``order``.
+    """
+
+    act_order: bool
+    asked_damp: float
+    damp: float
+    dead: torch.Tensor
+    order: torch.Tensor
+    hinv: torch.Tensor
+
+
+def gptq_factor(hessian: torch.Tensor, *, act_order: bool, damp: float, device: torch.device | None = None) -> GPTQFactor:
+    """The Hessian side of a GPTQ solve (:class:`GPTQFactor`): dead inputs get ``H[d, d] = 1``, the columns are
+    ordered (by decreasing diagonal with ``act_order``, ties in input order) and the permuted damped Hessian's
+    inverse factor is computed in float64 on ``device`` (the Hessian's own by default), two (in, in) float64
+    matrices alive at a time.
+    """
+    h = hessian.detach().to(hessian.device if device is None else device, torch.float64, copy=True)  # (in, in)
+    dead = torch.diagonal(h) == 0  # (in,)
+    h[dead, dead] = 1.0
+    if act_order:
+        order = torch.argsort(torch.diagonal(h), descending=True, stable=True)  # (in,)
+    else:
+        order = torch.arange(h.shape[0], device=h.device)  # (in,)
+    h = h[order]  # (in, in) rows permuted (two copies alive at a time, not three: at 8192 inputs each is 0.5 GiB)
+    h = h[:, order]  # (in, in) permuted
+    hinv, used = damped_inverse_cholesky(h, damp, retries=_MAX_DAMP_RETRIES, technique="GPTQ")  # (in, in) upper
+    return GPTQFactor(act_order=act_order, asked_damp=damp, damp=used, dead=dead, order=order, hinv=hinv)
+
+
 def gptq_solve(
     weight: torch.Tensor,
     hessian: torch.Tensor,
@@ -95,6 +135,7 @@ def gptq_solve(
     mask: torch.Tensor | None = None,
     grid: QuantGrid | None = None,
     clip: bool = False,
+    factor: GPTQFactor | None = None,
 ) -> GPTQSolution:
     """Quantize ``weight`` with GPTQ on an integer min/max grid.
 
@@ -118,6 +159,8 @@ def gptq_solve(
             minimums (GGUF's "_1" types) has no code that decodes to 0, so it takes no ``mask``.
         clip: Static groups: each (row, group)'s range from :func:`~squeezeray.techniques._clip.clip_search`
             on the layer's output error instead of the min/max range (not with ``grid``).
+        factor: :func:`gptq_factor` of ``hessian`` with this ``act_order`` and ``damp``, computed once for all
+            the row blocks of a tall layer; None computes it here.
 
     Returns:
         The codes, the grid and the solver's quantized weight.
@@ -132,13 +175,17 @@ def gptq_solve(
     n_groups = -(-in_f // gs)  # a ragged last group when gs does not divide in
 
     dev = weight.device
+    if factor is None:
+        factor = gptq_factor(hessian, act_order=act_order, damp=damp, device=dev)
+    elif (factor.act_order, factor.asked_damp, factor.hinv.shape[0]) != (act_order, damp, in_f):
+        raise ValueError(f"factor (act_order={factor.act_order}, damp={factor.asked_damp}, "
+                         f"{factor.hinv.shape[0]} inputs) does not match act_order={act_order}, damp={damp}, "
+                         f"in_features={in_f}")
+    dead, perm, hinv = factor.dead, factor.order, factor.hinv
     w = weight.detach().to(torch.float64).clone()  # (out, in)
-    h = hessian.detach().to(dev, torch.float64, copy=True)  # (in, in)
     keep = None if mask is None else mask.to(torch.bool)  # (out, in)
     if keep is not None:
         w = w * keep
-    dead = torch.diagonal(h) == 0  # (in,)
-    h[dead, dead] = 1.0
     w[:, dead] = 0.0
 
     if grid is not None and (grid.fmt, grid.bits, grid.group_size, grid.symmetric) != (QuantFormat.INT, bits, gs, symmetric):
@@ -154,7 +201,10 @@ def gptq_solve(
     if static:
         if clip:
             ones = torch.ones(in_f, dtype=torch.float32, device=dev)  # (in,) no AWQ scaling
-            grid0 = clip_search(w.float(), ones, h.float(), bits=bits, group_size=gs, symmetric=symmetric, mask=keep)
+            h = hessian.detach().to(dev, torch.float32, copy=True)  # (in, in)
+            h[dead, dead] = 1.0
+            grid0 = clip_search(w.float(), ones, h, bits=bits, group_size=gs, symmetric=symmetric, mask=keep)
+            del h
         else:
             grid0 = grid if grid is not None else minmax_grid(w.float(), bits=bits, group_size=gs, symmetric=symmetric)
         scales = grid0.scales.clone()  # (out, n_groups) float32
@@ -165,24 +215,15 @@ def gptq_solve(
         zeros = torch.zeros(out_f, n_groups, dtype=torch.float32, device=dev)  # (out, n_groups)
         bs = _aligned_block_size(block_size, gs)
 
-    if act_order:
-        perm = torch.argsort(torch.diagonal(h), descending=True, stable=True)  # (in,)
-    else:
-        perm = torch.arange(in_f, device=dev)  # (in,)
     # Transposed (input-major): each column GPTQ visits is a contiguous row, every per-column operation reads
     # and writes contiguous memory (1.5-2x faster than column-strided on an 8192 x 3072 layer).
     wt = torch.index_select(w.T, 0, perm)  # (in, out) permuted, contiguous
     del w
-    h = h[perm]  # (in, in) rows permuted (two copies alive at a time, not three: at 8192 inputs each is 0.5 GiB)
-    h = h[:, perm]  # (in, in) permuted
     keep_t = None if keep is None else torch.index_select(keep.T, 0, perm)  # (in, out) permuted
     group_of = (perm // gs).tolist()  # permuted column -> group of its original column
     scales_t = scales.T.contiguous()  # (n_groups, out)
     zeros_t = None if zeros is None else zeros.T.contiguous()  # (n_groups, out)
     mins_t = None if mins is None else mins.T.contiguous()  # (n_groups, out)
-
-    hinv, damp_used = damped_inverse_cholesky(h, damp, retries=_MAX_DAMP_RETRIES, technique="GPTQ")  # (in, in) upper
-    del h  # damped in place, not read again: freed before the column loop's working set is allocated
 
     codes_t = torch.empty(in_f, out_f, dtype=torch.uint8, device=dev)  # (in, out) permuted
     # float32: each column's float64 q rounds to float32 exactly (see below), so storing it narrow loses nothing.
@@ -250,7 +291,7 @@ def gptq_solve(
     qweight = torch.index_select(q_t, 0, inv)  # (in, out)
     del q_t
     qweight = qweight.T.contiguous()  # (out, in)
-    return GPTQSolution(codes=codes, grid=solved, qweight=qweight, damp=damp_used)
+    return GPTQSolution(codes=codes, grid=solved, qweight=qweight, damp=factor.damp)
 
 
 class GPTQ(BaseTechnique[GPTQConfig]):
@@ -265,6 +306,11 @@ class GPTQ(BaseTechnique[GPTQConfig]):
     def apply(self, state: LayerState, config: GPTQConfig, stats: LayerStats) -> None:
         require_unquantized(state, self.name)
         hessian = stats.require_hessian(self.name)
+        damp, dev = float(config.damp), state.weight.device
+        factor = state.memo.get(  # once per layer: a tall layer's row blocks share it
+            (self.name, config.act_order, damp, str(dev)), hessian,
+            lambda: gptq_factor(hessian, act_order=config.act_order, damp=damp, device=dev),
+        )
         sol = gptq_solve(
             state.weight,
             hessian,
@@ -272,11 +318,12 @@ class GPTQ(BaseTechnique[GPTQConfig]):
             group_size=config.group_size,
             symmetric=config.symmetric,
             act_order=config.act_order,
-            damp=float(config.damp),
+            damp=damp,
             block_size=config.block_size,
             mask=state.mask,
             grid=None if config.gguf is None else gguf_grid(state.weight, config.gguf),
             clip=config.clip_search,
+            factor=factor,
         )
-        note_damping(state, self.name, float(config.damp), sol.damp)
+        note_damping(state, self.name, damp, sol.damp)
         state.set_quantized(sol.grid, sol.codes)

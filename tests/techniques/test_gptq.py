@@ -10,10 +10,12 @@ from squeezeray.techniques import LayerState
 from squeezeray.techniques import LayerStats
 from squeezeray.techniques import RTNConfig
 from squeezeray.techniques import SparsityPattern
+from squeezeray.techniques import StatsMemo
 from squeezeray.techniques import get_technique
 from squeezeray.techniques import minmax_grid
 from squeezeray.techniques._state import SparsityState
 from squeezeray.techniques.gptq import GPTQ
+from squeezeray.techniques.gptq import gptq_factor
 from squeezeray.techniques.gptq import gptq_solve
 
 
@@ -168,6 +170,32 @@ def test_dead_inputs_are_zeroed_and_finite() -> None:
     GPTQ().apply(state, GPTQConfig(bits=4, group_size=None), LayerStats.synthetic(x))
     assert torch.isfinite(state.weight).all()
     assert bool((state.weight[:, [5, 17]] == 0).all())
+
+
+def test_a_precomputed_factor_solves_as_the_hessian_does_and_must_match_the_settings() -> None:
+    x = _correlated_inputs(256, 64, seed=21)
+    x[:, 9] = 0.0  # a dead input: the factor carries which
+    h, w = LayerStats.synthetic(x).hessian, _weight(16, 64, seed=22)
+    kw = dict(bits=3, group_size=32, symmetric=False)
+    for act_order in (True, False):
+        fac = gptq_factor(h, act_order=act_order, damp=0.01)
+        a = gptq_solve(w, h, act_order=act_order, **kw)
+        b = gptq_solve(w, h, act_order=act_order, factor=fac, **kw)
+        assert torch.equal(a.codes, b.codes) and torch.equal(a.qweight, b.qweight) and b.damp == a.damp
+        assert bool((b.qweight[:, 9] == 0).all())
+    with pytest.raises(ValueError, match="act_order=False"):
+        gptq_solve(w, h, act_order=True, factor=gptq_factor(h, act_order=False, damp=0.01), **kw)
+    with pytest.raises(ValueError, match="damp=0.1"):
+        gptq_solve(w, h, damp=0.05, factor=gptq_factor(h, act_order=True, damp=0.1), **kw)
+
+
+def test_stats_memo_reuses_a_result_only_for_the_same_statistics_and_key() -> None:
+    memo, h1, h2 = StatsMemo(), torch.eye(4), torch.eye(4)
+    assert memo.get(("k", 1), h1, lambda: "a") == "a"
+    assert memo.get(("k", 1), h1, lambda: "b") == "a"  # reused
+    assert memo.get(("k", 2), h1, lambda: "c") == "c"  # another setting
+    assert memo.get(("k", 1), h2, lambda: "d") == "d"  # equal values, another tensor: not assumed the same
+    assert memo.computed == 3
 
 
 def test_gptq_refuses_quantized_state_and_missing_hessian() -> None:

@@ -229,17 +229,26 @@ def gptq_solve(
     # float32: each column's float64 q rounds to float32 exactly (see below), so storing it narrow loses nothing.
     q_t = torch.empty(in_f, out_f, dtype=torch.float32, device=dev)  # (in, out) permuted
 
+    # The grid in float64, read by every column (a dynamic group's row is written when the loop reaches it), and
+    # each column's codes and quantized values computed into two reused buffers: a column's work is a dozen small
+    # operations, and their dispatch and allocations are most of the loop's time on narrow layers.
+    s64 = scales_t.to(torch.float64)  # (n_groups, out)
+    z64 = None if zeros_t is None else zeros_t.to(torch.float64)  # (n_groups, out)
+    m64 = None if mins_t is None else mins_t.to(torch.float64)  # (n_groups, out)
+    cbuf = torch.empty(out_f, dtype=torch.float64, device=dev)  # (out,)
+    qbuf = torch.empty(out_f, dtype=torch.float64, device=dev)  # (out,)
     sub = SUB if static else math.gcd(SUB, bs, gs)
     for i1 in range(0, in_f, bs):
         i2 = min(i1 + bs, in_f)
         w1 = wt[i1:i2]  # (b, out) view: these rows are not read after this block
         err1 = torch.zeros_like(w1)  # (b, out)
         hinv1 = hinv[i1:i2, i1:i2]  # (b, b)
+        diag1 = torch.diagonal(hinv1).tolist()  # (b,) dividing by the float is dividing by the float64 element
         for i in range(i2 - i1):
             col = i1 + i
             g = group_of[col]
             if not static and col % gs == 0:
-                assert zeros_t is not None
+                assert zeros_t is not None and z64 is not None
                 # Alignment guarantees the group is inside this block or starts at i == 0 (all updates landed).
                 gw = wt[col : col + gs]  # (gs, out)
                 if keep_t is not None:
@@ -247,27 +256,29 @@ def gptq_solve(
                 gg = minmax_grid(gw.T.float(), bits=bits, group_size=None, symmetric=symmetric)
                 scales_t[g] = gg.scales[:, 0]
                 zeros_t[g] = gg.zero_points()[:, 0]
-            s = scales_t[g].to(torch.float64)  # (out,)
+                s64[g] = scales_t[g]
+                z64[g] = zeros_t[g]
+            s = s64[g]  # (out,)
             x = w1[i]  # (out,)
-            if zeros_t is not None:
-                z = zeros_t[g].to(torch.float64)  # (out,)
-                c = torch.clamp(torch.round(x / s) + z, 0, maxq)  # (out,) integer codes
+            if z64 is not None:
+                z = z64[g]  # (out,)
+                c = torch.div(x, s, out=cbuf).round_().add_(z).clamp_(0, maxq)  # (out,) integer codes
                 if keep_t is not None:
                     c = torch.where(keep_t[col], c, z)  # the zero point decodes to exactly 0
                 # float32 scale times a small integer is exact in float64, so q.float()
                 # equals the float32 dequantization of the codes bit for bit.
-                q = s * (c - z)  # (out,)
+                q = torch.sub(c, z, out=qbuf).mul_(s)  # (out,) s * (c - z)
             else:
-                assert mins_t is not None
-                m = mins_t[g].to(torch.float64)  # (out,) float minimums
-                c = torch.clamp(torch.round((x - m) / s), 0, maxq)  # (out,)
+                assert m64 is not None
+                m = m64[g]  # (out,) float minimums
+                c = torch.sub(x, m, out=cbuf).div_(s).round_().clamp_(0, maxq)  # (out,)
                 # The scale (fp16, or fp16 x a K-quant multiplier: at most 17 significant bits) times a small
                 # integer is exact in float32, and adding the minimum is exact in float64, so its rounding to
                 # float32 is float32's own (scale * code) + min, the grid's dequantization.
-                q = s * c + m  # (out,)
+                q = torch.mul(c, s, out=qbuf).add_(m)  # (out,) s * c + m
             codes_t[col] = c
             q_t[col] = q
-            e = torch.sub(x, q, out=err1[i]).div_(hinv1[i, i])  # (out,) written into its row of err1
+            e = torch.sub(x, q, out=err1[i]).div_(diag1[i])  # (out,) written into its row of err1
             j2 = min((i // sub + 1) * sub, i2 - i1)
             if i + 1 < j2:
                 w1[i + 1 : j2].sub_(hinv1[i, i + 1 : j2].unsqueeze(1) * e)  # (j2 - i - 1, out)

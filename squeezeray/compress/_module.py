@@ -66,6 +66,11 @@ def _f16(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to(torch.float16).contiguous()
 
 
+def _gather(t: torch.Tensor, kept: torch.Tensor | None) -> torch.Tensor:
+    """The kept entries of ``t`` in row-major order (all of them, flattened, when ``kept`` is None)."""
+    return t.reshape(-1) if kept is None else t[kept]
+
+
 def _multiplier_offset(scale_bits: int, symmetric: bool) -> int:
     """What a stored scale multiplier is offset by: a symmetric grid's are signed, stored as unsigned codes."""
     return 1 << (scale_bits - 1) if symmetric else 0
@@ -113,7 +118,7 @@ class CompressedLinear(nn.Module):
         n_kept = 0
         if not lowrank_only:
             if sp is None:
-                kept = torch.ones(out_f, in_f, dtype=torch.bool, device=state.weight.device)
+                kept: torch.Tensor | None = None  # every weight, stored in row-major order (no mask to gather by)
             elif sp.pattern is SparsityPattern.UNSTRUCTURED:
                 kept = sp.mask
                 buffers["mask_bits"] = pack_bits(sp.mask, 1)
@@ -132,10 +137,10 @@ class CompressedLinear(nn.Module):
                 kept = torch.zeros(out_f, in_f, dtype=torch.bool, device=state.weight.device)
                 kept[rows] = True
                 buffers["row_index"] = rows.to(torch.int32)
-            n_kept = int(kept.sum())
+            n_kept = out_f * in_f if kept is None else int(kept.sum())
             row_sel = buffers.get("row_index")
             if quant is not None:
-                buffers["codes"] = pack_bits(quant.codes[kept], quant.grid.bits)
+                buffers["codes"] = pack_bits(_gather(quant.codes, kept), quant.grid.bits)
                 grid = quant.grid if row_sel is None else quant.grid.select_rows(row_sel.long())
                 if grid.superblock is not None:
                     buffers.update(_superblock_buffers(grid.superblock, grid.symmetric))
@@ -146,7 +151,7 @@ class CompressedLinear(nn.Module):
                     if grid.mins is not None:
                         buffers["mins"] = _f16(grid.mins)
             else:
-                buffers["values"] = _f16(state.weight[kept])
+                buffers["values"] = _f16(_gather(state.weight, kept))
         rank = 0
         if state.lowrank is not None:
             rank = int(state.lowrank.u.shape[1])

@@ -70,9 +70,9 @@ def test_gptq_factorises_a_tall_layers_hessian_once(layer_stats, monkeypatch) ->
     calls: list[tuple[bool, float]] = []
     real = gptq.gptq_factor
 
-    def counting(hessian, *, act_order, damp, device=None):  # noqa: ANN001, ANN202
+    def counting(hessian, *, act_order, damp, device=None, dtype=torch.float32):  # noqa: ANN001, ANN202
         calls.append((act_order, damp))
-        return real(hessian, act_order=act_order, damp=damp, device=device)
+        return real(hessian, act_order=act_order, damp=damp, device=device, dtype=dtype)
 
     monkeypatch.setattr(gptq, "gptq_factor", counting)
     linear, stats = layer_stats

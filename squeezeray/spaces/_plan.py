@@ -228,7 +228,7 @@ class CompressionPlan:
 # ------------------------------------------------------------------ presets
 _STEP_TOKEN = re.compile(
     r"^(?:w(?P<bits>\d+)(?:g(?P<g>\d+))?|g(?P<g2>\d+)|s(?P<s>\d+(?:\.\d+)?)|(?P<n>\d+):(?P<m>\d+)"
-    r"|r(?P<rank>\d+)|a(?P<alpha>\d*\.?\d+)|(?P<gguf>q8_0|q[45]_[01]|q[2-6]_k)|(?P<word>asym|sym|rows|heads|res|noact|noclip|clip))$"
+    r"|r(?P<rank>\d+)|a(?P<alpha>\d*\.?\d+)|(?P<gguf>q8_0|q[45]_[01]|q[2-6]_k)|(?P<word>asym|sym|rows|heads|res|noact|noclip|clip|f64))$"
 )
 
 
@@ -266,7 +266,7 @@ def parse_step(text: str) -> TechniqueConfig:
             kw.update(
                 {"asym": {"symmetric": False}, "sym": {"symmetric": True}, "rows": {"pattern": "rows"},
                  "heads": {"pattern": "heads"}, "res": {"residual": True}, "noact": {"act_order": False},
-                 "noclip": {"clip_search": False}, "clip": {"clip_search": True}}[word]
+                 "noclip": {"clip_search": False}, "clip": {"clip_search": True}, "f64": {"float64_solve": True}}[word]
             )
     unknown = sorted(set(kw) - fields)
     if unknown:

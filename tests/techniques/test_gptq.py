@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from squeezeray._errors import PlanError
 from squeezeray.techniques import GPTQConfig
 from squeezeray.techniques import LayerState
 from squeezeray.techniques import LayerStats
@@ -102,18 +103,48 @@ def test_lazy_blocks_do_not_change_the_result() -> None:
 
 
 @pytest.mark.parametrize("act_order", [True, False])  # static groups; dynamic ones read a group's first columns
-def test_sub_blocks_give_the_per_column_updates_codes(act_order: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_sub_blocks_give_the_per_column_updates_codes(act_order: bool, dtype: torch.dtype,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sub-blocks regroup the same arithmetic: in float64 the same codes; in float32 the regrouped rounding may
+    move a code here and there, at the same output error."""
     import squeezeray.techniques.gptq as gptq
 
     x = _correlated_inputs(512, 256, seed=6)
     h = x.T @ x / x.shape[0]
     w = _weight(40, 256, seed=7)
-    kw = dict(bits=3, group_size=32, symmetric=False, act_order=act_order, block_size=128)
+    kw = dict(bits=3, group_size=32, symmetric=False, act_order=act_order, block_size=128, solve_dtype=dtype)
     sub = gptq_solve(w, h, **kw)
     monkeypatch.setattr(gptq, "SUB", 1)  # every column's error reaches the block's later columns at once
     plain = gptq_solve(w, h, **kw)
-    assert torch.equal(sub.codes, plain.codes) and torch.equal(sub.qweight, plain.qweight)
-    assert torch.equal(sub.grid.scales, plain.grid.scales)
+    if dtype == torch.float64:
+        assert torch.equal(sub.codes, plain.codes) and torch.equal(sub.qweight, plain.qweight)
+        assert torch.equal(sub.grid.scales, plain.grid.scales)
+    else:
+        assert float((sub.codes != plain.codes).float().mean()) < 0.01
+        assert _out_err(sub.qweight, w, h) == pytest.approx(_out_err(plain.qweight, w, h), rel=1e-3)
+
+
+def test_float32_and_float64_solves_agree_and_the_label_says_which() -> None:
+    x = _correlated_inputs(512, 256, seed=16)
+    h = x.T @ x / x.shape[0]
+    w = _weight(48, 256, seed=17)
+    kw = dict(bits=4, group_size=64, symmetric=False)
+    f32 = gptq_solve(w, h, **kw)
+    f64 = gptq_solve(w, h, solve_dtype=torch.float64, **kw)
+    assert float((f32.codes != f64.codes).float().mean()) < 0.01
+    assert _out_err(f32.qweight, w, h) == pytest.approx(_out_err(f64.qweight, w, h), rel=1e-3)
+    for qw, sol in ((f32.qweight, f32), (f64.qweight, f64)):  # either way the stored grid reproduces the solve
+        assert torch.equal(qw, sol.grid.dequantize(sol.codes))
+    assert GPTQConfig(bits=4, group_size=64, float64_solve=True).label() == "gptq-w4g64-f64"
+    assert "float64_solve" not in GPTQConfig(bits=4, group_size=64).to_dict()  # plans and keys read as before
+    assert GPTQConfig.from_dict(GPTQConfig(bits=4, float64_solve=True).to_dict()).float64_solve
+    with pytest.raises(PlanError, match="float64_solve=.yes.: must be true or false"):
+        GPTQConfig(bits=4, float64_solve="yes")  # type: ignore[arg-type]
+    state = LayerState.from_weight("l", w)
+    GPTQ().apply(state, GPTQConfig(bits=4, group_size=64, symmetric=False, float64_solve=True), LayerStats(
+        512, x.pow(2).mean(0), x.abs().mean(0), x.abs().amax(0), h))
+    assert torch.equal(state.quant.codes, f64.codes)
 
 
 @pytest.mark.parametrize("symmetric", [True, False])

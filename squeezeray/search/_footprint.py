@@ -111,8 +111,8 @@ class Footprint:
         model: The weights, once.
         load: Extra while loading (a GGUF file dequantizes through float32).
         calibration: One block's statistics with Hessians (float32) and activations.
-        compression: The largest working set of a layer (GPTQ's float64 weight, on one block of a tall layer's rows,
-            and Hessian copies), the loaded
+        compression: The largest working set of a layer (GPTQ's weight, on one block of a tall layer's rows, and
+            Hessian copies, counted in float64 as a ``-f64`` option solves), the loaded
             statistics, the layers compressed so far (at 8 bits) and those the cache keeps.
         evaluation: One chunk of logits and of the original's log-probs (kept in a file,
             :mod:`squeezeray.objectives._reference`), a candidate's dense weights (whole, or one block's), its
@@ -228,8 +228,9 @@ def _working_bytes(out_features: int, in_features: int) -> int:
     results joined into the layer (a second copy of its codes, at most one byte per weight)."""
     f32, f64 = 4, 8
     rows = max(b - a for a, b in row_blocks(out_features, in_features))
-    # GPTQ solves in float64: the weight and its permuted copy, the float32 quantized weight and uint8 codes; two
-    # (in, in) float64 matrices at a time (H and its permuted copy, then H and the factor it becomes)
+    # GPTQ with float64_solve (the default float32 solve takes half of these; a space may hold either): the weight
+    # and its permuted copy, the float32 quantized weight and uint8 codes; two (in, in) matrices at a time (H and
+    # its permuted copy, then H and the factor it becomes)
     solve = rows * in_features * (2 * f64 + f32 + 1) + 2 * in_features * in_features * f64
     joined = out_features * in_features if rows < out_features else 0
     return solve + joined

@@ -125,7 +125,7 @@ def gptq_factor(
         order = torch.argsort(torch.diagonal(h), descending=True, stable=True)  # (in,)
     else:
         order = torch.arange(h.shape[0], device=h.device)  # (in,)
-    h = h[order]  # (in, in) rows permuted (two copies alive at a time, not three: at 8192 inputs each is 0.5 GiB)
+    h = h[order]  # (in, in) rows permuted (two copies alive at a time, not three: 8192 inputs, 0.25 GiB each)
     h = h[:, order]  # (in, in) permuted
     hinv, used = damped_inverse_cholesky(h, damp, retries=_MAX_DAMP_RETRIES, technique="GPTQ")  # (in, in) upper
     return GPTQFactor(act_order=act_order, asked_damp=damp, damp=used, dead=dead, order=order, hinv=hinv)
@@ -245,9 +245,9 @@ def gptq_solve(
     # The grid in the solve's dtype, read by every column (a dynamic group's row is written when the loop reaches
     # it), and each column's codes and quantized values computed into two reused buffers: a column's work is a
     # dozen small operations, and their dispatch and allocations are most of the loop's time on narrow layers.
-    s64 = scales_t.to(dt)  # (n_groups, out)
-    z64 = None if zeros_t is None else zeros_t.to(dt)  # (n_groups, out)
-    m64 = None if mins_t is None else mins_t.to(dt)  # (n_groups, out)
+    s_dt = scales_t.to(dt)  # (n_groups, out)
+    z_dt = None if zeros_t is None else zeros_t.to(dt)  # (n_groups, out)
+    m_dt = None if mins_t is None else mins_t.to(dt)  # (n_groups, out)
     cbuf = torch.empty(out_f, dtype=dt, device=dev)  # (out,)
     qbuf = torch.empty(out_f, dtype=dt, device=dev)  # (out,)
     sub = SUB if static else math.gcd(SUB, bs, gs)
@@ -261,7 +261,7 @@ def gptq_solve(
             col = i1 + i
             g = group_of[col]
             if not static and col % gs == 0:
-                assert zeros_t is not None and z64 is not None
+                assert zeros_t is not None and z_dt is not None
                 # Alignment guarantees the group is inside this block or starts at i == 0 (all updates landed).
                 gw = wt[col : col + gs]  # (gs, out)
                 if keep_t is not None:
@@ -269,12 +269,12 @@ def gptq_solve(
                 gg = minmax_grid(gw.T.float(), bits=bits, group_size=None, symmetric=symmetric)
                 scales_t[g] = gg.scales[:, 0]
                 zeros_t[g] = gg.zero_points()[:, 0]
-                s64[g] = scales_t[g]
-                z64[g] = zeros_t[g]
-            s = s64[g]  # (out,)
+                s_dt[g] = scales_t[g]
+                z_dt[g] = zeros_t[g]
+            s = s_dt[g]  # (out,)
             x = w1[i]  # (out,)
-            if z64 is not None:
-                z = z64[g]  # (out,)
+            if z_dt is not None:
+                z = z_dt[g]  # (out,)
                 c = torch.div(x, s, out=cbuf).round_().add_(z).clamp_(0, maxq)  # (out,) integer codes
                 if keep_t is not None:
                     c = torch.where(keep_t[col], c, z)  # the zero point decodes to exactly 0
@@ -282,8 +282,8 @@ def gptq_solve(
                 # operations); in float64 exact, so q.float() equals it bit for bit.
                 q = torch.sub(c, z, out=qbuf).mul_(s)  # (out,) s * (c - z)
             else:
-                assert m64 is not None
-                m = m64[g]  # (out,) float minimums
+                assert m_dt is not None
+                m = m_dt[g]  # (out,) float minimums
                 c = torch.sub(x, m, out=cbuf).div_(s).round_().clamp_(0, maxq)  # (out,)
                 # The scale (fp16, or fp16 x a K-quant multiplier: at most 17 significant bits) times a small
                 # integer is exact in float32; adding the minimum rounds as the grid's dequantization does in

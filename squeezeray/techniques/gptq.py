@@ -234,20 +234,18 @@ def gptq_solve(
     del w
     keep_t = None if keep is None else torch.index_select(keep.T, 0, perm)  # (in, out) permuted
     group_of = (perm // gs).tolist()  # permuted column -> group of its original column
-    scales_t = scales.T.contiguous()  # (n_groups, out)
-    zeros_t = None if zeros is None else zeros.T.contiguous()  # (n_groups, out)
-    mins_t = None if mins is None else mins.T.contiguous()  # (n_groups, out)
 
     codes_t = torch.empty(in_f, out_f, dtype=torch.uint8, device=dev)  # (in, out) permuted
     # float32: each column's q is float32's own dequantization of its codes (see below), stored without loss.
     q_t = torch.empty(in_f, out_f, dtype=torch.float32, device=dev)  # (in, out) permuted
 
-    # The grid in the solve's dtype, read by every column (a dynamic group's row is written when the loop reaches
-    # it), and each column's codes and quantized values computed into two reused buffers: a column's work is a
-    # dozen small operations, and their dispatch and allocations are most of the loop's time on narrow layers.
-    s_dt = scales_t.to(dt)  # (n_groups, out)
-    z_dt = None if zeros_t is None else zeros_t.to(dt)  # (n_groups, out)
-    m_dt = None if mins_t is None else mins_t.to(dt)  # (n_groups, out)
+    # The grid transposed, in the solve's dtype (its float32 values exact in either), read by every column (a
+    # dynamic group's row is written when the loop reaches it), and each column's codes and quantized values
+    # computed into two reused buffers: a column's work is a dozen small operations, and their dispatch and
+    # allocations are most of the loop's time on narrow layers.
+    s_dt = scales.T.to(dt).contiguous()  # (n_groups, out)
+    z_dt = None if zeros is None else zeros.T.to(dt).contiguous()  # (n_groups, out)
+    m_dt = None if mins is None else mins.T.to(dt).contiguous()  # (n_groups, out)
     cbuf = torch.empty(out_f, dtype=dt, device=dev)  # (out,)
     qbuf = torch.empty(out_f, dtype=dt, device=dev)  # (out,)
     sub = SUB if static else math.gcd(SUB, bs, gs)
@@ -261,16 +259,14 @@ def gptq_solve(
             col = i1 + i
             g = group_of[col]
             if not static and col % gs == 0:
-                assert zeros_t is not None and z_dt is not None
+                assert z_dt is not None
                 # Alignment guarantees the group is inside this block or starts at i == 0 (all updates landed).
                 gw = wt[col : col + gs]  # (gs, out)
                 if keep_t is not None:
                     gw = gw * keep_t[col : col + gs]
                 gg = minmax_grid(gw.T.float(), bits=bits, group_size=None, symmetric=symmetric)
-                scales_t[g] = gg.scales[:, 0]
-                zeros_t[g] = gg.zero_points()[:, 0]
-                s_dt[g] = scales_t[g]
-                z_dt[g] = zeros_t[g]
+                s_dt[g] = gg.scales[:, 0]
+                z_dt[g] = gg.zero_points()[:, 0]
             s = s_dt[g]  # (out,)
             x = w1[i]  # (out,)
             if z_dt is not None:
@@ -300,9 +296,9 @@ def gptq_solve(
                 w1[j2:].addmm_(hinv1[j1:j2, j2:].T, err1[j1:j2], alpha=-1.0)
         wt[i2:].addmm_(hinv[i1:i2, i2:].T, err1, alpha=-1.0)  # (in - i2, out)
 
-    if not static:  # the loop filled in each group's grid, in the transposed copies
-        assert zeros_t is not None
-        scales, zeros = scales_t.T.contiguous(), zeros_t.T.contiguous()
+    if not static:  # the loop filled in each group's grid, in the transposed copies (float32 values: exact)
+        assert z_dt is not None
+        scales, zeros = s_dt.T.float().contiguous(), z_dt.T.float().contiguous()
     inv = torch.argsort(perm)  # (in,)
     if grid is not None:  # a fixed grid (its scales never change): returned as given, two-level scales and all
         solved = grid

@@ -226,12 +226,12 @@ def _working_bytes(out_features: int, in_features: int) -> int:
     """A layer's compression working set: GPTQ's on one block of rows (the packaged spaces' options on a tall layer,
     the token table above all, are row-independent: :mod:`squeezeray.compress._row_blocks`), and the blocks' packed
     results joined into the layer (a second copy of its codes, at most one byte per weight)."""
-    f32, f64 = 4, 8
+    f64 = 8
     rows = max(b - a for a, b in row_blocks(out_features, in_features))
     # GPTQ with float64_solve (the default float32 solve takes half of these; a space may hold either): the weight
-    # and its permuted copy, the float32 quantized weight and uint8 codes; two (in, in) matrices at a time (H and
-    # its permuted copy, then H and the factor it becomes)
-    solve = rows * in_features * (2 * f64 + f32 + 1) + 2 * in_features * in_features * f64
+    # and its permuted copy, then the targets and the weights they start from, and uint8 codes; two (in, in)
+    # matrices at a time (H's gathered rows and its permuted copy, then that and the factor it becomes)
+    solve = rows * in_features * (2 * f64 + 1) + 2 * in_features * in_features * f64
     joined = out_features * in_features if rows < out_features else 0
     return solve + joined
 

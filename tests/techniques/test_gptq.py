@@ -91,6 +91,49 @@ def test_gptq_matches_naive_obq_reference(block_size: int) -> None:
     assert torch.equal(sol.codes.double(), ref)
 
 
+def _reference_gptq_dynamic_groups(w: torch.Tensor, h: torch.Tensor, bits: int, group_size: int,
+                                   damp: float) -> torch.Tensor:
+    """The paper's GPTQ in natural column order with groups whose grid is read from the updated weights at the
+    group's first column, through the inverse Hessian's upper Cholesky factor (float64)."""
+    w = w.double().clone()  # (out, in)
+    h = h.double()
+    n = h.shape[0]
+    hd = h + damp * torch.diagonal(h).mean() * torch.eye(n, dtype=h.dtype)
+    u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(hd)), upper=True)  # (in, in)
+    codes = torch.empty_like(w)
+    for i in range(n):
+        if i % group_size == 0:
+            g = minmax_grid(w[:, i : i + group_size].float(), bits=bits, group_size=None, symmetric=False)
+            s, z = g.scales[:, 0].double(), g.zero_points()[:, 0].double()  # (out,)
+        c = torch.clamp(torch.round(w[:, i] / s) + z, 0, (1 << bits) - 1)  # (out,)
+        codes[:, i] = c
+        e = (w[:, i] - s * (c - z)) / u[i, i]  # (out,)
+        w[:, i:] -= e.unsqueeze(1) * u[i, i:].unsqueeze(0)
+    return codes
+
+
+@pytest.mark.parametrize("block_size", [16, 64, 200])  # groups of 16: several per block, one block each, one block
+def test_dynamic_groups_match_the_papers_updates(block_size: int) -> None:
+    """The solver works with the Hessian's own factor; the paper's updates through the inverse's factor reach
+    the same targets, and a dynamic group's grid is read from the same updated weights."""
+    x = _correlated_inputs(512, 96, seed=26)
+    h = x.T @ x / x.shape[0]
+    w = _weight(24, 96, seed=27)
+    sol = gptq_solve(w, h, bits=3, group_size=16, symmetric=False, act_order=False, block_size=block_size,
+                     solve_dtype=torch.float64)
+    ref = _reference_gptq_dynamic_groups(w, h, bits=3, group_size=16, damp=0.01)
+    assert torch.equal(sol.codes.double(), ref)
+
+
+def test_the_quantized_weight_is_left_out_when_not_asked_for() -> None:
+    x = _correlated_inputs(256, 64, seed=28)
+    h, w = x.T @ x / x.shape[0], _weight(16, 64, seed=29)
+    full = gptq_solve(w, h, bits=4, group_size=32, symmetric=False)
+    bare = gptq_solve(w, h, bits=4, group_size=32, symmetric=False, with_qweight=False)
+    assert bare.qweight is None and full.qweight is not None
+    assert torch.equal(bare.codes, full.codes) and torch.equal(bare.grid.scales, full.grid.scales)
+
+
 def test_lazy_blocks_do_not_change_the_result() -> None:
     x = _correlated_inputs(512, 128, seed=4)
     h = x.T @ x / x.shape[0]

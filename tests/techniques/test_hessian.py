@@ -7,6 +7,7 @@ import torch
 
 from squeezeray.techniques import _hessian
 from squeezeray.techniques._hessian import damped_inverse_cholesky
+from squeezeray.techniques._hessian import damped_upper_cholesky
 from squeezeray.techniques._hessian import flip_both_
 from squeezeray.techniques._hessian import invert_lower_
 
@@ -89,3 +90,16 @@ def test_gives_up_naming_the_technique() -> None:
     h[1, 1] = -1.0
     with pytest.raises(ValueError, match="SomeSolver: the Hessian is not positive definite"):
         damped_inverse_cholesky(h, 0.01, retries=2, technique="SomeSolver")
+
+
+@pytest.mark.parametrize("n", [1, 7, 130])
+def test_the_upper_factor_of_the_hessian_is_the_inverse_of_the_inverse_factor(n: int) -> None:
+    torch.manual_seed(n + 40)
+    x = torch.randn(2 * n + 8, n, dtype=torch.float64)
+    h = x.T @ x / x.shape[0]
+    b, used = damped_upper_cholesky(torch.flip(h, (0, 1)), 0.01, retries=3, technique="T")  # given J H J
+    assert used == 0.01
+    assert torch.equal(b, torch.triu(b)) and bool((torch.diagonal(b) > 0).all())
+    damped = h + 0.01 * float(torch.diagonal(h).mean()) * torch.eye(n, dtype=torch.float64)
+    assert _close(b @ b.T, damped)
+    assert _close(torch.linalg.inv(b), _textbook(h, 0.01))

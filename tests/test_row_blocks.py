@@ -63,7 +63,7 @@ def test_row_blocks_store_exactly_the_whole_layer(layer_stats, steps: str) -> No
 
 
 def test_gptq_factorises_a_tall_layers_hessian_once(layer_stats, monkeypatch) -> None:  # noqa: ANN001
-    """The (in, in) inverse factor depends on the statistics alone: the row blocks of one layer share it (9 blocks,
+    """The (in, in) Hessian factor depends on the statistics alone: the row blocks of one layer share it (9 blocks,
     one factorisation), and each layer computes its own."""
     import squeezeray.techniques.gptq as gptq
 

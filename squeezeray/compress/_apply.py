@@ -80,7 +80,7 @@ def compress_layer(
     whole = [(0, int(weight.shape[0]))]
     blocks = row_blocks(*weight.shape, row_block_bytes) if splits_by_rows(plan) else whole
     stats = stats_on(stats, weight.device)  # kept on the host; the steps run where the layer's weight is
-    memo = StatsMemo()  # what the steps derive from the statistics alone (GPTQ's inverse factor): once per layer
+    memo = StatsMemo()  # what the steps derive from the statistics alone (GPTQ's Hessian factor): once per layer
     parts = []
     for r0, r1 in blocks:  # a tall layer a block of rows at a time (same stored tensors; see _row_blocks)
         state = LayerState.from_weight(name, weight[r0:r1], None if bias is None else bias[r0:r1], memo=memo)

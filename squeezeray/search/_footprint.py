@@ -138,7 +138,7 @@ class Footprint:
     host: int = 0
     kernels: int = 0
 
-    VERSION = 5  # 5: a tall layer's working set is one row block's
+    VERSION = 6  # 5: a tall layer's working set is one row block's; 6: GPTQ holds no float32 quantized weight
 
     @property
     def stages(self) -> dict[str, int]:

@@ -114,7 +114,7 @@ T = TypeVar("T")
 
 
 class StatsMemo:
-    """What a technique derives from a layer's calibration statistics alone (GPTQ's inverse Hessian factor), kept
+    """What a technique derives from a layer's calibration statistics alone (GPTQ's Hessian factor), kept
     while that layer's steps run.
 
     A tall layer compresses a block of rows at a time (:func:`squeezeray.compress.compress_layer`); the blocks'

@@ -1,4 +1,5 @@
-"""The shared damped inverse-Cholesky factor: equals the textbook formula to rounding; its in-place pieces."""
+"""The shared damped Cholesky factors (the inverse's for SparseGPT, the Hessian's own for GPTQ): equal the
+textbook formulas to rounding; their in-place pieces."""
 
 from __future__ import annotations
 

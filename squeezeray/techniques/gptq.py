@@ -253,8 +253,9 @@ def gptq_solve(
 
     # Transposed (input-major): each column GPTQ visits is a contiguous row, every per-column operation reads
     # and writes contiguous memory (1.5-2x faster than column-strided on an 8192 x 3072 layer).
-    wt = torch.index_select(w.T, 0, perm)  # (in, out) permuted, contiguous: the targets
-    del w
+    wt = w.T.contiguous()  # (in, out): transposing first, then gathering whole rows, takes 0.13 s on an 8192 x
+    del w  # 3072 layer where gathering the transposed view's strided rows took 0.22 (2-vCPU EPYC VM)
+    wt = torch.index_select(wt, 0, perm)  # (in, out) permuted, contiguous: the targets
     orig_t = wt.clone()  # (in, out) the weights themselves, which every error is measured from
     keep_t = None if keep is None else torch.index_select(keep.T, 0, perm)  # (in, out) permuted
     group_of = (perm // gs).tolist()  # permuted column -> group of its original column

@@ -112,16 +112,20 @@ def _reference_gptq_dynamic_groups(w: torch.Tensor, h: torch.Tensor, bits: int, 
     return codes
 
 
-@pytest.mark.parametrize("block_size", [16, 64, 200])  # groups of 16: several per block, one block each, one block
-def test_dynamic_groups_match_the_papers_updates(block_size: int) -> None:
+@pytest.mark.parametrize(("in_f", "group_size", "block_size"), [
+    (96, 16, 16), (96, 16, 64), (96, 16, 200),  # groups of 16: one per block, several per block, one block
+    (100, 32, 20),  # a ragged last group; the block size rounded up to the group's
+    (300, 200, 128),  # groups longer than the asked block size, the last one ragged
+])
+def test_dynamic_groups_match_the_papers_updates(in_f: int, group_size: int, block_size: int) -> None:
     """The solver works with the Hessian's own factor; the paper's updates through the inverse's factor reach
     the same targets, and a dynamic group's grid is read from the same updated weights."""
-    x = _correlated_inputs(512, 96, seed=26)
+    x = _correlated_inputs(4 * in_f, in_f, seed=26)
     h = x.T @ x / x.shape[0]
-    w = _weight(24, 96, seed=27)
-    sol = gptq_solve(w, h, bits=3, group_size=16, symmetric=False, act_order=False, block_size=block_size,
+    w = _weight(24, in_f, seed=27)
+    sol = gptq_solve(w, h, bits=3, group_size=group_size, symmetric=False, act_order=False, block_size=block_size,
                      solve_dtype=torch.float64)
-    ref = _reference_gptq_dynamic_groups(w, h, bits=3, group_size=16, damp=0.01)
+    ref = _reference_gptq_dynamic_groups(w, h, bits=3, group_size=group_size, damp=0.01)
     assert torch.equal(sol.codes.double(), ref)
 
 

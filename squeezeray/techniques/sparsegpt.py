@@ -3,14 +3,15 @@
 The layer-wise objective is the output error ``tr(dW H dW^T)`` with ``H = X^T X / n``
 the calibration Hessian. Columns are processed left to right in blocks of
 ``block_size``; each column's pruning (and, on a quantized layer, rounding) error is
-spread over the columns not yet processed through the upper Cholesky factor of
-``H^-1`` (the OBS update), lazily across blocks.
+spread over the columns not yet processed (the OBS update, which the paper writes with
+the upper Cholesky factor of ``H^-1``; the solver uses the Hessian's own factor, as
+:mod:`squeezeray.techniques.gptq` does, to the same targets), lazily across blocks.
 
 Mask selection:
 
 * ``unstructured``: adaptive per block, as in the paper: at the start of each column
   block the weights of the block with the lowest OBS score ``w^2 / d^2`` (``d`` the
-  diagonal of the Cholesky factor of ``H^-1``) are removed, over all rows of the block
+  diagonal of the Cholesky factor of ``H^-1``, ``w`` the weights given every earlier error) are removed, over all rows of the block
   together; the counts per block are chosen so the whole layer loses exactly
   ``round(sparsity * out * in)`` weights. Rows therefore keep different counts.
 * ``nm``: at the first column of every group of ``m``, each row removes the ``m - n``
@@ -44,7 +45,8 @@ import torch
 from squeezeray._errors import InfeasibleStepError
 from squeezeray.techniques._base import BaseTechnique
 from squeezeray.techniques._configs import SparseGPTConfig
-from squeezeray.techniques._hessian import damped_inverse_cholesky
+from squeezeray.techniques._hessian import damped_upper_cholesky
+from squeezeray.techniques._hessian import flip_both_
 from squeezeray.techniques._hessian import note_damping
 from squeezeray.techniques._formats import QuantGrid
 from squeezeray.techniques._formats import SparsityPattern
@@ -57,29 +59,41 @@ from squeezeray.techniques.magnitude import commit_mask
 _DAMP_RETRIES = (1.0, 10.0, 100.0)  # damping factors tried, x10 apart
 
 
-def inverse_hessian_cholesky(
+def hessian_unit_factor(
     hessian: torch.Tensor, damp: float, damp_used: list[float] | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Upper Cholesky factor of the damped inverse Hessian.
-
-    Args:
-        hessian: (in, in) symmetric positive semi-definite ``X^T X / n``.
-        damp: Added to the diagonal as a fraction of its mean (retried x10, x100 if the
-            damped matrix is still not positive definite).
-        damp_used: If given, the damping the factorisation succeeded with is appended to it.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The damped Hessian's own factor, ``H + damp = C diag(b)^2 C^T`` (``C`` upper unit-triangular), the one
+    the solver works with: ``diag(b)^-1 C^-1`` is the upper Cholesky factor of the damped inverse that the paper
+    writes its updates with, and no inverse is computed. Factorised in float64 (the damping added as a fraction
+    of the mean diagonal, retried x10 and x100 if the damped matrix is not positive definite), returned in
+    float32.
 
     Returns:
-        ``(u, dead)``: ``u`` (in, in) float32 upper triangular with ``u^T u = (H + damp)^-1``;
-        ``dead`` (in,) bool, the inputs whose Hessian diagonal was zero.
+        ``(c, b, dead)``: (in, in) ``C``; (in,) ``b``, the diagonal of ``B = C diag(b)`` (``H = B B^T``);
+        (in,) bool, the inputs whose Hessian diagonal was zero.
     """
-    h = hessian.to(torch.float64, copy=True)  # (in, in)
-    diag = torch.diagonal(h)
-    dead = diag == 0
-    h[dead, dead] = 1.0
-    upper, used = damped_inverse_cholesky(h, damp, retries=len(_DAMP_RETRIES), technique="SparseGPT")  # (in, in)
+    h, dead = _fixed_float64(hessian)
+    flip_both_(h)  # J H J: the factorisation's order
+    upper, used = damped_upper_cholesky(h, damp, retries=len(_DAMP_RETRIES), technique="SparseGPT")  # (in, in) B
+    del h
     if damp_used is not None:
         damp_used.append(used)
-    return upper.float(), dead
+    diag = torch.diagonal(upper).clone()  # (in,)
+    return upper.div_(diag).float(), diag.float(), dead
+
+
+def _fixed_float64(hessian: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A float64 copy of ``hessian`` with dead inputs (zero diagonal) given a unit diagonal, and which they are."""
+    h = hessian.to(torch.float64, copy=True)  # (in, in)
+    dead = torch.diagonal(h) == 0  # (in,)
+    h[dead, dead] = 1.0
+    return h, dead
+
+
+def _given_errors(w0: torch.Tensor, targets: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
+    """Columns' weights given every earlier column's error (the paper's updated weights): ``w + C^-T (t - w)``
+    for their weights ``w0`` (rows), targets and diagonal block ``unit`` of the unit factor."""
+    return w0 + torch.linalg.solve_triangular(unit.T, targets - w0, upper=False, unitriangular=True)
 
 
 def _column_grid(block_grid: QuantGrid, i: int) -> QuantGrid:
@@ -124,29 +138,35 @@ def sparsegpt_solve(
         if not 0 < n < m or in_f % m:
             raise InfeasibleStepError(f"n:m = {n}:{m} does not fit the input width {in_f}")
         block_size = max(m, (block_size // m) * m)
-    hinv, dead = inverse_hessian_cholesky(hessian.to(weight.device), damp, damp_used)  # (in, in), (in,)
+    unit, bdiag, dead = hessian_unit_factor(hessian.to(weight.device), damp, damp_used)  # (in, in), (in,), (in,)
     # Transposed (input-major): each column visited is a contiguous row, and the per-column update of the
-    # block's later columns touches contiguous rows; elementwise the same arithmetic as column-major.
-    wt = weight.detach().float().T.contiguous()  # (in, out)
+    # block's later columns touches contiguous rows.
+    wt = weight.detach().float().T.contiguous()  # (in, out) the targets
     wt[dead] = 0.0
+    orig_t = wt.clone()  # (in, out) the weights themselves, which every error is measured from
     keep_t = torch.ones(in_f, out_f, dtype=torch.bool, device=wt.device)  # (in, out)
     total_removed = removed_count(sparsity, out_f * in_f)
 
+    # As GPTQ (:mod:`squeezeray.techniques.gptq`): column j's value is chosen for the target
+    # ``t_j = w_j + sum_{k<j} e_k C_kj`` (``e = w - q``), and the paper's updated weights of columns G, given every
+    # error before them, are ``w_G + C_GG^-T (t_G - w_G)``: what the OBS scores ``w^2 / d^2`` are computed on
+    # (``d = 1 / b``, the inverse factor's diagonal).
     for i1 in range(0, in_f, block_size):
         i2 = min(i1 + block_size, in_f)
         count = i2 - i1
-        w1 = wt[i1:i2]  # (count, out) view: replaced by the block's result at its end
+        w1 = wt[i1:i2]  # (count, out) view: the targets, replaced by the block's result at its end
+        w0 = orig_t[i1:i2]  # (count, out)
         q1 = torch.zeros_like(w1)  # (count, out)
         err1 = torch.zeros_like(w1)  # (count, out)
-        hinv1 = hinv[i1:i2, i1:i2]  # (count, count)
-        d1 = torch.diagonal(hinv1)  # (count,)
+        unit1 = unit[i1:i2, i1:i2]  # (count, count)
+        b2 = bdiag[i1:i2].pow(2)  # (count,) 1 / d^2
         keep1 = keep_t[i1:i2]  # (count, out) view
         if not m:
             # Adaptive block mask: remove the block's share of the layer's count (scores ranked in (out, count)
             # order, so ties break as they always did).
             k = round(total_removed * i2 / in_f) - round(total_removed * i1 / in_f)
             if k > 0:
-                score = (w1.pow(2) / d1.pow(2).unsqueeze(1)).T.reshape(-1)  # (out*count,) row-major (out, count)
+                score = (_given_errors(w0, w1, unit1).pow(2) * b2.unsqueeze(1)).T.reshape(-1)  # (out*count,)
                 drop = torch.argsort(score, stable=True)[:k]
                 keep1.view(-1)[(drop % count) * out_f + drop // count] = False  # (row, column) -> keep1's storage
         # Per-column scales / zero points of this block: (out, count) each.
@@ -154,21 +174,22 @@ def sparsegpt_solve(
 
         for i in range(count):
             if m and i % m == 0:
-                score = (w1[i : i + m].pow(2) / d1[i : i + m].pow(2).unsqueeze(1)).T  # (out, m)
+                g = slice(i, i + m)
+                score = (_given_errors(w0[g], w1[g], unit1[g, g]).pow(2) * b2[g].unsqueeze(1)).T  # (out, m)
                 drop = torch.argsort(score, dim=1, stable=True)[:, : m - n]  # (out, m-n)
                 keep1[i : i + m].T.scatter_(1, drop, False)
-            col = w1[i]  # (out,)
-            q = col * keep1[i]  # (out,)
+            q = w1[i] * keep1[i]  # (out,)
             if block_grid is not None:
                 # Back onto the fixed grid; the rounding error is propagated with the rest.
                 q = _column_grid(block_grid, i).fake_quantize(q.unsqueeze(1)).squeeze(1) * keep1[i]
             q1[i] = q
-            err = (col - q) / d1[i]  # (out,)
-            w1[i:] -= hinv1[i, i:].unsqueeze(1) * err.unsqueeze(0)
-            err1[i] = err
+            e = torch.sub(w0[i], q, out=err1[i])  # (out,)
+            if i + 1 < count:
+                w1[i + 1 :].add_(unit1[i, i + 1 :].unsqueeze(1) * e)  # (count - i - 1, out)
 
         w1.copy_(q1)
-        wt[i2:].addmm_(hinv[i1:i2, i2:].T, err1, alpha=-1.0)  # (in - i2, out)
+        wt[i2:].addmm_(unit[i1:i2, i2:].T, err1)  # (in - i2, out)
+    del orig_t, w0
     wt.mul_(keep_t)
     out = wt.T.contiguous()  # (out, in)
     del wt
@@ -179,7 +200,8 @@ class SparseGPT(BaseTechnique[SparseGPTConfig]):
     """OBS pruning with weight reconstruction; keeps a quantized layer on its grid."""
 
     name = "sparsegpt"
-    code_version = 7  # 6: inverse factor by one Cholesky + a triangular inversion; 7: input-major loop (rounding)
+    code_version = 8  # 6: inverse factor by one Cholesky + a triangular inversion; 7: input-major loop (rounding);
+    # 8: the Hessian's own factor, no inverse (rounding)
     config_cls = SparseGPTConfig
     needs_hessian = True
 

@@ -18,7 +18,7 @@ from squeezeray.techniques._state import ActQuantState
 from squeezeray.techniques.magnitude import Magnitude
 from squeezeray.techniques.rtn import RTN
 from squeezeray.techniques.sparsegpt import SparseGPT
-from squeezeray.techniques.sparsegpt import inverse_hessian_cholesky
+from squeezeray.techniques.sparsegpt import hessian_unit_factor
 from squeezeray.techniques.sparsegpt import sparsegpt_solve
 from squeezeray.techniques.wanda import Wanda
 
@@ -52,18 +52,61 @@ def _sgpt(sparsity: float | None = 0.5, pattern: SparsityPattern = SparsityPatte
     return SparseGPTConfig(sparsity=sparsity, pattern=pattern, block_size=16, **kw)  # type: ignore[arg-type]
 
 
-def test_inverse_hessian_cholesky_matches_damped_inverse() -> None:
+def test_the_unit_factor_factors_the_damped_hessian() -> None:
     _, x = _correlated(in_f=8, tokens=64)
     h = x.T @ x / 64
     h[3, :] = 0.0
     h[:, 3] = 0.0  # a dead input
-    u, dead = inverse_hessian_cholesky(h, 0.01)
+    c, b, dead = hessian_unit_factor(h, 0.01)
     assert dead.tolist() == [i == 3 for i in range(8)]
-    assert torch.equal(u, torch.triu(u))
+    assert torch.equal(c, torch.triu(c)) and torch.equal(torch.diagonal(c), torch.ones(8))
     hd = h.double().clone()
     hd[3, 3] = 1.0
     hd += 0.01 * torch.diagonal(hd).mean() * torch.eye(8, dtype=torch.float64)
-    assert torch.allclose((u.T @ u).double(), torch.linalg.inv(hd), rtol=1e-4, atol=1e-6)
+    bb = c.double() * b.double()  # B = C diag(b)
+    assert torch.allclose(bb @ bb.T, hd, rtol=1e-5, atol=1e-6)
+
+
+def _reference_sparsegpt(w: torch.Tensor, h: torch.Tensor, sparsity: float, n: int, m: int,
+                         block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's SparseGPT in float64 through the inverse Hessian's upper Cholesky factor, each column's error
+    reaching every later column at once (adaptive block masks, or n:m per group of m)."""
+    w = w.double().clone()  # (out, in)
+    out_f, in_f = w.shape
+    hd = h.double() + 0.01 * torch.diagonal(h.double()).mean() * torch.eye(in_f, dtype=torch.float64)
+    u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(hd)), upper=True)  # (in, in)
+    keep = torch.ones(out_f, in_f, dtype=torch.bool)
+    total = round(sparsity * out_f * in_f)
+    for i1 in range(0, in_f, block_size):
+        i2 = min(i1 + block_size, in_f)
+        d = torch.diagonal(u)[i1:i2]  # (count,)
+        k = round(total * i2 / in_f) - round(total * i1 / in_f)
+        if not m and k > 0:
+            score = (w[:, i1:i2].pow(2) / d.pow(2)).reshape(-1)  # (out*count,) row-major
+            drop = torch.argsort(score, stable=True)[:k]
+            keep[drop // (i2 - i1), i1 + drop % (i2 - i1)] = False
+        for i in range(i1, i2):
+            if m and (i - i1) % m == 0:
+                score = w[:, i : i + m].pow(2) / torch.diagonal(u)[i : i + m].pow(2)  # (out, m)
+                drop = torch.argsort(score, dim=1, stable=True)[:, : m - n]  # (out, m - n)
+                keep[torch.arange(out_f).unsqueeze(1), i + drop] = False
+            q = w[:, i] * keep[:, i]  # (out,)
+            e = (w[:, i] - q) / u[i, i]
+            w[:, i:] -= e.unsqueeze(1) * u[i, i:].unsqueeze(0)
+            w[:, i] = q
+    return w, keep
+
+
+@pytest.mark.parametrize(("n", "m", "block_size"), [(0, 0, 16), (0, 0, 40), (2, 4, 16)])
+def test_the_solve_gives_the_papers_mask_and_weights(n: int, m: int, block_size: int) -> None:
+    """The solver works with the Hessian's own factor; the paper's updates through the inverse's factor give
+    the same targets, so the same OBS scores, mask and weights."""
+    w, x = _correlated(out_f=24, in_f=96, seed=5)
+    h = x.T @ x / x.shape[0]
+    new_w, mask = sparsegpt_solve(w, h, sparsity=0.5, n=n, m=m, block_size=block_size)
+    ref_w, ref_mask = _reference_sparsegpt(w, h, 0.5, n, m, block_size)
+    assert torch.equal(mask, ref_mask)
+    torch.testing.assert_close(new_w.double(), ref_w, rtol=1e-4, atol=1e-4)
 
 
 def test_unstructured_beats_magnitude_and_wanda() -> None:

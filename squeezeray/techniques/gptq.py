@@ -126,8 +126,8 @@ def gptq_factor(
 ) -> GPTQFactor:
     """The Hessian side of a GPTQ solve (:class:`GPTQFactor`): dead inputs get ``H[d, d] = 1``, the columns are
     ordered (by decreasing diagonal with ``act_order``, ties in input order) and the permuted damped Hessian's
-    unit factor ``C`` (``H = C D C^T``) is computed in ``dtype`` (the solve's: float32, or float64) on ``device`` (the Hessian's own
-    by default), two (in, in) matrices alive at a time.
+    unit factor ``C`` (``H = C D C^T``) is computed in ``dtype`` (the solve's: float32, or float64) on ``device``
+    (the Hessian's own by default), two (in, in) matrices alive at a time.
     """
     src = hessian.detach()  # (in, in)
     dev = src.device if device is None else device

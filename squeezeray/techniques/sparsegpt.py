@@ -11,9 +11,10 @@ Mask selection:
 
 * ``unstructured``: adaptive per block, as in the paper: at the start of each column
   block the weights of the block with the lowest OBS score ``w^2 / d^2`` (``d`` the
-  diagonal of the Cholesky factor of ``H^-1``, ``w`` the weights given every earlier error) are removed, over all rows of the block
-  together; the counts per block are chosen so the whole layer loses exactly
-  ``round(sparsity * out * in)`` weights. Rows therefore keep different counts.
+  diagonal of the Cholesky factor of ``H^-1``, ``w`` the weights given every earlier
+  error) are removed, over all rows of the block together; the counts per block are
+  chosen so the whole layer loses exactly ``round(sparsity * out * in)`` weights. Rows
+  therefore keep different counts.
 * ``nm``: at the first column of every group of ``m``, each row removes the ``m - n``
   lowest scores of the group (the block size is rounded down to a multiple of ``m``,
   at least ``m``, so groups never straddle blocks).

@@ -32,11 +32,12 @@ def flip_both_(m: torch.Tensor) -> None:
         high.copy_(saved.flip(0))
 
 
-def damped_upper_cholesky(
+def damped_unit_cholesky(
     reversed_hessian: torch.Tensor, damp: float, *, retries: int, technique: str
-) -> tuple[torch.Tensor, float]:
-    """Upper-triangular ``B`` with ``H + frac * mean(diag H) * I = B B^T``, and the damping ``frac`` used, from the
-    Hessian with its order reversed, ``J H J`` (a caller that permutes the Hessian gets the reversal for free).
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The upper unit-triangular ``C`` and diagonal ``b`` with ``H + frac * mean(diag H) * I = B B^T`` for
+    ``B = C diag(b)``, and the damping ``frac`` used, from the Hessian with its order reversed, ``J H J`` (a caller
+    that permutes the Hessian gets the reversal for free).
 
     ``B = J L J`` for the lower Cholesky factor ``L`` of ``J H J`` (``n^3 / 3`` multiply-adds). ``B^-1`` is the
     upper Cholesky factor of the damped inverse Hessian that GPTQ's and SparseGPT's papers write their updates
@@ -57,9 +58,9 @@ def damped_upper_cholesky(
         technique: Named in the error.
 
     Returns:
-        ``(B, used)``: (in, in) upper-triangular with a positive diagonal, same dtype as the Hessian; ``used``
-        the damping fraction the factorisation succeeded with (``damp`` unless it had to be raised: callers
-        record that).
+        ``(C, b, used)``: (in, in) upper unit-triangular ``C`` (``B`` with column j divided by ``B_jj``, in
+        place) and (in,) ``b``, the diagonal of ``B``, both in the Hessian's dtype; ``used`` the damping fraction
+        the factorisation succeeded with (``damp`` unless it had to be raised: callers record that).
     """
     h = reversed_hessian if reversed_hessian.is_contiguous() else reversed_hessian.contiguous()
     mean_diag = float(torch.diagonal(h).mean())
@@ -70,12 +71,25 @@ def damped_upper_cholesky(
         upper, info = torch.linalg.cholesky_ex(h, upper=True)  # (in, in) J H J = L L^T, L = upper.T
         if int(info) == 0:
             factor = upper.T  # LAPACK's storage is column-major: its transpose L is row-major
-            flip_both_(factor)  # J L J, upper, row-major
-            return factor, frac
+            flip_both_(factor)  # B = J L J, upper, row-major
+            diag = torch.diagonal(factor).clone()  # (in,) b
+            return factor.div_(diag), diag, frac  # C = B diag(b)^-1
         frac *= 10.0
     raise ValueError(
         f"{technique}: the Hessian is not positive definite even with damping {frac / 10:g}; increase damp"
     )
+
+
+def given_errors(weights: torch.Tensor, targets: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
+    """Columns' weights given every earlier column's error, the weights the papers' updates reach before the
+    columns are solved: ``w_G + C_GG^-T (t_G - w_G)``.
+
+    Args:
+        weights: (g, out) the columns' own weights (input-major rows).
+        targets: (g, out) their targets ``t_j = w_j + sum_{k<j} e_k C_kj``, with every earlier column's error in.
+        unit: (g, g) the columns' diagonal block ``C_GG`` of the unit factor (:func:`damped_unit_cholesky`).
+    """
+    return weights + torch.linalg.solve_triangular(unit.T, targets - weights, upper=False, unitriangular=True)
 
 
 def note_damping(state: LayerState, technique: str, asked: float, used: float) -> None:

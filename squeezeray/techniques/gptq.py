@@ -50,7 +50,8 @@ from squeezeray._errors import InfeasibleStepError
 from squeezeray.techniques._base import BaseTechnique
 from squeezeray.techniques._clip import clip_search
 from squeezeray.techniques._configs import GPTQConfig
-from squeezeray.techniques._hessian import damped_upper_cholesky
+from squeezeray.techniques._hessian import damped_unit_cholesky
+from squeezeray.techniques._hessian import given_errors
 from squeezeray.techniques._hessian import note_damping
 from squeezeray.techniques._formats import QuantFormat
 from squeezeray.techniques._formats import QuantGrid
@@ -145,9 +146,8 @@ def gptq_factor(
     h = torch.index_select(h, 1, rev)  # (in, in) and columns
     gone = dead[rev]  # (in,) reversed-order dead inputs
     h[gone, gone] = 1.0
-    unit, used = damped_upper_cholesky(h, damp, retries=_MAX_DAMP_RETRIES, technique="GPTQ")  # (in, in) B, upper
+    unit, _, used = damped_unit_cholesky(h, damp, retries=_MAX_DAMP_RETRIES, technique="GPTQ")  # (in, in) C
     del h
-    unit.div_(torch.diagonal(unit).clone())  # (in, in) C = B diag(B)^-1: column j divided by B_jj
     return GPTQFactor(act_order=act_order, asked_damp=damp, damp=used, dead=dead, order=order, unit=unit)
 
 
@@ -295,8 +295,7 @@ def gptq_solve(
                 # targets: its weights given those errors (GPTQ's updated weights) are
                 # w_G + C_GG^-T (t_G - w_G) for the group's diagonal block C_GG.
                 ge = min(i + gs, i2 - i1)
-                gw = w0[i:ge] + torch.linalg.solve_triangular(unit1[i:ge, i:ge].T, w1[i:ge] - w0[i:ge], upper=False,
-                                                              unitriangular=True)  # (gs, out)
+                gw = given_errors(w0[i:ge], w1[i:ge], unit1[i:ge, i:ge])  # (gs, out)
                 if keep_t is not None:
                     gw = gw * keep_t[col : col + gs]
                 gg = minmax_grid(gw.T.float(), bits=bits, group_size=None, symmetric=symmetric)

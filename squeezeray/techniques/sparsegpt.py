@@ -46,8 +46,9 @@ import torch
 from squeezeray._errors import InfeasibleStepError
 from squeezeray.techniques._base import BaseTechnique
 from squeezeray.techniques._configs import SparseGPTConfig
-from squeezeray.techniques._hessian import damped_upper_cholesky
+from squeezeray.techniques._hessian import damped_unit_cholesky
 from squeezeray.techniques._hessian import flip_both_
+from squeezeray.techniques._hessian import given_errors
 from squeezeray.techniques._hessian import note_damping
 from squeezeray.techniques._formats import QuantGrid
 from squeezeray.techniques._formats import SparsityPattern
@@ -75,12 +76,11 @@ def hessian_unit_factor(
     """
     h, dead = _fixed_float64(hessian)
     flip_both_(h)  # J H J: the factorisation's order
-    upper, used = damped_upper_cholesky(h, damp, retries=len(_DAMP_RETRIES), technique="SparseGPT")  # (in, in) B
+    unit, diag, used = damped_unit_cholesky(h, damp, retries=len(_DAMP_RETRIES), technique="SparseGPT")  # C, b
     del h
     if damp_used is not None:
         damp_used.append(used)
-    diag = torch.diagonal(upper).clone()  # (in,)
-    return upper.div_(diag).float(), diag.float(), dead
+    return unit.float(), diag.float(), dead
 
 
 def _fixed_float64(hessian: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,12 +89,6 @@ def _fixed_float64(hessian: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     dead = torch.diagonal(h) == 0  # (in,)
     h[dead, dead] = 1.0
     return h, dead
-
-
-def _given_errors(w0: torch.Tensor, targets: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
-    """Columns' weights given every earlier column's error (the paper's updated weights): ``w + C^-T (t - w)``
-    for their weights ``w0`` (rows), targets and diagonal block ``unit`` of the unit factor."""
-    return w0 + torch.linalg.solve_triangular(unit.T, targets - w0, upper=False, unitriangular=True)
 
 
 def _column_grid(block_grid: QuantGrid, i: int) -> QuantGrid:
@@ -167,7 +161,7 @@ def sparsegpt_solve(
             # order, so ties break as they always did).
             k = round(total_removed * i2 / in_f) - round(total_removed * i1 / in_f)
             if k > 0:
-                score = (_given_errors(w0, w1, unit1).pow(2) * b2.unsqueeze(1)).T.reshape(-1)  # (out*count,)
+                score = (given_errors(w0, w1, unit1).pow(2) * b2.unsqueeze(1)).T.reshape(-1)  # (out*count,)
                 drop = torch.argsort(score, stable=True)[:k]
                 keep1.view(-1)[(drop % count) * out_f + drop // count] = False  # (row, column) -> keep1's storage
         # Per-column scales / zero points of this block: (out, count) each.
@@ -176,7 +170,7 @@ def sparsegpt_solve(
         for i in range(count):
             if m and i % m == 0:
                 g = slice(i, i + m)
-                score = (_given_errors(w0[g], w1[g], unit1[g, g]).pow(2) * b2[g].unsqueeze(1)).T  # (out, m)
+                score = (given_errors(w0[g], w1[g], unit1[g, g]).pow(2) * b2[g].unsqueeze(1)).T  # (out, m)
                 drop = torch.argsort(score, dim=1, stable=True)[:, : m - n]  # (out, m-n)
                 keep1[i : i + m].T.scatter_(1, drop, False)
             q = w1[i] * keep1[i]  # (out,)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from squeezeray.techniques import _hessian
-from squeezeray.techniques._hessian import damped_upper_cholesky
+from squeezeray.techniques._hessian import damped_unit_cholesky
 from squeezeray.techniques._hessian import flip_both_
 
 
@@ -24,7 +24,10 @@ def _close(a: torch.Tensor, b: torch.Tensor, rel: float = 1e-12) -> bool:
 
 
 def _factor(h: torch.Tensor, damp: float, retries: int = 3) -> tuple[torch.Tensor, float]:
-    return damped_upper_cholesky(torch.flip(h, (0, 1)), damp, retries=retries, technique="T")  # given J H J
+    """``B = C diag(b)`` from the unit factor of ``h`` (given ``J H J``), and the damping used."""
+    c, b, used = damped_unit_cholesky(torch.flip(h, (0, 1)), damp, retries=retries, technique="T")
+    assert torch.equal(torch.diagonal(c), torch.ones_like(b))
+    return c * b, used
 
 
 @pytest.mark.parametrize("n", [1, 7, 48, 128, 129, 300])
@@ -82,4 +85,4 @@ def test_gives_up_naming_the_technique() -> None:
     h[0, 0] = 1.0
     h[1, 1] = -1.0
     with pytest.raises(ValueError, match="SomeSolver: the Hessian is not positive definite"):
-        damped_upper_cholesky(h, 0.01, retries=2, technique="SomeSolver")
+        damped_unit_cholesky(h, 0.01, retries=2, technique="SomeSolver")

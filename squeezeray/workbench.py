@@ -52,6 +52,7 @@ from squeezeray.objectives import split_objective_name
 from squeezeray.objectives._base import memo_key
 from squeezeray.spaces import CompressionPlan
 from squeezeray.techniques import LayerStats
+from squeezeray.techniques import StatsMemo
 
 
 class Workbench:
@@ -221,12 +222,14 @@ class Workbench:
         plan.check(self.layers)
         stats = self.stats(hessian=plan.needs_hessian())
         fn = layer_fn or compress_layer
+        memo = StatsMemo()  # layers reading one input (q/k/v, gate/up) share what is derived from its statistics
         replacements = {}
         for name, lp in plan.layers.items():  # an offloaded block's layers are compressed on the device, handed back
             linear = self.original.get_submodule(name)
-            replacements[name] = on_execution_device(self.original, linear,
-                                                     lambda lin, name=name, lp=lp: fn(name, lin, lp, stats[name]))
+            replacements[name] = on_execution_device(
+                self.original, linear, lambda lin, name=name, lp=lp: fn(name, lin, lp, stats[name], memo=memo))
             page_out_modules([linear])  # not read again before the restore: its checkpoint pages leave memory now
+        memo.clear()  # the last input's factorisation goes before the candidate is evaluated
         with swapped(self.original, replacements, page_out_originals=False) as model:  # paged out above
             yield model
 

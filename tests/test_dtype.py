@@ -58,8 +58,8 @@ def test_a_bfloat16_candidate_computes_in_bfloat16(tokenizer_dir) -> None:  # no
         plan = bench.uniform("gptq-w4g64")
         seen = []
 
-        def layer_fn(name, linear, lp, stats):  # noqa: ANN001, ANN202
-            m = compress_layer(name, linear, lp, stats)
+        def layer_fn(name, linear, lp, stats, *, memo):  # noqa: ANN001, ANN202
+            m = compress_layer(name, linear, lp, stats, memo=memo)
             m.register_forward_hook(lambda m, i, o: seen.append((None if m._dense is None else m._dense.dtype, o.dtype)))
             return m
 

@@ -13,6 +13,7 @@ from squeezeray.compress._row_blocks import join_rows
 from squeezeray.compress._rows import row_blocks
 from squeezeray.spaces import parse_steps
 from squeezeray.techniques import LayerStats
+from squeezeray.techniques import StatsMemo
 from tests.conftest import correlated_inputs
 
 ROWS, WIDTH = 203, 256  # 203 rows: a ragged last block; 256 inputs fit the K-quants' super-blocks
@@ -142,3 +143,25 @@ def test_rows_that_do_not_start_on_a_byte_are_refused() -> None:
     assert torch.equal(m.effective_weight(), m._whole_effective())  # 8-row blocks: 480 bits, on a byte
     with pytest.raises(ValueError, match="row 3 starts at bit 180"):
         m._dense_rows(m.stored_grid(), 3, 5)
+
+
+@pytest.mark.parametrize("steps", ["gptq-w4g32", "gptq-w3g64-asym-noact", "sparsegpt-s50", "sparsegpt-2:4"])
+def test_layers_reading_one_input_share_its_factorisation_and_store_what_they_store_alone(
+    layer_stats, steps: str  # noqa: ANN001
+) -> None:
+    """q/k/v (or gate/up) read one input: their statistics are one object, and a loop's memo factorises its
+    Hessian once for all of them (a tall layer's row blocks too) without changing a stored bit."""
+    _, stats = layer_stats
+    torch.manual_seed(12)
+    layers = [nn.Linear(WIDTH, rows) for rows in (203, 64, 64)]
+    plan = parse_steps(steps)
+    memo = StatsMemo()
+    shared = [compress_layer(f"l{i}", lin, plan, stats, memo=memo, row_block_bytes=SMALL) for i, lin in enumerate(layers)]
+    assert memo.computed == 1
+    for lin, got in zip(layers, shared):
+        alone = compress_layer("l", lin, plan, stats)
+        a, b = _buffers(alone), _buffers(got)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    other = LayerStats.synthetic(correlated_inputs(300, WIDTH))
+    compress_layer("o", layers[1], plan, other, memo=memo)  # another input: the first one's factor is dropped
+    assert memo.computed == 2

@@ -64,7 +64,13 @@ def dense_nbytes(linear: nn.Module) -> int:
 
 
 def compress_layer(
-    name: str, linear: nn.Linear, plan: LayerPlan, stats: LayerStats, *, row_block_bytes: int = ROW_BLOCK_BYTES
+    name: str,
+    linear: nn.Linear,
+    plan: LayerPlan,
+    stats: LayerStats,
+    *,
+    memo: StatsMemo | None = None,
+    row_block_bytes: int = ROW_BLOCK_BYTES,
 ) -> CompressedLinear:
     """Run ``plan``'s steps on one linear layer and pack the result.
 
@@ -73,6 +79,9 @@ def compress_layer(
         linear: The original layer (not modified).
         plan: Ordered steps.
         stats: Calibration statistics of the layer's input.
+        memo: What the steps derive from ``stats`` alone (GPTQ's Hessian factor), shared with the layers
+            compressed before and after this one (a loop passes one memo: q/k/v, gate/up share a factorisation);
+            None: this layer's own.
         row_block_bytes: When every step computes each output row on its own (:func:`splits_by_rows`), the
             layer is compressed this many float32 bytes of weight at a time (the same stored result).
     """
@@ -80,7 +89,7 @@ def compress_layer(
     whole = [(0, int(weight.shape[0]))]
     blocks = row_blocks(*weight.shape, row_block_bytes) if splits_by_rows(plan) else whole
     stats = stats_on(stats, weight.device)  # kept on the host; the steps run where the layer's weight is
-    memo = StatsMemo()  # what the steps derive from the statistics alone (GPTQ's Hessian factor): once per layer
+    memo = StatsMemo() if memo is None else memo  # shared by the row blocks (and a loop's layers: see above)
     parts = []
     for r0, r1 in blocks:  # a tall layer a block of rows at a time (same stored tensors; see _row_blocks)
         state = LayerState.from_weight(name, weight[r0:r1], None if bias is None else bias[r0:r1], memo=memo)
@@ -134,7 +143,7 @@ def apply_plan(
         plan: The per-layer plan (checked against the model first).
         stats: Calibration statistics for every layer in the plan.
         progress: Show a progress bar over layers.
-        layer_fn: Replacement for :func:`compress_layer` (same signature). Not used for a
+        layer_fn: Replacement for :func:`compress_layer` (same signature, ``memo`` keyword included). Not used for a
             plan with distillation: its layers depend on the whole model's training.
         teacher: The original model, for a plan with distillation.
         distill_tokens: (n_seqs, seq_len) calibration ids, for a plan with distillation.
@@ -158,14 +167,16 @@ def apply_plan(
                             "it is tied to; leave the tied table out of a plan with kd")
         return _apply_with_distill(model, plan, stats, teacher, distill_tokens, progress=progress)
     fn = layer_fn or compress_layer
+    memo = StatsMemo()  # layers reading one input share what is derived from its statistics
     reports = []
     for name, lp in tqdm(list(plan.layers.items()), desc="compressing", unit="layer", disable=not progress):
         linear = model.get_submodule(name)
         t0 = time.perf_counter()
-        compressed = on_execution_device(model, linear, lambda lin: fn(name, lin, lp, stats[name]))  # noqa: B023
+        compressed = on_execution_device(model, linear, lambda lin: fn(name, lin, lp, stats[name], memo=memo))  # noqa: B023
         replace_layers(model, {name: compressed})
         reports.append(LayerReport(name, lp.label(), compressed.nbytes(), dense_nbytes(linear), time.perf_counter() - t0,
                                    notes=compressed.fmt.notes))
+    memo.clear()
     return reports
 
 

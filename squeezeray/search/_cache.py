@@ -26,6 +26,7 @@ from squeezeray.compress import LayerFormat
 from squeezeray.compress._layer_format import FORMAT_VERSION
 from squeezeray.spaces import LayerPlan
 from squeezeray.techniques import LayerStats
+from squeezeray.techniques import StatsMemo
 from squeezeray.techniques._versions import CALIBRATION_CODE_VERSION
 from squeezeray.techniques._versions import steps_code_versions
 
@@ -141,9 +142,11 @@ class LayerCache:
         """A ``layer_fn`` for :func:`squeezeray.compress.apply_plan` that goes through this cache."""
         from squeezeray.compress import compress_layer
 
-        def fn(name: str, linear: torch.nn.Linear, plan: LayerPlan, stats: LayerStats) -> CompressedLinear:
+        def fn(
+            name: str, linear: torch.nn.Linear, plan: LayerPlan, stats: LayerStats, *, memo: StatsMemo | None = None
+        ) -> CompressedLinear:
             key = layer_key(model_fingerprint, name, plan, calibration_digest)
-            return self.get_or_compute(key, lambda: compress_layer(name, linear, plan, stats))
+            return self.get_or_compute(key, lambda: compress_layer(name, linear, plan, stats, memo=memo))
 
         return fn
 

@@ -48,6 +48,7 @@ from squeezeray.spaces import NONE
 from squeezeray.spaces import GroupSpec
 from squeezeray.spaces import LayerPlan
 from squeezeray.spaces import Unit
+from squeezeray.techniques import StatsMemo
 
 SENSITIVITY_VERSION = 1
 _BLOCKS = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)$")
@@ -302,7 +303,8 @@ def measure_sensitivity(
         units: The space's sampling units.
         stats: Calibration statistics per layer.
         proxy: Token ids (n_seqs, seq_len) the KL is measured on (one batch).
-        layer_fn: ``(name, linear, layer_plan, stats) -> module`` (e.g. the layer cache); default compress_layer.
+        layer_fn: ``(name, linear, layer_plan, stats, *, memo) -> module`` (e.g. the layer cache); default
+            :func:`~squeezeray.compress.compress_layer`.
         done: Rows already measured, by unit (resume); those units are not measured again.
         on_unit: Called with each newly measured unit's rows (persist them).
         progress: Show a progress bar over units.
@@ -310,6 +312,7 @@ def measure_sensitivity(
             proxy's logits).
     """
     fn = layer_fn or compress_layer
+    memo = StatsMemo()
     done = dict(done or {})
     probe: SensitivityProbe | None = None
     rows: list[SensitivityRow] = []
@@ -326,8 +329,13 @@ def measure_sensitivity(
         for i in range(0, len(options), batch):
             t0 = time.perf_counter()
             chunk = options[i : i + batch]
-            built = [None if o.plan is None else {name: fn(name, lin, o.plan, stats[name])
-                                                  for name, lin in linears.items()} for o in chunk]
+            # Layer by layer, every option of the chunk: one layer's options (and layers reading one input)
+            # share what is derived from its statistics alone (GPTQ's Hessian factor).
+            made = {(name, k): fn(name, lin, o.plan, stats[name], memo=memo)
+                    for name, lin in linears.items() for k, o in enumerate(chunk) if o.plan is not None}
+            built = [None if o.plan is None else {name: made[name, k] for name in linears}
+                     for k, o in enumerate(chunk)]
+            del made
             real = [b for b in built if b is not None]
             kls = iter(probe.kl_many(real) if real else [])
             per = (time.perf_counter() - t0) / len(chunk)
@@ -338,5 +346,6 @@ def measure_sensitivity(
         if on_unit is not None:
             on_unit(unit.key, unit_rows)
         rows.extend(unit_rows)
+    memo.clear()
     return SensitivityTable(tuple(rows), f"{proxy.source} ({int(proxy.ids.numel())} tokens)", proxy.digest)
 

@@ -114,28 +114,38 @@ T = TypeVar("T")
 
 
 class StatsMemo:
-    """What a technique derives from a layer's calibration statistics alone (GPTQ's Hessian factor), kept
-    while that layer's steps run.
+    """What techniques derive from one statistics tensor alone (GPTQ's Hessian factor), kept while consecutive
+    layers read that same tensor.
 
-    A tall layer compresses a block of rows at a time (:func:`squeezeray.compress.compress_layer`); the blocks'
-    states share one memo, so an (in, in) factorisation is done once per layer, not once per block. An entry
-    is reused only for the very statistics tensor it was computed from (held, so its identity stays unique)
-    and the same key (technique and the settings the result depends on).
+    A tall layer compresses a block of rows at a time (:func:`squeezeray.compress.compress_layer`), and layers
+    that read the same input (q/k/v, gate/up) share one statistics object; a loop that compresses layers in
+    order hands one memo to all of them, so an (in, in) factorisation is done once per input, not once per
+    layer or row block. An entry is reused only for the very statistics tensor it was computed from (held, so
+    its identity stays unique) and the same key (technique and the settings the result depends on). The memo
+    holds one tensor's results at a time: the first request for another tensor drops them before computing,
+    so a loop keeps one factorisation alive, not one per input.
     """
 
     def __init__(self) -> None:
-        self._entries: dict[tuple, tuple[torch.Tensor, object]] = {}
+        self._source: torch.Tensor | None = None
+        self._entries: dict[tuple, object] = {}
         self.computed = 0  # entries computed (a test's count)
 
     def get(self, key: tuple, source: torch.Tensor, compute: Callable[[], T]) -> T:
         """The value ``compute()`` gave for ``key`` and this ``source`` tensor, computed now if not yet."""
-        entry = self._entries.get(key)
-        if entry is not None and entry[0] is source:
-            return entry[1]  # type: ignore[return-value]
+        if source is not self._source:
+            self.clear()  # another tensor's results go before this one's are computed
+            self._source = source
+        if key in self._entries:
+            return self._entries[key]  # type: ignore[return-value]
         value = compute()
-        self._entries[key] = (source, value)
+        self._entries[key] = value
         self.computed += 1
         return value
+
+    def clear(self) -> None:
+        """Drop every result (and the tensor they came from): a loop calls this when it is done."""
+        self._source, self._entries = None, {}
 
 
 @dataclasses.dataclass

@@ -367,7 +367,7 @@ class GPTQ(BaseTechnique[GPTQConfig]):
         hessian = stats.require_hessian(self.name)
         damp, dev = float(config.damp), state.weight.device
         dtype = torch.float64 if config.float64_solve else torch.float32
-        factor = state.memo.get(  # once per layer: a tall layer's row blocks share it
+        factor = state.memo.get(  # a tall layer's row blocks and the layers reading one input share it
             (self.name, config.act_order, damp, str(dev), str(dtype)), hessian,
             lambda: gptq_factor(hessian, act_order=config.act_order, damp=damp, device=dev, dtype=dtype),
         )

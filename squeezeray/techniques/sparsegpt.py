@@ -61,26 +61,35 @@ from squeezeray.techniques.magnitude import commit_mask
 _DAMP_RETRIES = (1.0, 10.0, 100.0)  # damping factors tried, x10 apart
 
 
-def hessian_unit_factor(
-    hessian: torch.Tensor, damp: float, damp_used: list[float] | None = None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+@dataclasses.dataclass(frozen=True)
+class SparseGPTFactor:
+    """What SparseGPT derives from a layer's Hessian alone, the same for every layer reading that input.
+
+    Attributes:
+        unit: (in, in) float32 upper unit-triangular ``C`` with ``H + damp = C diag(b)^2 C^T``.
+        diag: (in,) float32 ``b``, the diagonal of ``B = C diag(b)`` (``H + damp = B B^T``).
+        dead: (in,) bool, the inputs whose Hessian diagonal was zero.
+        damp: The damping fraction the factorisation succeeded with.
+    """
+
+    unit: torch.Tensor
+    diag: torch.Tensor
+    dead: torch.Tensor
+    damp: float
+
+
+def hessian_unit_factor(hessian: torch.Tensor, damp: float) -> SparseGPTFactor:
     """The damped Hessian's own factor, ``H + damp = C diag(b)^2 C^T`` (``C`` upper unit-triangular), the one
     the solver works with: ``diag(b)^-1 C^-1`` is the upper Cholesky factor of the damped inverse that the paper
     writes its updates with, and no inverse is computed. Factorised in float64 (the damping added as a fraction
     of the mean diagonal, retried x10 and x100 if the damped matrix is not positive definite), returned in
     float32.
-
-    Returns:
-        ``(c, b, dead)``: (in, in) ``C``; (in,) ``b``, the diagonal of ``B = C diag(b)`` (``H = B B^T``);
-        (in,) bool, the inputs whose Hessian diagonal was zero.
     """
     h, dead = _fixed_float64(hessian)
     flip_both_(h)  # J H J: the factorisation's order
     unit, diag, used = damped_unit_cholesky(h, damp, retries=len(_DAMP_RETRIES), technique="SparseGPT")  # C, b
     del h
-    if damp_used is not None:
-        damp_used.append(used)
-    return unit.float(), diag.float(), dead
+    return SparseGPTFactor(unit=unit.float(), diag=diag.float(), dead=dead, damp=used)
 
 
 def _fixed_float64(hessian: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,7 +116,7 @@ def sparsegpt_solve(
     block_size: int = 128,
     damp: float = 0.01,
     grid: QuantGrid | None = None,
-    damp_used: list[float] | None = None,
+    factor: SparseGPTFactor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Prune (and optionally keep on a quantization grid) one weight matrix with OBS updates.
 
@@ -120,7 +129,8 @@ def sparsegpt_solve(
         block_size: Columns per block.
         damp: Hessian dampening, as a fraction of its mean diagonal.
         grid: A fixed (out, in) quantization grid the kept weights must lie on, or None.
-        damp_used: If given, the Hessian damping actually used is appended to it.
+        factor: :func:`hessian_unit_factor` of ``hessian`` with this ``damp`` (shared by the layers reading one
+            input); None computes it here. Its ``damp`` is the damping the solve used.
 
     Returns:
         ``(new_weight, mask)``: (out, in) float32 weight, zero where pruned and (with a
@@ -133,7 +143,11 @@ def sparsegpt_solve(
         if not 0 < n < m or in_f % m:
             raise InfeasibleStepError(f"n:m = {n}:{m} does not fit the input width {in_f}")
         block_size = max(m, (block_size // m) * m)
-    unit, bdiag, dead = hessian_unit_factor(hessian.to(weight.device), damp, damp_used)  # (in, in), (in,), (in,)
+    if factor is None:
+        factor = hessian_unit_factor(hessian.to(weight.device), damp)
+    elif factor.unit.shape[0] != in_f:
+        raise ValueError(f"factor has {factor.unit.shape[0]} inputs, expected {in_f}")
+    unit, bdiag, dead = factor.unit, factor.diag, factor.dead  # (in, in), (in,), (in,)
     # Transposed (input-major): each column visited is a contiguous row, and the per-column update of the
     # block's later columns touches contiguous rows.
     wt = weight.detach().float().T.contiguous()  # (in, out) the targets
@@ -214,7 +228,9 @@ class SparseGPT(BaseTechnique[SparseGPTConfig]):
             target = target * smooth.unsqueeze(0)  # stored scale
             hessian = hessian / (smooth.unsqueeze(1) * smooth.unsqueeze(0))
         nm = pattern is SparsityPattern.NM
-        used: list[float] = []
+        damp, dev = float(config.damp), target.device
+        factor = state.memo.get(  # layers reading one input share it (a smoothed Hessian is a new tensor each time)
+            (self.name, damp, str(dev)), hessian, lambda: hessian_unit_factor(hessian.to(dev), damp))
         new_w, mask = sparsegpt_solve(
             target,
             hessian,
@@ -222,11 +238,11 @@ class SparseGPT(BaseTechnique[SparseGPTConfig]):
             n=config.n if nm else 0,
             m=config.m if nm else 0,
             block_size=config.block_size,
-            damp=float(config.damp),
+            damp=damp,
             grid=None if state.quant is None else state.quant.grid,
-            damp_used=used,
+            factor=factor,
         )
-        note_damping(state, self.name, float(config.damp), used[0])
+        note_damping(state, self.name, damp, factor.damp)
         if state.quant is not None:
             state.quant.codes = state.quant.grid.quantize(new_w)
         else:

@@ -81,9 +81,9 @@ def test_sensitivity_survives_a_kill_and_resumes_where_it_stopped(tiny) -> None:
     assert len(stored) == 3
     calls = []
 
-    def counting(name, linear, plan, st):  # noqa: ANN001, ANN202
+    def counting(name, linear, plan, st, *, memo):  # noqa: ANN001, ANN202
         calls.append(name)
-        return compress_layer(name, linear, plan, st)
+        return compress_layer(name, linear, plan, st, memo=memo)
 
     resumed = measure_sensitivity(tiny.original, units, stats, proxy, done=stored, layer_fn=counting)
     remaining = [u for u in units if u.key not in stored]

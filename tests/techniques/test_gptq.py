@@ -273,7 +273,10 @@ def test_stats_memo_reuses_a_result_only_for_the_same_statistics_and_key() -> No
     assert memo.get(("k", 1), h1, lambda: "b") == "a"  # reused
     assert memo.get(("k", 2), h1, lambda: "c") == "c"  # another setting
     assert memo.get(("k", 1), h2, lambda: "d") == "d"  # equal values, another tensor: not assumed the same
-    assert memo.computed == 3
+    assert memo.get(("k", 2), h1, lambda: "e") == "e"  # one tensor's results at a time: h1's went when h2 came
+    assert memo.computed == 4
+    memo.clear()
+    assert memo.get(("k", 2), h1, lambda: "f") == "f"
 
 
 def test_gptq_refuses_quantized_state_and_missing_hessian() -> None:

@@ -57,7 +57,8 @@ def test_the_unit_factor_factors_the_damped_hessian() -> None:
     h = x.T @ x / 64
     h[3, :] = 0.0
     h[:, 3] = 0.0  # a dead input
-    c, b, dead = hessian_unit_factor(h, 0.01)
+    f = hessian_unit_factor(h, 0.01)
+    c, b, dead = f.unit, f.diag, f.dead
     assert dead.tolist() == [i == 3 for i in range(8)]
     assert torch.equal(c, torch.triu(c)) and torch.equal(torch.diagonal(c), torch.ones(8))
     hd = h.double().clone()

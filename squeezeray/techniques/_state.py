@@ -184,8 +184,8 @@ class LayerState:
     def from_weight(
         cls, name: str, weight: torch.Tensor, bias: torch.Tensor | None = None, *, memo: StatsMemo | None = None
     ) -> LayerState:
-        w = weight.detach().float().clone()
-        b = None if bias is None else bias.detach().float().clone()
+        w = weight.detach().to(torch.float32, copy=True)  # one copy, from any dtype
+        b = None if bias is None else bias.detach().to(torch.float32, copy=True)
         return cls(name=name, original=w, weight=w.clone(), bias=b, memo=StatsMemo() if memo is None else memo)
 
     @property

@@ -222,11 +222,13 @@ def gptq_solve(
                          f"in_features={in_f}")
     dead, perm, unit = factor.dead, factor.order, factor.unit
     dt = unit.dtype  # the solve's dtype: float32, or float64
-    w = weight.detach().to(dt, copy=True)  # (out, in)
+    w = weight.detach().to(dt)  # (out, in) read, never written: a copy only where it changes
     keep = None if mask is None else mask.to(torch.bool)  # (out, in)
     if keep is not None:
         w = w * keep
-    w[:, dead] = 0.0
+    if bool(dead.any()):
+        w = w.clone() if keep is None else w
+        w[:, dead] = 0.0
 
     if grid is not None and (grid.fmt, grid.bits, grid.group_size, grid.symmetric) != (QuantFormat.INT, bits, gs, symmetric):
         raise ValueError(f"grid ({grid.fmt.value}, {grid.bits} bits, groups of {grid.group_size}) does not match "

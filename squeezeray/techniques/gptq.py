@@ -259,11 +259,16 @@ def gptq_solve(
 
     # Transposed (input-major): each column GPTQ visits is a contiguous row, every per-column operation reads
     # and writes contiguous memory (1.5-2x faster than column-strided on an 8192 x 3072 layer).
-    wt = w.T.contiguous()  # (in, out): transposing first, then gathering whole rows, takes 0.13 s on an 8192 x
-    del w  # 3072 layer where gathering the transposed view's strided rows took 0.22 (2-vCPU EPYC VM)
-    wt = torch.index_select(wt, 0, perm)  # (in, out) permuted, contiguous: the targets
+    # (in, out), always a copy (``w`` may be the caller's weight, and a one-row layer's transpose is contiguous):
+    # transposing first, then gathering whole rows, takes 0.13 s on an 8192 x 3072 layer where gathering the
+    # transposed view's strided rows took 0.22 (2-vCPU EPYC VM).
+    wt = w.T.clone(memory_format=torch.contiguous_format)
+    del w
+    permuted = factor.act_order  # without act-order the columns are visited in their own order: no gathers
+    if permuted:
+        wt = torch.index_select(wt, 0, perm)  # (in, out) permuted, contiguous: the targets
     orig_t = wt.clone()  # (in, out) the weights themselves, which every error is measured from
-    keep_t = None if keep is None else torch.index_select(keep.T, 0, perm)  # (in, out) permuted
+    keep_t = None if keep is None else (torch.index_select(keep.T, 0, perm) if permuted else keep.T.contiguous())
     group_of = (perm // gs).tolist()  # permuted column -> group of its original column
 
     codes_t = torch.empty(in_f, out_f, dtype=torch.uint8, device=dev)  # (in, out) permuted
@@ -348,18 +353,18 @@ def gptq_solve(
     if not static:  # the loop filled in each group's grid, in the transposed copies (float32 values: exact)
         assert z_dt is not None
         scales, zeros = s_dt.T.float().contiguous(), z_dt.T.float().contiguous()
-    inv = torch.argsort(perm)  # (in,)
+    inv = torch.argsort(perm) if permuted else perm  # (in,)
     if grid is not None:  # a fixed grid (its scales never change): returned as given, two-level scales and all
         solved = grid
     else:
         solved = QuantGrid(QuantFormat.INT, bits, gs, symmetric, scales, None if symmetric else zeros)
     # Back to (out, in) in the original order, two copies of each alive at a time.
-    codes = torch.index_select(codes_t, 0, inv)  # (in, out)
+    codes = torch.index_select(codes_t, 0, inv) if permuted else codes_t  # (in, out)
     del codes_t
     codes = codes.T.contiguous()  # (out, in)
     qweight = None
     if q_t is not None:
-        qweight = torch.index_select(q_t, 0, inv)  # (in, out)
+        qweight = torch.index_select(q_t, 0, inv) if permuted else q_t  # (in, out)
         del q_t
         qweight = qweight.T.contiguous()  # (out, in)
     return GPTQSolution(codes=codes, grid=solved, qweight=qweight, damp=factor.damp)

@@ -320,3 +320,16 @@ def test_clip_search_is_a_setting_of_its_own_label_and_needs_static_groups() -> 
     with pytest.raises(ValueError, match="static groups"):
         gptq_solve(torch.randn(4, 64), torch.eye(64), bits=3, group_size=32, symmetric=True, act_order=False,
                    clip=True)
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+@pytest.mark.parametrize("act_order", [True, False])
+def test_gptq_solve_never_writes_the_weight_it_is_given(rows: int, act_order: bool) -> None:
+    """The solver reads the caller's weight without a private copy where nothing changes it (no mask, no dead
+    input); its targets are a copy even where the transpose is free (one row) and no permutation gathers."""
+    w = _weight(rows, 64, seed=31)
+    before = w.clone()
+    h = LayerStats.synthetic(_correlated_inputs(256, 64, seed=32)).hessian
+    sol = gptq_solve(w, h, bits=3, group_size=16, symmetric=False, act_order=act_order)
+    assert torch.equal(w, before)
+    assert torch.equal(sol.grid.dequantize(sol.codes), sol.qweight)

@@ -348,7 +348,8 @@ def gptq_solve(
             if i % sub == sub - 1 and i + 1 < i2 - i1:  # the end of a sub-block: its errors reach the block's later rows
                 w1[i + 1 :].addmm_(unit1[j0 : i + 1, i + 1 :].T, err1[j0 : i + 1])
         wt[i2:].addmm_(unit[i1:i2, i2:].T, err1)  # (in - i2, out)
-    del w1, w0, err1, w1_rows, w0_rows, e_rows, x, wt, orig_t  # views included: their memory goes back before the results are permuted
+    # Views included: their memory goes back before the results are permuted.
+    del w1, w0, err1, w1_rows, w0_rows, e_rows, code_rows, x, wt, orig_t
 
     if not static:  # the loop filled in each group's grid, in the transposed copies (float32 values: exact)
         assert z_dt is not None

@@ -129,7 +129,7 @@ def apply_plan(
     stats: Mapping[str, LayerStats],
     *,
     progress: bool = False,
-    layer_fn=None,  # noqa: ANN001 - optional (name, linear, layer_plan, stats) -> CompressedLinear (e.g. a cache)
+    layer_fn=None,  # noqa: ANN001 - optional (name, linear, layer_plan, stats, *, memo) -> CompressedLinear (a cache)
     teacher: nn.Module | None = None,
     distill_tokens: torch.Tensor | None = None,
 ) -> list[LayerReport]:
@@ -172,7 +172,8 @@ def apply_plan(
     for name, lp in tqdm(list(plan.layers.items()), desc="compressing", unit="layer", disable=not progress):
         linear = model.get_submodule(name)
         t0 = time.perf_counter()
-        compressed = on_execution_device(model, linear, lambda lin: fn(name, lin, lp, stats[name], memo=memo))  # noqa: B023
+        compressed = on_execution_device(
+            model, linear, lambda lin: fn(name, lin, lp, stats[name], memo=memo))  # noqa: B023
         replace_layers(model, {name: compressed})
         reports.append(LayerReport(name, lp.label(), compressed.nbytes(), dense_nbytes(linear), time.perf_counter() - t0,
                                    notes=compressed.fmt.notes))

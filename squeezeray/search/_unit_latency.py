@@ -34,7 +34,7 @@ def unit_latencies(
     Args:
         model: The original model.
         units, options: The sampling units and, per unit, its options (the allocation problem's order).
-        layer_fn: ``(name, linear, layer_plan, stats) -> module`` (the layer cache).
+        layer_fn: ``(name, linear, layer_plan, stats, *, memo=None) -> module`` (the layer cache; no memo).
         stats: Calibration statistics per layer (a cache miss compresses).
         predictor: The roofline on the target profile.
     """

@@ -345,7 +345,7 @@ def gptq_solve(
             if q_t is not None:
                 q_t[col] = q
             torch.sub(w0_rows[i], q, out=e_rows[i])  # (out,) the column's error
-            if i % sub == sub - 1 and i + 1 < i2 - i1:  # the end of a sub-block: its errors reach the block's later rows
+            if i % sub == sub - 1 and i + 1 < i2 - i1:  # a sub-block's end: its errors reach the block's later rows
                 w1[i + 1 :].addmm_(unit1[j0 : i + 1, i + 1 :].T, err1[j0 : i + 1])
         wt[i2:].addmm_(unit[i1:i2, i2:].T, err1)  # (in - i2, out)
     # Views included: their memory goes back before the results are permuted.

@@ -177,7 +177,6 @@ def apply_plan(
         replace_layers(model, {name: compressed})
         reports.append(LayerReport(name, lp.label(), compressed.nbytes(), dense_nbytes(linear), time.perf_counter() - t0,
                                    notes=compressed.fmt.notes))
-    memo.clear()
     return reports
 
 

@@ -335,7 +335,6 @@ def measure_sensitivity(
                     for name, lin in linears.items() for k, o in enumerate(chunk) if o.plan is not None}
             built = [None if o.plan is None else {name: made[name, k] for name in linears}
                      for k, o in enumerate(chunk)]
-            del made
             real = [b for b in built if b is not None]
             kls = iter(probe.kl_many(real) if real else [])
             per = (time.perf_counter() - t0) / len(chunk)
@@ -346,6 +345,5 @@ def measure_sensitivity(
         if on_unit is not None:
             on_unit(unit.key, unit_rows)
         rows.extend(unit_rows)
-    memo.clear()
     return SensitivityTable(tuple(rows), f"{proxy.source} ({int(proxy.ids.numel())} tokens)", proxy.digest)
 

@@ -144,7 +144,8 @@ class StatsMemo:
         return value
 
     def clear(self) -> None:
-        """Drop every result (and the tensor they came from): a loop calls this when it is done."""
+        """Drop every result (and the tensor they came from): a loop that is not left when it is done (a
+        context manager's, before it yields) calls this; a function's loop lets its memo go on return."""
         self._source, self._entries = None, {}
 
 

@@ -18,9 +18,9 @@ lazily per block of ``block_size`` columns, and inside a block per sub-block of
 the whole block per column: the same arithmetic regrouped, 2.2x faster on an
 8192 x 3072 layer on a 2-vCPU EPYC VM, the same codes); a column adds its own
 sub-block's earlier errors when it is reached (one matrix-vector product instead of a
-rank-one update of the sub-block's later columns per column: 3072 x 3072 0.46 -> 0.35 s,
-1536 x 576 0.074 -> 0.046 s, 8192 x 3072 2.05 -> 1.86 s, the same codes on random
-weights). The solver works on the
+rank-one update of the sub-block's later columns per column; inputs x outputs, 3072 x 3072
+0.46 -> 0.35 s, 1536 x 576 0.074 -> 0.046 s, 8192 x 3072 2.05 -> 1.86 s, the same codes
+on random weights). The solver works on the
 transposed weight, so each column it visits is a contiguous row (8192 x 3072: 3.5 ->
 2.6 s; 3072 x 8192: 12.8 -> 10.0 s with the inverse factor's own speed-up in both).
 

@@ -289,11 +289,15 @@ class SparseGPTConfig(PruneConfig):
     Attributes:
         damp: Dampening of the Hessian diagonal, as a fraction of its mean.
         block_size: Columns per block (also the mask-selection block for unstructured).
+        float64_solve: Factorise the Hessian in float64 instead of float32 (label ``-f64``; the updates run in
+            float32 either way): for Hessians so ill-conditioned that float32 has to raise the damping (the
+            layer's notes say when it did).
     """
 
     technique: ClassVar[str] = "sparsegpt"
     damp: float = 0.01
     block_size: int = 128
+    float64_solve: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -303,6 +307,17 @@ class SparseGPTConfig(PruneConfig):
             self._fail("damp", self.damp, "must be in (0, 1)")
         if not isinstance(self.block_size, int) or self.block_size < 1:
             self._fail("block_size", self.block_size, "must be a positive integer")
+        if not isinstance(self.float64_solve, bool):
+            self._fail("float64_solve", self.float64_solve, "must be true or false")
+
+    def label(self) -> str:
+        return super().label() + ("-f64" if self.float64_solve else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        if not data.get("float64_solve"):
+            data.pop("float64_solve", None)  # plans (and cache keys) without it read as before the field existed
+        return data
 
 
 @dataclasses.dataclass(frozen=True)

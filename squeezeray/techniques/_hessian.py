@@ -9,6 +9,11 @@ from squeezeray.techniques._state import LayerState
 FLIP_CHUNK = 1 << 20
 """Elements swapped at a time by :func:`flip_both_`."""
 
+SUB = 16
+"""Columns per sub-block of the solvers' lazy updates inside a block: a sub-block's errors reach the block's later
+columns in one matrix product (GPTQ's dynamic groups take the divisor of this and the group size, so a group's
+first column starts a sub-block and reads fully updated weights)."""
+
 
 def flip_both_(m: torch.Tensor) -> None:
     """Reverse a dense matrix's rows and columns in place (``J M J``), :data:`FLIP_CHUNK` elements at a time.

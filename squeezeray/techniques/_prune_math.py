@@ -38,21 +38,40 @@ def removed_count(sparsity: float, total: int) -> int:
     return min(total, max(0, int(round(float(sparsity) * total))))
 
 
-def _lowest_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Keep-mask removing the ``k`` lowest entries along the last dim.
+SORT_WIDTH = 64
+"""Groups at most this wide are ranked by a stable sort; wider ones by their ``k``-th value (:func:`lowest_mask`)."""
+
+
+def lowest_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep-mask removing the ``k`` lowest entries along the last dim, ties to the earlier index: the first ``k``
+    of a stable ascending sort.
+
+    Groups wider than :data:`SORT_WIDTH` are not sorted: the ``k``-th lowest value is selected, every entry below it
+    removed, and of the entries equal to it the earliest that make up ``k`` (the same mask; an 8192 x 3072 layer's
+    rows 0.91 -> 0.52 s, one 1M-entry group 0.13 -> 0.03 s on a 2-vCPU EPYC VM). Narrow groups (n:m) sort, which
+    is faster there.
 
     Args:
-        scores: (..., g) float.
+        scores: (..., g) float, no NaN.
         k: Entries removed per group, 0..g.
 
     Returns:
         (..., g) bool, True where kept.
     """
-    mask = torch.ones_like(scores, dtype=torch.bool)  # (..., g)
-    if k > 0:
+    g = scores.shape[-1]
+    if k <= 0:
+        return torch.ones_like(scores, dtype=torch.bool)
+    if k >= g:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    if g <= SORT_WIDTH:
+        mask = torch.ones_like(scores, dtype=torch.bool)  # (..., g)
         order = torch.argsort(scores, dim=-1, stable=True)  # (..., g), ascending
-        mask.scatter_(-1, order[..., :k], False)
-    return mask
+        return mask.scatter_(-1, order[..., :k], False)
+    kth = torch.kthvalue(scores, k, dim=-1, keepdim=True).values  # (..., 1) the k-th lowest
+    below = scores < kth  # (..., g) fewer than k of them
+    ties = scores == kth  # (..., g)
+    short = k - below.sum(dim=-1, keepdim=True)  # (..., 1) ties still to remove, at least 1
+    return ~(below | (ties & (torch.cumsum(ties, dim=-1) <= short)))
 
 
 def _check_scores(scores: torch.Tensor) -> None:
@@ -73,7 +92,7 @@ def unstructured_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
         (out, in) bool keep-mask.
     """
     _check_scores(scores)
-    return _lowest_mask(scores.float(), removed_count(sparsity, scores.shape[1]))
+    return lowest_mask(scores.float(), removed_count(sparsity, scores.shape[1]))
 
 
 def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
@@ -94,7 +113,7 @@ def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     if in_f % m:
         raise InfeasibleStepError(f"m={m} does not divide the input width {in_f}")
     groups = scores.float().reshape(out_f, in_f // m, m)  # (out, in/m, m)
-    return _lowest_mask(groups, m - n).reshape(out_f, in_f)
+    return lowest_mask(groups, m - n).reshape(out_f, in_f)
 
 
 def rows_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
@@ -110,7 +129,7 @@ def rows_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     _check_scores(scores)
     out_f, in_f = scores.shape
     row_score = scores.double().sum(dim=1)  # (out,)
-    keep = _lowest_mask(row_score, removed_count(sparsity, out_f))  # (out,)
+    keep = lowest_mask(row_score, removed_count(sparsity, out_f))  # (out,)
     return keep.unsqueeze(1).expand(out_f, in_f).clone()
 
 
@@ -131,7 +150,7 @@ def heads_mask(scores: torch.Tensor, sparsity: float, head_dim: int) -> torch.Te
         raise InfeasibleStepError(f"head_dim={head_dim} does not divide the output width {out_f}")
     n_heads = out_f // head_dim
     head_score = scores.double().reshape(n_heads, head_dim * in_f).sum(dim=1)  # (n_heads,)
-    keep = _lowest_mask(head_score, removed_count(sparsity, n_heads))  # (n_heads,)
+    keep = lowest_mask(head_score, removed_count(sparsity, n_heads))  # (n_heads,)
     return keep.repeat_interleave(head_dim).unsqueeze(1).expand(out_f, in_f).clone()
 
 

@@ -55,6 +55,7 @@ from squeezeray.techniques._base import BaseTechnique
 from squeezeray.techniques._clip import clip_search
 from squeezeray.techniques._configs import GPTQConfig
 from squeezeray.techniques._hessian import damped_unit_cholesky
+from squeezeray.techniques._hessian import SUB
 from squeezeray.techniques._hessian import given_errors
 from squeezeray.techniques._hessian import note_damping
 from squeezeray.techniques._formats import QuantFormat
@@ -66,9 +67,6 @@ from squeezeray.techniques._state import LayerStats
 from squeezeray.techniques._steps import require_unquantized
 
 _MAX_DAMP_RETRIES = 6
-SUB = 16
-"""Columns per sub-block of the lazy update inside a block (dynamic groups: a divisor of the group size too, so a
-group's first column starts a sub-block and reads fully updated weights)."""
 
 
 @dataclasses.dataclass(frozen=True)

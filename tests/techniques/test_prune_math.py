@@ -7,7 +7,9 @@ import torch
 
 from squeezeray.techniques import MagnitudeConfig
 from squeezeray.techniques import SparsityPattern
+from squeezeray.techniques._prune_math import SORT_WIDTH
 from squeezeray.techniques._prune_math import heads_mask
+from squeezeray.techniques._prune_math import lowest_mask
 from squeezeray.techniques._prune_math import mask_from_scores
 from squeezeray.techniques._prune_math import nm_mask
 from squeezeray.techniques._prune_math import nm_metadata_ok
@@ -127,3 +129,25 @@ def test_removed_count_and_state_args() -> None:
     assert sparsity_state_args(nm) == {"n": 1, "m": 4, "head_dim": 0}
     heads = MagnitudeConfig(pattern=SparsityPattern.HEADS, head_dim=8)
     assert sparsity_state_args(heads) == {"n": 0, "m": 0, "head_dim": 8}
+
+
+def _sorted_lowest(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The reference: the first ``k`` of a stable ascending sort removed."""
+    mask = torch.ones_like(scores, dtype=torch.bool)
+    return mask.scatter_(-1, torch.argsort(scores, dim=-1, stable=True)[..., :k], False)
+
+
+@pytest.mark.parametrize("width", [4, SORT_WIDTH, SORT_WIDTH + 1, 300])
+@pytest.mark.parametrize("levels", [0, 3, 40])  # 0: distinct values; otherwise that many values, tied
+def test_lowest_mask_is_a_stable_sorts_first_k(width: int, levels: int) -> None:
+    """Wide groups select by the k-th value, narrow ones sort: the same entries either way, ties included."""
+    g = torch.Generator().manual_seed(width + levels)
+    scores = torch.rand(5, width, generator=g)  # (rows, width)
+    if levels:
+        scores = (scores * levels).floor()
+    for k in (0, 1, width // 3, width // 2, width - 1, width):
+        mask = lowest_mask(scores, k)
+        assert torch.equal(mask, _sorted_lowest(scores, k)), (width, levels, k)
+        assert (mask.sum(dim=-1) == width - k).all()
+    flat = scores.reshape(-1)  # one group of every entry, as SparseGPT's block mask ranks them
+    assert torch.equal(lowest_mask(flat, 7), _sorted_lowest(flat, 7))

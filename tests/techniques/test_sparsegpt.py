@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from squeezeray._errors import PlanError
+from squeezeray.spaces import parse_step
 from squeezeray.techniques import LayerState
 from squeezeray.techniques import LayerStats
 from squeezeray.techniques import MagnitudeConfig
@@ -66,6 +68,30 @@ def test_the_unit_factor_factors_the_damped_hessian() -> None:
     hd += 0.01 * torch.diagonal(hd).mean() * torch.eye(8, dtype=torch.float64)
     bb = c.double() * b.double()  # B = C diag(b)
     assert torch.allclose(bb @ bb.T, hd, rtol=1e-5, atol=1e-6)
+
+
+def test_the_factor_in_float32_or_float64_factors_the_hessian_and_is_recorded() -> None:
+    _, x = _correlated(in_f=24, tokens=256)
+    h = x.T @ x / 256
+    hd = h.double() + 0.01 * torch.diagonal(h.double()).mean() * torch.eye(24, dtype=torch.float64)
+    for dtype in (torch.float32, torch.float64):
+        f = hessian_unit_factor(h, 0.01, dtype=dtype)
+        assert f.unit.dtype == torch.float32 and f.asked_damp == f.damp == 0.01  # the solve runs in float32
+        bb = f.unit.double() * f.diag.double()
+        assert torch.allclose(bb @ bb.T, hd, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="damp=0.1"):  # a factor made with another damping is refused
+        sparsegpt_solve(torch.randn(4, 24), h, sparsity=0.5, damp=0.1, factor=hessian_unit_factor(h, 0.01))
+    cfg = SparseGPTConfig(sparsity=0.5, float64_solve=True)
+    assert cfg.label() == "sparsegpt-s50-f64" and SparseGPTConfig(sparsity=0.5).label() == "sparsegpt-s50"
+    assert "float64_solve" not in SparseGPTConfig(sparsity=0.5).to_dict() and cfg.to_dict()["float64_solve"] is True
+    assert parse_step("sparsegpt-s50-f64") == cfg and parse_step("sparsegpt-2:4-f64").float64_solve
+    with pytest.raises(PlanError, match="float64_solve='yes'"):
+        SparseGPTConfig(sparsity=0.5, float64_solve="yes")  # type: ignore[arg-type]
+    state, stats = _setup()
+    SparseGPT().apply(state, cfg, stats)
+    ref, _ = sparsegpt_solve(state.original, stats.hessian, sparsity=0.5, factor=hessian_unit_factor(
+        stats.hessian, 0.01, dtype=torch.float64))
+    assert torch.equal(state.weight, ref)  # the option reaches the factor
 
 
 def _reference_sparsegpt(w: torch.Tensor, h: torch.Tensor, sparsity: float, n: int, m: int,

@@ -165,3 +165,23 @@ def test_layers_reading_one_input_share_its_factorisation_and_store_what_they_st
     other = LayerStats.synthetic(correlated_inputs(300, WIDTH))
     compress_layer("o", layers[1], plan, other, memo=memo)  # another input: the first one's factor is dropped
     assert memo.computed == 2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("steps", ["gptq-w4g32", "sparsegpt-s50"])
+def test_layers_on_cuda_share_one_device_copy_of_their_statistics_and_its_factorisation(
+    layer_stats, steps: str  # noqa: ANN001
+) -> None:
+    """Statistics stay on the host: one copy on the GPU serves every layer reading that input, so the factor is
+    computed once there too, and the stored result is the one each layer gets alone."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    _, stats = layer_stats
+    torch.manual_seed(13)
+    layers = [nn.Linear(WIDTH, rows).cuda() for rows in (203, 64, 64)]
+    plan, memo = parse_steps(steps), StatsMemo()
+    shared = [compress_layer(f"l{i}", lin, plan, stats, memo=memo, row_block_bytes=SMALL) for i, lin in enumerate(layers)]
+    assert memo.computed == 1 and memo.copies == 1
+    for lin, got in zip(layers, shared):
+        a, b = _buffers(compress_layer("l", lin, plan, stats)), _buffers(got)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

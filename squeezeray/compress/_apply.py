@@ -88,8 +88,8 @@ def compress_layer(
     weight, bias = linear.weight, linear.bias
     whole = [(0, int(weight.shape[0]))]
     blocks = row_blocks(*weight.shape, row_block_bytes) if splits_by_rows(plan) else whole
-    stats = stats_on(stats, weight.device)  # kept on the host; the steps run where the layer's weight is
     memo = StatsMemo() if memo is None else memo  # shared by the row blocks (and a loop's layers: see above)
+    stats = memo.placed(stats, weight.device)  # kept on the host; the steps run where the layer's weight is
     parts = []
     for r0, r1 in blocks:  # a tall layer a block of rows at a time (same stored tensors; see _row_blocks)
         state = LayerState.from_weight(name, weight[r0:r1], None if bias is None else bias[r0:r1], memo=memo)

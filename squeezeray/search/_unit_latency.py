@@ -19,6 +19,7 @@ from torch import nn
 from squeezeray.objectives.predicted_latency import PredictedLatency
 from squeezeray.search._sensitivity import UnitOption
 from squeezeray.spaces import Unit
+from squeezeray.techniques import StatsMemo
 
 
 def unit_latencies(
@@ -34,18 +35,20 @@ def unit_latencies(
     Args:
         model: The original model.
         units, options: The sampling units and, per unit, its options (the allocation problem's order).
-        layer_fn: ``(name, linear, layer_plan, stats, *, memo=None) -> module`` (the layer cache; no memo).
+        layer_fn: ``(name, linear, layer_plan, stats, *, memo=None) -> module`` (the layer cache; a cache miss
+            compresses, with one memo for the loop: a unit's layers read one input and share its factorisation).
         stats: Calibration statistics per layer (a cache miss compresses).
         predictor: The roofline on the target profile.
     """
     total, _ = predictor.predict(model)
     covered = 0.0
     out = []
+    memo = StatsMemo()
     for unit, opts in zip(units, options):
         linears = {name: model.get_submodule(name) for name in unit.layers}
         dense = sum(predictor.layer_seconds(name, lin) for name, lin in linears.items())
         covered += dense
         out.append(tuple(dense if o.plan is None else
-                         sum(predictor.layer_seconds(name, layer_fn(name, lin, o.plan, stats[name]))
+                         sum(predictor.layer_seconds(name, layer_fn(name, lin, o.plan, stats[name], memo=memo))
                              for name, lin in linears.items()) for o in opts))
     return tuple(out), total - covered

@@ -8,6 +8,7 @@ from typing import TypeVar
 
 import torch
 
+from squeezeray._device import tensors_on
 from squeezeray.techniques._formats import QuantGrid
 from squeezeray.techniques._formats import SparsityPattern
 
@@ -124,18 +125,25 @@ class StatsMemo:
     its identity stays unique) and the same key (technique and the settings the result depends on). The memo
     holds one tensor's results at a time: the first request for another tensor drops them before computing,
     so a loop keeps one factorisation alive, not one per input.
+
+    Statistics are kept on the host; where layers compute on another device, :meth:`placed` keeps the one device
+    copy of the last statistics placed, so consecutive layers reading one input get the same copy (and with it
+    the same derived results: a fresh copy per layer would be a new tensor each time).
     """
 
     def __init__(self) -> None:
         self._source: torch.Tensor | None = None
         self._entries: dict[tuple, object] = {}
+        self._host: LayerStats | None = None  # the statistics last placed on a device, and their copy there
+        self._placed: LayerStats | None = None
+        self._placed_on: torch.device | None = None
         self.computed = 0  # entries computed (a test's count)
+        self.copies = 0  # statistics copied to a device (a test's count)
 
     def get(self, key: tuple, source: torch.Tensor, compute: Callable[[], T]) -> T:
         """The value ``compute()`` gave for ``key`` and this ``source`` tensor, computed now if not yet."""
         if source is not self._source:
-            self.clear()  # another tensor's results go before this one's are computed
-            self._source = source
+            self._source, self._entries = source, {}  # another tensor's results go before this one's are computed
         if key in self._entries:
             return self._entries[key]  # type: ignore[return-value]
         value = compute()
@@ -143,10 +151,25 @@ class StatsMemo:
         self.computed += 1
         return value
 
+    def placed(self, stats: LayerStats, device: torch.device | str) -> LayerStats:
+        """``stats`` with every tensor on ``device``: ``stats`` itself when they are there already, otherwise one
+        copy, kept until other statistics are placed (the same copy for the same statistics on the same device)."""
+        device = torch.device(device)
+        if stats is self._host and device == self._placed_on:
+            assert self._placed is not None
+            return self._placed
+        moved = tensors_on(stats, device)
+        if moved is stats:
+            return stats
+        self.clear()  # the last copy and what was derived from it go first
+        self._host, self._placed, self._placed_on = stats, moved, device
+        self.copies += 1
+        return moved
+
     def clear(self) -> None:
-        """Drop every result (and the tensor they came from): a loop that is not left when it is done (a
-        context manager's, before it yields) calls this; a function's loop lets its memo go on return."""
-        self._source, self._entries = None, {}
+        """Drop every result, the tensor they came from and the device copy: a loop that is not left when it is done
+        (a context manager's, before it yields) calls this; a function's loop lets its memo go on return."""
+        self._source, self._entries, self._host, self._placed, self._placed_on = None, {}, None, None, None
 
 
 @dataclasses.dataclass

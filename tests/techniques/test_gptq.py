@@ -279,6 +279,23 @@ def test_stats_memo_reuses_a_result_only_for_the_same_statistics_and_key() -> No
     assert memo.get(("k", 2), h1, lambda: "f") == "f"
 
 
+def test_stats_memo_keeps_one_device_copy_of_the_statistics_last_placed() -> None:
+    """Layers reading one input on another device get one copy, and with it the results derived from it."""
+    memo = StatsMemo()
+    s1, s2 = LayerStats.synthetic(torch.randn(16, 4)), LayerStats.synthetic(torch.randn(16, 4))
+    assert memo.placed(s1, "cpu") is s1 and memo.copies == 0  # already there: nothing copied or kept
+    p1 = memo.placed(s1, "meta")
+    assert p1.hessian is not None and p1.hessian.device.type == "meta" and p1.sq_mean.device.type == "meta"
+    assert memo.placed(s1, torch.device("meta")) is p1 and memo.copies == 1  # the same copy again
+    assert memo.get(("k",), p1.hessian, lambda: "a") == "a"
+    assert memo.get(("k",), memo.placed(s1, "meta").hessian, lambda: "b") == "a"  # so the derived result too
+    p2 = memo.placed(s2, "meta")
+    assert p2 is not p1 and memo.copies == 2
+    assert memo.placed(s1, "meta") is not p1 and memo.copies == 3  # one copy kept at a time
+    memo.clear()
+    assert memo.placed(s1, "meta") is not p1 and memo.copies == 4
+
+
 def test_gptq_refuses_quantized_state_and_missing_hessian() -> None:
     x = _correlated_inputs(128, 32, seed=13)
     w = _weight(8, 32, seed=14)

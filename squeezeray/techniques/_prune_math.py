@@ -2,7 +2,7 @@
 
 Every pruner turns its per-weight saliency scores into a keep-mask with
 :func:`mask_from_scores`; they differ only in the scores (magnitude: ``|W|``,
-Wanda: ``|W| * ||X_j||``). SparseGPT selects its mask inside its own solver.
+Wanda: ``|W| * ||X_j||``). SparseGPT scores inside its own solver and ranks with :func:`lowest_mask` too.
 
 Comparison groups, by pattern (the lowest scores of each group are removed):
 

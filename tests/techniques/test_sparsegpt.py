@@ -124,7 +124,7 @@ def _reference_sparsegpt(w: torch.Tensor, h: torch.Tensor, sparsity: float, n: i
     return w, keep
 
 
-@pytest.mark.parametrize(("n", "m", "block_size"), [(0, 0, 16), (0, 0, 40), (2, 4, 16)])
+@pytest.mark.parametrize(("n", "m", "block_size"), [(0, 0, 16), (0, 0, 40), (2, 4, 16), (2, 6, 36), (3, 16, 128)])
 def test_the_solve_gives_the_papers_mask_and_weights(n: int, m: int, block_size: int) -> None:
     """The solver works with the Hessian's own factor; the paper's updates through the inverse's factor give
     the same targets, so the same OBS scores, mask and weights."""

@@ -154,7 +154,8 @@ def add_estimates(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
     data = DataConfig.from_dict(cfg["data"])
     for spec in cfg["models"]:
         src = resolve_model(model_folder(spec))
-        stages = estimate(model_shape(src), resolve_dtype("auto", src), data).stages
+        # the stages' plans solve in float32 (GPTQ's default)
+        stages = estimate(model_shape(src), resolve_dtype("auto", src), data, float64_solve=False).stages
         for r in rows:
             if r["model"] == spec["name"]:
                 r["estimated_gib"] = round(stages[ESTIMATE_STAGE[r["stage"]]] / GIB, 3)

@@ -54,6 +54,7 @@ from squeezeray.search._executor import EvalJob
 from squeezeray.search._executor import EvaluateFn
 from squeezeray.search._executor import InProcessExecutor
 from squeezeray.search._footprint import preflight
+from squeezeray.search._footprint import solves_in_float64
 from squeezeray.search._study import StudyHeader
 from squeezeray.search._study import baseline_attrs
 from squeezeray.search._study import front_table
@@ -187,7 +188,8 @@ def run_search(
         limit = None if config.memory_limit_gib is None else int(config.memory_limit_gib * (1 << 30))
         footprint = preflight(config.model, config.dtype, config.data, limit_bytes=limit,
                               device=resolve_device(config.device), offload=config.offload,
-                              timed=any(is_timed(n) for n in (*config.objectives, *config.final_objectives)))
+                              timed=any(is_timed(n) for n in (*config.objectives, *config.final_objectives)),
+                              float64_solve=solves_in_float64(space.steps()))
         if progress:
             print(footprint.describe(), file=sys.stderr, flush=True)
         bench = Workbench.load(config.model, config.data, progress=False, dtype=config.dtype, device=config.device,

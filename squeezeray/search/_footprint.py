@@ -12,6 +12,7 @@ candidate's would exceed 512 MiB); ``experiments/scaling`` has what was measured
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +32,7 @@ from squeezeray.models import resolve_model
 from squeezeray.objectives._base import MATERIALIZE_WHOLE_BYTES
 from squeezeray.objectives._logits import CHUNK as LOGIT_CHUNK
 from squeezeray.search._cache import DEFAULT_MEMORY_BYTES as LAYER_CACHE_BYTES
+from squeezeray.techniques import TechniqueConfig
 
 GIB = 1 << 30
 RUNTIME_BYTES = 512 << 20
@@ -112,8 +114,8 @@ class Footprint:
         load: Extra while loading (a GGUF file dequantizes through float32).
         calibration: One block's statistics with Hessians (float32) and activations.
         compression: The largest working set of a layer (GPTQ's weight, on one block of a tall layer's rows, and
-            Hessian copies, counted in float64 as a ``-f64`` option solves), the loaded
-            statistics, the layers compressed so far (at 8 bits) and those the cache keeps.
+            Hessian copies, in float64 where ``float64_solve``), the loaded statistics, the layers compressed so far
+            (at 8 bits) and those the cache keeps.
         evaluation: One chunk of logits and of the original's log-probs (kept in a file,
             :mod:`squeezeray.objectives._reference`), a candidate's dense weights (whole, or one block's), its
             compressed layers (at 8 bits) and those the cache keeps.
@@ -124,6 +126,8 @@ class Footprint:
         host: With the decoder blocks offloaded (:mod:`squeezeray._offload`): what stays on the host instead of the
             device, the blocks' weights and the compressed layers (``model`` then counts the weights outside the
             blocks and one block's copy on the device). 0 when nothing is offloaded.
+        float64_solve: The Hessian solves were counted in float64 (some option asks for it, ``-f64``, or the options
+            were not known), not float32.
     """
 
     params: int
@@ -137,8 +141,10 @@ class Footprint:
     device: str = "cpu"
     host: int = 0
     kernels: int = 0
+    float64_solve: bool = True
 
-    VERSION = 6  # 5: a tall layer's working set is one row block's; 6: GPTQ holds no float32 quantized weight
+    VERSION = 7  # 5: a tall layer's working set is one row block's; 6: GPTQ holds no float32 quantized weight;
+    # 7: solves in float32 unless an option asks for float64
 
     @property
     def stages(self) -> dict[str, int]:
@@ -163,7 +169,7 @@ class Footprint:
         stages = ", ".join(f"{k} {v / GIB:.2f}" for k, v in self.stages.items())
         where = f", {self.host / GIB:.2f} GiB offloaded to the host" if self.host else ""
         return (f"{self.params / 1e9:.2f}B parameters in {self.dtype} on {self.device}, weights {self.model / GIB:.2f} GiB"
-                f"{where}; stages: {stages} GiB")
+                f"{where}, solves in {'float64' if self.float64_solve else 'float32'}; stages: {stages} GiB")
 
     def check(self, limit_bytes: int | None, *, source: str) -> None:
         """Refuse (:class:`ResourceError`, before any weight loads) when the peak exceeds ``limit_bytes``.
@@ -184,10 +190,12 @@ class Footprint:
 
 
 def estimate(shape: ModelShape, dtype: torch.dtype, data: DataConfig, *,
-             layer_cache_bytes: int = LAYER_CACHE_BYTES, offload: bool = False, timed: bool = False) -> Footprint:
+             layer_cache_bytes: int = LAYER_CACHE_BYTES, offload: bool = False, timed: bool = False,
+             float64_solve: bool = True) -> Footprint:
     """The :class:`Footprint` of a search on a model of ``shape`` held in ``dtype``, with ``data``'s sizes; ``offload``:
     its decoder blocks kept on the host, one at a time on the device; ``timed``: its front is re-measured on latency or
-    energy (on prepared kernels)."""
+    energy (on prepared kernels); ``float64_solve``: some option solves its Hessian in float64
+    (:func:`solves_in_float64`; True when the options are not known)."""
     item = dtype.itemsize
     f32 = 4
     model = shape.params * item
@@ -197,7 +205,7 @@ def estimate(shape: ModelShape, dtype: torch.dtype, data: DataConfig, *,
     block_stats = max((sum(_layer_stats_bytes(shape.layers[n][1]) for n in b) for b in shape.blocks),
                       default=sum(_layer_stats_bytes(i) for _, i in shape.layers.values()))
     calibration = 2 * hidden_states + 3 * block_stats + MARGIN_BYTES  # accumulators, their matmuls, the copy written
-    working = max((_working_bytes(o, i) for o, i in shape.layers.values()), default=0)
+    working = max((_working_bytes(o, i, 8 if float64_solve else f32) for o, i in shape.layers.values()), default=0)
     # a candidate's compressed layers, all swapped in at once (and, compressing, all made so far): at most one
     # byte per weight, the 8 bits of the densest option the packaged spaces offer (RTN 8-bit)
     held = sum(o * i for o, i in shape.layers.values())
@@ -219,19 +227,24 @@ def estimate(shape: ModelShape, dtype: torch.dtype, data: DataConfig, *,
         evaluation -= held + cached
     kernels = held if timed else 0  # at most one byte per weight, as the candidate's own 8-bit codes
     return Footprint(shape.params, dtype_name(dtype), runtime, model, load, calibration, compression, evaluation,
-                     host=host, kernels=kernels)
+                     host=host, kernels=kernels, float64_solve=float64_solve)
 
 
-def _working_bytes(out_features: int, in_features: int) -> int:
+def solves_in_float64(steps: Iterable[TechniqueConfig]) -> bool:
+    """Whether any of ``steps`` solves its Hessian in float64 (GPTQ's and SparseGPT's ``float64_solve``, ``-f64``)."""
+    return any(getattr(step, "float64_solve", False) for step in steps)
+
+
+def _working_bytes(out_features: int, in_features: int, width: int) -> int:
     """A layer's compression working set: GPTQ's on one block of rows (the packaged spaces' options on a tall layer,
-    the token table above all, are row-independent: :mod:`squeezeray.compress._row_blocks`), and the blocks' packed
-    results joined into the layer (a second copy of its codes, at most one byte per weight)."""
-    f64 = 8
+    the token table above all, are row-independent: :mod:`squeezeray.compress._row_blocks`), solving in ``width``-byte
+    floats (4, or 8 with ``float64_solve``), and the blocks' packed results joined into the layer (a second copy of its
+    codes, at most one byte per weight)."""
     rows = max(b - a for a, b in row_blocks(out_features, in_features))
-    # GPTQ with float64_solve (the default float32 solve takes half of these; a space may hold either): the weight
-    # and its permuted copy, then the targets and the weights they start from, and uint8 codes; two (in, in)
-    # matrices at a time (H's gathered rows and its permuted copy, then that and the factor it becomes)
-    solve = rows * in_features * (2 * f64 + 1) + 2 * in_features * in_features * f64
+    # GPTQ: the weight and its permuted copy, then the targets and the weights they start from, and uint8 codes; two
+    # (in, in) matrices at a time (H's gathered rows and its permuted copy, then that and the factor it becomes;
+    # SparseGPT's Hessian copy and factor the same)
+    solve = rows * in_features * (2 * width + 1) + 2 * in_features * in_features * width
     joined = out_features * in_features if rows < out_features else 0
     return solve + joined
 
@@ -242,7 +255,8 @@ def _layer_stats_bytes(in_features: int) -> int:
 
 
 def preflight(ref: str | None, dtype: str, data: DataConfig, *, limit_bytes: int | None = None,
-              device: torch.device | None = None, offload: bool = False, timed: bool = False) -> Footprint:
+              device: torch.device | None = None, offload: bool = False, timed: bool = False,
+              float64_solve: bool = True) -> Footprint:
     """Estimate the footprint of a search on model ``ref`` in ``dtype`` on ``device`` (None: the CPU) and refuse
     it when it cannot fit.
 
@@ -255,8 +269,8 @@ def preflight(ref: str | None, dtype: str, data: DataConfig, *, limit_bytes: int
     """
     src = resolve_model(ref)
     device = device or torch.device("cpu")
-    fp = dataclasses.replace(estimate(model_shape(src), resolve_dtype(dtype, src), data, offload=offload, timed=timed),
-                             device=str(device))
+    fp = dataclasses.replace(estimate(model_shape(src), resolve_dtype(dtype, src), data, offload=offload, timed=timed,
+                                      float64_solve=float64_solve), device=str(device))
     if limit_bytes is not None:
         fp.check(limit_bytes, source="memory_limit")
     elif device.type == "cuda":

@@ -39,6 +39,7 @@ from squeezeray.spaces._plan import CompressionPlan
 from squeezeray.spaces._plan import LayerPlan
 from squeezeray.spaces._plan import parse_step
 from squeezeray.techniques import StepKind
+from squeezeray.techniques import TechniqueConfig
 
 
 NONE = "none"
@@ -341,6 +342,12 @@ class SearchSpace:
             else:
                 params[key] = choices[0]
         return params
+
+    def steps(self) -> tuple[TechniqueConfig, ...]:
+        """Every step some group offers (each label once, in the groups' order)."""
+        labels = dict.fromkeys(label for g in self.groups for label in (*g.quantize, *g.prune, *g.lowrank)
+                               if label != NONE)
+        return tuple(parse_step(label) for label in labels)
 
     def size(self, layer_names: Sequence[str]) -> int:
         """Number of distinct plans in the space."""

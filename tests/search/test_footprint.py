@@ -100,3 +100,33 @@ def test_a_tall_layer_counts_one_row_blocks_working_set() -> None:
     whole_solve = 49152 * 2048 * (2 * 8 + 4 + 1)  # GPTQ's float64/float32/uint8 copies of the whole table: 1.97 GiB
     assert table < whole_solve / 2
     assert table - small >= 2 * (49152 - 4096) * 2048  # what still grows with the rows: codes held and joined
+
+
+def test_solves_are_counted_in_float64_only_where_an_option_asks_for_it() -> None:
+    from squeezeray.search._footprint import ModelShape
+    from squeezeray.search._footprint import solves_in_float64
+    from squeezeray.spaces import GroupSpec
+    from squeezeray.spaces import SearchSpace
+    from squeezeray.spaces import load_space
+    from squeezeray.spaces import parse_steps
+
+    assert not solves_in_float64(parse_steps("sparsegpt-s50+gptq-w4g128").steps)
+    assert solves_in_float64(parse_steps("gptq-w4g128-f64").steps)
+    assert solves_in_float64(parse_steps("sparsegpt-2:4-f64+rtn-w4g128").steps)
+    for name in ("per-layer", "per-layer-prune", "by-role"):
+        assert not solves_in_float64(load_space(name).steps()), name
+    space = SearchSpace("s", (GroupSpec("a", ("*",), quantize=("none", "gptq-w4g128", "gptq-w4g128-f64")),
+                              GroupSpec("b", ("*",), quantize=("gptq-w4g128",), prune=("sparsegpt-s50",))))
+    assert [s.label() for s in space.steps()] == ["gptq-w4g128", "gptq-w4g128-f64", "sparsegpt-s50"]
+    assert solves_in_float64(space.steps())
+
+    shape = ModelShape(params=3 * 8192 * 3072, layers={"up": (8192, 3072), "down": (3072, 8192)}, blocks=(),
+                       vocab=0, hidden=3072)
+    f64 = estimate(shape, torch.bfloat16, DataConfig())
+    f32 = estimate(shape, torch.bfloat16, DataConfig(), float64_solve=False)
+    assert f64.float64_solve and not f32.float64_solve and "solves in float32" in f32.describe()
+    # down's working set is the largest: a 64 MiB block of its float32 rows (2048 of 8192) in two copies and two
+    # 8192-wide Hessians, 4 bytes less an element each
+    assert f64.compression - f32.compression == 2048 * 8192 * 2 * 4 + 2 * 8192 * 8192 * 4
+    assert f32.to_dict()["float64_solve"] is False
+    assert (f32.calibration, f32.evaluation) == (f64.calibration, f64.evaluation)

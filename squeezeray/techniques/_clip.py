@@ -49,11 +49,21 @@ def group_output_error(dw: torch.Tensor, hessian: torch.Tensor, group_size: int)
     pad = (-in_f) % group_size  # ragged last group: zero padding adds no error
     if pad:
         dw = torch.nn.functional.pad(dw, (0, pad))
+    return _group_errors(dw.reshape(out_f, -1, group_size), diagonal_blocks(hessian, group_size))
+
+
+def diagonal_blocks(hessian: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(n_groups, group_size, group_size) the Hessian's diagonal blocks ``H_gg``, a ragged last one zero-padded."""
+    pad = (-hessian.shape[0]) % group_size
+    if pad:
         hessian = torch.nn.functional.pad(hessian, (0, pad, 0, pad))
-    n_groups = (in_f + pad) // group_size
+    n_groups = hessian.shape[0] // group_size
     blocks = hessian.reshape(n_groups, group_size, n_groups, group_size)  # (G, gs, G, gs)
-    blocks = blocks.diagonal(dim1=0, dim2=2).permute(2, 0, 1)  # (G, gs, gs)
-    d = dw.reshape(out_f, n_groups, group_size)  # (out, G, gs)
+    return blocks.diagonal(dim1=0, dim2=2).permute(2, 0, 1)  # (G, gs, gs)
+
+
+def _group_errors(d: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+    """(out, G) ``d_g H_gg d_g^T`` of a weight change in groups, d (out, G, gs), blocks (G, gs, gs)."""
     hd = torch.einsum("rgi,gij->rgj", d, blocks)  # (out, G, gs)
     return (hd * d).sum(dim=2)  # (out, G)
 
@@ -96,9 +106,20 @@ def clip_search(
     gs = in_f if group_size is None else group_size
     ws = weight * smooth  # (out, in)
     grids = [minmax_grid(ws, bits=bits, group_size=gs, symmetric=symmetric, clip=r) for r in ratios]
-    errs = torch.stack(
-        [group_output_error(effective_weight(g, ws, smooth, mask) - weight, hessian, gs) for g in grids]
-    )  # (R, out, G)
+    # Every ratio's (row, group) errors on the weights in groups, padded once (a ragged last group's padding
+    # rounds to 0 and adds no error): the same values as group_output_error of effective_weight, without
+    # padding and regrouping the weight, the codes and the Hessian again for each ratio (the same grids bit for
+    # bit; 14 of the embedded model's layers at three grids, median 2.1 -> 1.7 s on a 2-vCPU EPYC VM).
+    layout = grids[0]
+    ws_g, w_g = layout.grouped(ws.float()), layout.grouped(weight.float())  # (out, G, gs)
+    smooth_g = layout.grouped(smooth.unsqueeze(0), fill=1.0)  # (1, G, gs)
+    keep_g = None if mask is None else layout.grouped(mask)  # (out, G, gs)
+    blocks = diagonal_blocks(hessian, gs)  # (G, gs, gs)
+    errs = []
+    for g in grids:
+        eff = g.fake_quantize_grouped(ws_g) / smooth_g  # (out, G, gs)
+        errs.append(_group_errors((eff if keep_g is None else eff * keep_g) - w_g, blocks))
+    errs = torch.stack(errs)  # (R, out, G)
     best = errs.argmin(dim=0)  # (out, G)
     scales = torch.stack([g.scales for g in grids])  # (R, out, G)
     zeros = torch.stack([g.zero_points() for g in grids])  # (R, out, G)

@@ -143,18 +143,20 @@ class QuantGrid:
             return self.zeros
         return torch.full_like(self.scales, (self.maxq + 1) / 2)
 
-    def _grouped(self, t: torch.Tensor) -> torch.Tensor:
-        """(out, in) -> (out, n_groups, group_size), zero-padding a ragged last group."""
+    def grouped(self, t: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+        """(out, in) -> (out, n_groups, group_size), padding a ragged last group with ``fill``."""
         n_groups = self.scales.shape[1]
         pad = n_groups * self.group_size - t.shape[1]
         if pad:
-            t = torch.nn.functional.pad(t, (0, pad))
+            t = torch.nn.functional.pad(t, (0, pad), value=fill)
         return t.reshape(t.shape[0], n_groups, self.group_size)
 
     def quantize(self, w: torch.Tensor) -> torch.Tensor:
         """Codes (uint8, same shape as ``w``) of a (out, in) float weight on this grid."""
-        in_f = w.shape[1]
-        g = self._grouped(w.float())  # (out, n_groups, gs)
+        return self.quantize_grouped(self.grouped(w.float())).reshape(w.shape[0], -1)[:, : w.shape[1]]
+
+    def quantize_grouped(self, g: torch.Tensor) -> torch.Tensor:
+        """Codes (uint8) of a float weight already in groups, (out, n_groups, group_size) (:meth:`grouped`)."""
         scale = self.scales.unsqueeze(-1)
         if self.mins is not None:
             q = torch.clamp(torch.round((g - self.mins.unsqueeze(-1)) / scale), 0, self.maxq).to(torch.uint8)
@@ -168,12 +170,14 @@ class QuantGrid:
         else:
             x = (g / scale).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX)
             q = x.to(torch.float8_e4m3fn).view(torch.uint8)
-        return q.reshape(w.shape[0], -1)[:, :in_f]
+        return q
 
     def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
         """Float32 (out, in) values of uint8 codes on this grid."""
-        in_f = codes.shape[1]
-        g = self._grouped(codes)  # (out, n_groups, gs) uint8
+        return self.dequantize_grouped(self.grouped(codes)).reshape(codes.shape[0], -1)[:, : codes.shape[1]]
+
+    def dequantize_grouped(self, g: torch.Tensor) -> torch.Tensor:
+        """Float32 values of uint8 codes already in groups, (out, n_groups, group_size)."""
         scale = self.scales.unsqueeze(-1)
         if self.mins is not None:
             w = g.float() * scale + self.mins.unsqueeze(-1)
@@ -183,11 +187,16 @@ class QuantGrid:
             w = NF4_LEVELS.to(g.device)[g.long()] * scale
         else:
             w = g.view(torch.float8_e4m3fn).float() * scale
-        return w.reshape(codes.shape[0], -1)[:, :in_f]
+        return w
 
     def fake_quantize(self, w: torch.Tensor) -> torch.Tensor:
         """Round ``w`` to the nearest grid value (dequantize(quantize(w)))."""
         return self.dequantize(self.quantize(w))
+
+    def fake_quantize_grouped(self, g: torch.Tensor) -> torch.Tensor:
+        """:meth:`fake_quantize` of a float weight already in groups (zero padding stays exactly 0 on every grid
+        without float minimums)."""
+        return self.dequantize_grouped(self.quantize_grouped(g))
 
     def columns(self, start: int, stop: int, in_features: int) -> QuantGrid:
         """The grid restricted to input columns [start, stop) (for column-wise solvers)."""

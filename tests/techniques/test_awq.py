@@ -130,3 +130,36 @@ def test_awq_refuses_quantized_state() -> None:
     with pytest.raises(ValueError, match="already quantized"):
         AWQ().apply(state, AWQConfig(bits=4, group_size=None), LayerStats.synthetic(x))
     assert AWQ.needs_hessian
+
+
+def test_the_clip_search_in_groups_equals_the_ungrouped_definition() -> None:
+    """The search works on the weight in groups, padded once: each ratio's (row, group) errors equal
+    group_output_error of the ungrouped effective weight, so the chosen grid is the same bit for bit."""
+    from squeezeray.techniques import QuantFormat
+    from squeezeray.techniques._clip import CLIP_RATIOS
+    from squeezeray.techniques._clip import effective_weight
+    from squeezeray.techniques._clip import group_output_error
+
+    g = torch.Generator().manual_seed(21)
+    w = torch.randn(6, 40, generator=g)  # 40 = 2 x 16 + 8: a ragged last group
+    x = torch.randn(128, 40, generator=g)
+    h = x.T @ x / 128
+    s = torch.rand(40, generator=g) + 0.5
+    keep = torch.rand(6, 40, generator=g) > 0.3
+    for fmt, sym in ((QuantFormat.INT, False), (QuantFormat.INT, True), (QuantFormat.NF4, True), (QuantFormat.FP8_E4M3, True)):
+        grid = minmax_grid(w * s, bits=4 if fmt is not QuantFormat.FP8_E4M3 else 8, group_size=16, symmetric=sym, fmt=fmt)
+        grouped = grid.fake_quantize_grouped(grid.grouped(w * s))  # (6, 3, 16)
+        assert torch.equal(grouped.reshape(6, -1)[:, :40], grid.fake_quantize(w * s))
+        assert torch.equal(grouped[:, -1, 8:], torch.zeros(6, 8))  # the padding rounds to exactly 0
+    # reference: the per-ratio errors of the ungrouped definition, and the grid they pick before the row check
+    for mask in (None, keep):
+        ref = torch.stack([group_output_error(effective_weight(
+            minmax_grid(w * s, bits=3, group_size=16, symmetric=False, clip=r), w * s, s, mask) - w, h, 16)
+            for r in CLIP_RATIOS])
+        best = ref.argmin(dim=0)  # (out, G)
+        grids = [minmax_grid(w * s, bits=3, group_size=16, symmetric=False, clip=r) for r in CLIP_RATIOS]
+        picked = torch.stack([gr.scales for gr in grids]).gather(0, best.unsqueeze(0)).squeeze(0)
+        base = minmax_grid(w * s, bits=3, group_size=16, symmetric=False)
+        got = clip_search(w, s, h, bits=3, group_size=16, symmetric=False, mask=mask)
+        rows = (got.scales != base.scales).any(dim=1)  # rows that took the clipped grid
+        assert torch.equal(got.scales[rows], picked[rows])

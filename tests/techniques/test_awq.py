@@ -146,8 +146,10 @@ def test_the_clip_search_in_groups_equals_the_ungrouped_definition() -> None:
     h = x.T @ x / 128
     s = torch.rand(40, generator=g) + 0.5
     keep = torch.rand(6, 40, generator=g) > 0.3
-    for fmt, sym in ((QuantFormat.INT, False), (QuantFormat.INT, True), (QuantFormat.NF4, True), (QuantFormat.FP8_E4M3, True)):
-        grid = minmax_grid(w * s, bits=4 if fmt is not QuantFormat.FP8_E4M3 else 8, group_size=16, symmetric=sym, fmt=fmt)
+    formats = ((QuantFormat.INT, False, 4), (QuantFormat.INT, True, 4), (QuantFormat.NF4, True, 4),
+               (QuantFormat.FP8_E4M3, True, 8))
+    for fmt, sym, bits in formats:
+        grid = minmax_grid(w * s, bits=bits, group_size=16, symmetric=sym, fmt=fmt)
         grouped = grid.fake_quantize_grouped(grid.grouped(w * s))  # (6, 3, 16)
         assert torch.equal(grouped.reshape(6, -1)[:, :40], grid.fake_quantize(w * s))
         assert torch.equal(grouped[:, -1, 8:], torch.zeros(6, 8))  # the padding rounds to exactly 0
